@@ -1,0 +1,58 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// Release builds of the numeric modules drop bounds checks and exclusivity checks in hot loops.
+let fastMath: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Bottleneck",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "bottleneck", targets: ["bottleneck"]),
+        .library(name: "Bottleneck", targets: [
+            "BottleneckCore", "BottleneckImage", "BottleneckTensor", "BottleneckModels",
+            "BottleneckHeads", "BottleneckTraining", "BottleneckPipeline",
+        ]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // C system libraries (Debian: libturbojpeg0-dev, libpng-dev, libopenblas-dev).
+        .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+
+        // Shared plumbing: .npy I/O, atomic writes, SHA-256, JSON helpers.
+        .target(name: "BottleneckCore", swiftSettings: fastMath),
+        // Image decoding (JPEG, PNG, PPM), EXIF orientation, Pillow-exact resampling, presets.
+        .target(name: "BottleneckImage", dependencies: ["CJPEG", "CPNG", "BottleneckCore"], swiftSettings: fastMath),
+        // Tensor kernels on OpenBLAS: convolution, pooling, activations, linear.
+        .target(name: "BottleneckTensor", dependencies: ["CBLAS", "BottleneckCore"], swiftSettings: fastMath),
+        // Architectures (ResNet, VGG, EfficientNet-Lite), weight formats, manifest, labels.
+        .target(name: "BottleneckModels", dependencies: ["BottleneckTensor", "BottleneckImage", "BottleneckCore"],
+                resources: [.copy("Resources")], swiftSettings: fastMath),
+        // Classifier heads and metrics: scaler, logistic regression, linear/RBF SVM, CV.
+        .target(name: "BottleneckHeads", dependencies: ["BottleneckCore", "BottleneckImage", "CBLAS"], swiftSettings: fastMath),
+        // Fine-tuning: backward passes and SGD.
+        .target(name: "BottleneckTraining", dependencies: ["BottleneckModels", "BottleneckTensor", "BottleneckHeads"], swiftSettings: fastMath),
+        // Dataset scanning, batched extraction pipeline, feature store, shards.
+        .target(name: "BottleneckPipeline", dependencies: ["BottleneckImage", "BottleneckModels", "BottleneckCore"], swiftSettings: fastMath),
+        // The command-line tool.
+        .executableTarget(name: "bottleneck", dependencies: [
+            "BottleneckCore", "BottleneckImage", "BottleneckTensor", "BottleneckModels",
+            "BottleneckHeads", "BottleneckTraining", "BottleneckPipeline",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        .testTarget(name: "BottleneckCoreTests", dependencies: ["BottleneckCore"]),
+        .testTarget(name: "BottleneckImageTests", dependencies: ["BottleneckImage"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckTensorTests", dependencies: ["BottleneckTensor"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckModelsTests", dependencies: ["BottleneckModels"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckHeadsTests", dependencies: ["BottleneckHeads"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckPipelineTests", dependencies: ["BottleneckPipeline"]),
+        .testTarget(name: "BottleneckTrainingTests", dependencies: ["BottleneckTraining"]),
+    ]
+)

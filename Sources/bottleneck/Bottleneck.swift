@@ -1,0 +1,13 @@
+import ArgumentParser
+
+/// The `bottleneck` command: transfer learning on images from the command line.
+@main
+struct Bottleneck: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bottleneck",
+        abstract: "Transfer learning on images: decode, extract CNN bottleneck features, train small classifiers.",
+        version: "0.1.0",
+        subcommands: [
+        ]
+    )
+}
