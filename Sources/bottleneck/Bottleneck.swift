@@ -10,4 +10,10 @@ struct Bottleneck: ParsableCommand {
         subcommands: [
         ]
     )
+
+    /// Entry point: fixes the BLAS environment first (it must precede library initialisation), then parses.
+    static func main() {
+        BLASEnvironment.ensureBestCoreType()
+        Self.main(nil)
+    }
 }
