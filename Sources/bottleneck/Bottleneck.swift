@@ -8,6 +8,7 @@ struct Bottleneck: ParsableCommand {
         abstract: "Transfer learning on images: decode, extract CNN bottleneck features, train small classifiers.",
         version: "0.1.0",
         subcommands: [
+            ExtractCommand.self, MergeCommand.self,
         ]
     )
 

@@ -1,0 +1,137 @@
+import BottleneckCore
+import Foundation
+
+/// Where the features a model was trained on came from; filled by the CLI, checked by `predict`.
+public struct BackboneInfo: Codable, Sendable, Equatable {
+    /// Model zoo name (e.g. `efficientnet_lite0`).
+    public var model: String
+    /// SHA-256 (hex) of the weights file.
+    public var weightsSHA256: String
+    /// Where the network was cut (layer or stage name).
+    public var cut: String
+    /// Pooling applied to the cut activations (e.g. `avg`).
+    public var pool: String
+    /// Preprocessing preset name.
+    public var preprocessing: String
+    /// Any further key/value facts (feature-store meta).
+    public var extra: [String: String]
+
+    /// Creates backbone info.
+    public init(model: String, weightsSHA256: String, cut: String, pool: String, preprocessing: String,
+                extra: [String: String] = [:]) {
+        self.model = model; self.weightsSHA256 = weightsSHA256; self.cut = cut; self.pool = pool
+        self.preprocessing = preprocessing; self.extra = extra
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case model, weightsSHA256 = "weights_sha256", cut, pool, preprocessing, extra
+    }
+}
+
+/// A complete trained classifier: scaler, head, class names, training metrics and backbone provenance.
+/// Saved as one JSON file (format version ``currentFormat``).
+public struct ClassifierModel: Codable, Sendable, Equatable {
+    /// Current file format version.
+    public static let currentFormat = 1
+
+    /// File format version.
+    public var format: Int
+    /// Class names; label index = position.
+    public var classNames: [String]
+    /// Feature standardisation fitted on the training rows.
+    public var scaler: StandardScaler
+    /// The fitted head.
+    public var head: TrainedHead
+    /// How the head was configured (after grid search: the chosen C/gamma).
+    public var config: HeadConfig
+    /// Grid-search outcome, when one was run.
+    public var gridSearch: GridSearchResult?
+    /// Metrics on the training rows and, if a holdout was used, on it (keys `train`, `holdout`).
+    public var trainingMetrics: [String: ClassificationReport]
+    /// Provenance of the features.
+    public var backbone: BackboneInfo?
+
+    /// Creates a model container.
+    public init(classNames: [String], scaler: StandardScaler, head: TrainedHead, config: HeadConfig,
+                gridSearch: GridSearchResult? = nil, trainingMetrics: [String: ClassificationReport] = [:],
+                backbone: BackboneInfo? = nil) {
+        self.format = ClassifierModel.currentFormat
+        self.classNames = classNames; self.scaler = scaler; self.head = head; self.config = config
+        self.gridSearch = gridSearch; self.trainingMetrics = trainingMetrics; self.backbone = backbone
+    }
+
+    /// Feature dimension expected by ``predict(_:)``.
+    public var dimension: Int { scaler.dimension }
+
+    /// Consistency checks applied on load: dimensions and class counts agree, known head type, finite parameters.
+    public func validate(path: String = "<model>") throws {
+        func bad(_ r: String) -> HeadError { .invalidModel(path: path, reason: r) }
+        guard format == ClassifierModel.currentFormat else { throw bad("unsupported format \(format) (expected \(ClassifierModel.currentFormat))") }
+        guard classNames.count >= 2 else { throw bad("needs at least two classes, has \(classNames.count)") }
+        guard scaler.mean.count == scaler.scale.count else { throw bad("scaler mean/scale lengths differ") }
+        guard head.dimension == scaler.dimension else {
+            throw bad("head expects \(head.dimension) features but scaler has \(scaler.dimension)")
+        }
+        guard head.classCount == classNames.count else {
+            throw bad("head has \(head.classCount) classes but \(classNames.count) class names")
+        }
+        guard scaler.scale.allSatisfy({ $0 > 0 && $0.isFinite }), scaler.mean.allSatisfy({ $0.isFinite }) else {
+            throw bad("scaler has non-finite or non-positive entries")
+        }
+        switch head {
+        case .logreg(let m):
+            guard m.coef.rows == (m.classCount == 2 ? 1 : m.classCount), m.intercept.count == m.coef.rows,
+                  m.coef.values.count == m.coef.rows * m.coef.cols else { throw bad("logistic regression shape is inconsistent") }
+            guard m.coef.values.allSatisfy({ $0.isFinite }) else { throw bad("non-finite coefficients") }
+        case .linearSVM(let m):
+            guard m.coef.rows == (m.classCount == 2 ? 1 : m.classCount), m.intercept.count == m.coef.rows,
+                  m.coef.values.count == m.coef.rows * m.coef.cols else { throw bad("linear SVM shape is inconsistent") }
+            guard m.coef.values.allSatisfy({ $0.isFinite }) else { throw bad("non-finite coefficients") }
+        case .kernelSVM(let m):
+            guard m.pairs.count == m.classCount * (m.classCount - 1) / 2 else { throw bad("kernel SVM has \(m.pairs.count) pair machines") }
+            guard m.supportVectors.values.count == m.supportVectors.rows * m.supportVectors.cols else { throw bad("support vector shape") }
+            for p in m.pairs {
+                guard p.supportIndices.count == p.coefficients.count,
+                      p.supportIndices.allSatisfy({ $0 >= 0 && $0 < m.supportVectors.rows }),
+                      p.classA < p.classB, p.classB < m.classCount else { throw bad("kernel SVM pair (\(p.classA), \(p.classB)) is inconsistent") }
+            }
+            guard m.gamma > 0, m.gamma.isFinite else { throw bad("gamma must be positive") }
+        }
+    }
+
+    /// Scaled features for raw rows `x` (checks dimension and finiteness).
+    public func transform(_ x: Matrix) throws -> Matrix { try scaler.transform(x) }
+
+    /// Predicted class index per raw feature row.
+    public func predict(_ x: Matrix) throws -> [Int] { try head.predict(transform(x)) }
+
+    /// Per-class ranking scores per raw feature row (see ``TrainedHead/classScores(_:)``).
+    public func classScores(_ x: Matrix) throws -> Matrix { try head.classScores(transform(x)) }
+
+    /// Writes the model as JSON atomically.
+    public func save(to url: URL) throws {
+        let enc = JSONEncoder()
+        enc.outputFormatting = [.sortedKeys]
+        enc.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        do { try AtomicFile.write(try enc.encode(self), to: url) } catch let e as HeadError { throw e } catch {
+            throw HeadError.io(path: url.path, reason: "cannot write model: \(error)")
+        }
+    }
+
+    /// Reads and validates a model written by ``save(to:)``.
+    /// - Throws: ``HeadError/io(path:reason:)`` or ``HeadError/invalidModel(path:reason:)``.
+    public static func load(from url: URL) throws -> ClassifierModel {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch {
+            throw HeadError.io(path: url.path, reason: "cannot read model: \(error.localizedDescription)")
+        }
+        let dec = JSONDecoder()
+        dec.nonConformingFloatDecodingStrategy = .convertFromString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        let model: ClassifierModel
+        do { model = try dec.decode(ClassifierModel.self, from: data) } catch {
+            throw HeadError.invalidModel(path: url.path, reason: "not a Bottleneck classifier model (\(error))")
+        }
+        try model.validate(path: url.path)
+        return model
+    }
+}

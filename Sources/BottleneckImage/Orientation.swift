@@ -1,0 +1,75 @@
+import Foundation
+
+/// EXIF orientation: reading the tag and applying it like Pillow's `ImageOps.exif_transpose`.
+enum Orientation {
+    /// Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block (starting at "II*\0" / "MM\0*").
+    /// Returns 1 when the block is malformed, the tag is absent, or its value is outside 1...8.
+    static func fromTIFF(_ b: UnsafeBufferPointer<UInt8>, start: Int, end: Int) -> Int {
+        guard end - start >= 8 else { return 1 }
+        let little: Bool
+        if b[start] == 0x49, b[start + 1] == 0x49 { little = true }
+        else if b[start] == 0x4D, b[start + 1] == 0x4D { little = false }
+        else { return 1 }
+        func u16(_ o: Int) -> Int? {
+            guard o >= start, o + 2 <= end else { return nil }
+            return little ? Int(b[o]) | Int(b[o + 1]) << 8 : Int(b[o]) << 8 | Int(b[o + 1])
+        }
+        func u32(_ o: Int) -> Int? {
+            guard let a = u16(o), let c = u16(o + 2) else { return nil }
+            return little ? a | c << 16 : a << 16 | c
+        }
+        guard u16(start + 2) == 42, let ifd = u32(start + 4), let count = u16(start + ifd) else { return 1 }
+        for i in 0..<count {
+            let entry = start + ifd + 2 + i * 12
+            guard let tag = u16(entry) else { return 1 }
+            if tag == 0x0112 {
+                // SHORT (3) per spec; Pillow also accepts LONG (4).
+                guard let type = u16(entry + 2) else { return 1 }
+                let value: Int?
+                switch type {
+                case 3: value = u16(entry + 8)
+                case 4: value = u32(entry + 8)
+                default: value = nil
+                }
+                if let v = value, (1...8).contains(v) { return v }
+                return 1
+            }
+        }
+        return 1
+    }
+
+    /// Applies EXIF orientation `o` (2-8) to an interleaved RGB raster the way Pillow's
+    /// `exif_transpose` does: 2 FLIP_LEFT_RIGHT, 3 ROTATE_180, 4 FLIP_TOP_BOTTOM, 5 TRANSPOSE,
+    /// 6 ROTATE_270 (clockwise), 7 TRANSVERSE, 8 ROTATE_90 (counter-clockwise). O(width x height).
+    static func apply(_ o: Int, to image: RGBImage) -> RGBImage {
+        guard (2...8).contains(o) else { return image }
+        let w = image.width, h = image.height
+        let swap = o >= 5
+        let ow = swap ? h : w, oh = swap ? w : h
+        var out = [UInt8](repeating: 0, count: image.pixels.count)
+        image.pixels.withUnsafeBufferPointer { src in
+            out.withUnsafeMutableBufferPointer { dst in
+                for y in 0..<oh {
+                    for x in 0..<ow {
+                        // (sx, sy): the source pixel that lands at output (x, y).
+                        let sx: Int, sy: Int
+                        switch o {
+                        case 2: sx = w - 1 - x; sy = y
+                        case 3: sx = w - 1 - x; sy = h - 1 - y
+                        case 4: sx = x; sy = h - 1 - y
+                        case 5: sx = y; sy = x
+                        case 6: sx = y; sy = h - 1 - x
+                        case 7: sx = w - 1 - y; sy = h - 1 - x
+                        default: sx = w - 1 - y; sy = x
+                        }
+                        let s = (sy * w + sx) * 3, d = (y * ow + x) * 3
+                        dst[d] = src[s]
+                        dst[d + 1] = src[s + 1]
+                        dst[d + 2] = src[s + 2]
+                    }
+                }
+            }
+        }
+        return RGBImage(width: ow, height: oh, pixels: out)
+    }
+}

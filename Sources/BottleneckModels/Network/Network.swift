@@ -1,0 +1,304 @@
+import BottleneckTensor
+import Foundation
+
+/// A runnable network: an architecture truncated at a chosen stage, with weights loaded, batch norms
+/// folded into the convolutions and the kernels' weight layouts prepared.
+///
+/// Activations run in NHWC inside preallocated buffers that are reused across calls (they only grow
+/// when a larger batch or image arrives), so steady-state inference allocates nothing. Inputs and
+/// outputs use PyTorch's layout. Not thread-safe: use one `Network` per concurrent caller.
+public final class Network: @unchecked Sendable {
+    /// The (full) architecture this network was built from.
+    public let architecture: Architecture
+    /// Index of the last stage that runs.
+    public let stageIndex: Int
+    /// Reduction applied to a spatial output (`.none` leaves the map; ignored for vector outputs).
+    public let pooling: Pooling
+    /// Name of the input preprocessing preset (`imagenet` or `lite`).
+    public var presetName: String { architecture.presetName }
+    /// Name of the last stage that runs.
+    public var stageName: String { architecture.stages[stageIndex].name }
+
+    private let stages: [[CompiledLayer]]
+    private let arena = (0..<5).map { _ in Workspace() }
+    private let scratch = Workspace()
+
+    /// Loads `weights` for the stages up to `cut`.
+    /// - Throws: `ModelLoadingError` for an invalid cut/layer, a missing key, a shape mismatch, or
+    ///   keys in `weights` that the architecture does not have (`num_batches_tracked` is ignored).
+    ///   Errors name `sourceName`.
+    /// - Complexity: reads each needed tensor once; the raw tensor is released as soon as it has been
+    ///   repacked, so peak memory is the packed network plus the largest single tensor.
+    public init(architecture: Architecture, weights: WeightSource, cut: StageSelection = .cut(0),
+                pool: Pooling = .none, sourceName: String = "weights") throws {
+        self.architecture = architecture
+        stageIndex = try architecture.stageIndex(for: cut)
+        pooling = pool
+        let known = Set(architecture.parameters.map(\.name))
+        let unexpected = weights.keys.filter { !known.contains($0) && !$0.hasSuffix("num_batches_tracked") }.sorted()
+        if !unexpected.isEmpty { throw ModelLoadingError.unexpectedKeys(unexpected, source: sourceName) }
+        let loader = Loader(source: weights, sourceName: sourceName)
+        var compiled: [[CompiledLayer]] = []
+        var shape = ActivationShape.map(channels: 3, height: architecture.inputSize, width: architecture.inputSize)
+        for stage in architecture.stages[0...stageIndex] {
+            var layers: [CompiledLayer] = []
+            for spec in stage.layers {
+                layers.append(try loader.compile(spec, input: shape, fusedActivation: nil))
+                shape = Architecture.infer(spec, shape).shape
+            }
+            compiled.append(layers)
+        }
+        stages = compiled
+    }
+
+    /// Convenience: the model called `name` with deterministic synthetic weights.
+    public convenience init(syntheticModel name: String, cut: StageSelection = .cut(0), pool: Pooling = .none) throws {
+        let arch = try ModelZoo.architecture(name)
+        try self.init(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: cut, pool: pool,
+                      sourceName: "synthetic weights")
+    }
+
+    /// Output shape per image for a `height x width` input, after pooling.
+    public func outputShape(height: Int, width: Int) -> ActivationShape {
+        let raw = architecture.stageShapes(height: height, width: width)[stageIndex]
+        if case let .map(c, _, _) = raw, pooling != .none { return .vector(c) }
+        return raw
+    }
+
+    /// Output shape per image at the architecture's native resolution.
+    public var outputShape: ActivationShape { outputShape(height: architecture.inputSize, width: architecture.inputSize) }
+
+    /// FLOPs per image (2 per multiply-accumulate) for a `height x width` input.
+    public func flops(height: Int, width: Int) -> Int {
+        architecture.flops(height: height, width: width, throughStage: stageIndex)
+    }
+
+    /// Runs the network.
+    /// - Parameters:
+    ///   - input: `[batch][3][height][width]` float32, already normalised (PyTorch NCHW).
+    ///   - output: room for `batch * outputShape(height:width:).count` floats, written in PyTorch's
+    ///     layout (`[N][D]` or `[N][C][H][W]`).
+    public func forward(_ input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+                        into output: UnsafeMutablePointer<Float>) {
+        run(input, batch: batch, height: height, width: width, output: output, collect: nil)
+    }
+
+    /// Runs the network and returns the output (see `forward(_:batch:height:width:into:)`).
+    public func forward(_ input: [Float], batch: Int, height: Int, width: Int) -> [Float] {
+        precondition(input.count == batch * 3 * height * width, "Network.forward: \(input.count) floats for \(batch)x3x\(height)x\(width)")
+        var out = [Float](repeating: 0, count: batch * outputShape(height: height, width: width).count)
+        input.withUnsafeBufferPointer { i in
+            out.withUnsafeMutableBufferPointer { forward(i.baseAddress!, batch: batch, height: height, width: width, into: $0.baseAddress!) }
+        }
+        return out
+    }
+
+    /// Runs the network and returns every stage's output up to the selected one (unpooled, PyTorch
+    /// layout), for inspection and parity tests.
+    public func stageOutputs(_ input: [Float], batch: Int, height: Int, width: Int) -> [(name: String, values: [Float])] {
+        var result: [(String, [Float])] = []
+        input.withUnsafeBufferPointer { i in
+            run(i.baseAddress!, batch: batch, height: height, width: width, output: nil) { index, values in
+                result.append((self.architecture.stages[index].name, values))
+            }
+        }
+        return result
+    }
+
+    /// Frees the activation buffers (they are reallocated by the next call).
+    public func releaseBuffers() {
+        for w in arena { w.release() }
+        scratch.release()
+    }
+
+    // MARK: - Execution
+
+    private struct Act {
+        var slot: Int, h: Int, w: Int, c: Int
+        var isVector: Bool
+    }
+
+    private func pointer(_ act: Act, batch: Int) -> UnsafeMutablePointer<Float> {
+        arena[act.slot].pointer(minimumCount: batch * act.h * act.w * act.c)
+    }
+
+    private func acquire(excluding used: [Int]) -> Int {
+        (0..<arena.count).first { !used.contains($0) }!
+    }
+
+    private func run(_ input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+                     output: UnsafeMutablePointer<Float>?, collect: ((Int, [Float]) -> Void)?) {
+        var act = Act(slot: 0, h: height, w: width, c: 3, isVector: false)
+        Layout.nchwToNhwc(input, batch: batch, channels: 3, height: height, width: width, into: pointer(act, batch: batch))
+        for (i, layers) in stages.enumerated() {
+            for layer in layers { act = execute(layer, act, batch: batch, protected: []) }
+            if let collect {
+                var values = [Float](repeating: 0, count: batch * act.h * act.w * act.c)
+                values.withUnsafeMutableBufferPointer { emit(act, batch: batch, pool: .none, into: $0.baseAddress!) }
+                collect(i, values)
+            }
+        }
+        if let output { emit(act, batch: batch, pool: pooling, into: output) }
+    }
+
+    /// Writes an activation in PyTorch layout, optionally globally pooled.
+    private func emit(_ act: Act, batch: Int, pool: Pooling, into out: UnsafeMutablePointer<Float>) {
+        let src = pointer(act, batch: batch)
+        if act.isVector {
+            out.update(from: src, count: batch * act.c)
+        } else if pool != .none {
+            Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: pool == .max, output: out)
+        } else {
+            Layout.nhwcToNchw(src, batch: batch, height: act.h, width: act.w, channels: act.c, into: out)
+        }
+    }
+
+    private func execute(_ layer: CompiledLayer, _ act: Act, batch: Int, protected: [Int],
+                         residual: UnsafePointer<Float>? = nil) -> Act {
+        let src = UnsafePointer(pointer(act, batch: batch))
+        switch layer {
+        case let .conv(conv):
+            let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
+            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: conv.outChannels, isVector: false)
+            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch),
+                         residual: residual, workspace: scratch)
+            return out
+        case let .depthwise(conv):
+            let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
+            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: conv.channels, isVector: false)
+            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch))
+            return out
+        case let .maxPool(k, s, p):
+            let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
+            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: act.c, isVector: false)
+            Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                              padding: p, output: pointer(out, batch: batch))
+            return out
+        case let .adaptiveAvgPool(oh, ow):
+            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: act.c, isVector: false)
+            Pooling2D.adaptiveAvgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c,
+                                      outHeight: oh, outWidth: ow, output: pointer(out, batch: batch))
+            return out
+        case .globalAvgPool:
+            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: 1, w: 1, c: act.c, isVector: true)
+            Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: false,
+                             output: pointer(out, batch: batch))
+            return out
+        case let .linear(linear):
+            // An NHWC map flattens in (h, w, c) order; the weights were permuted at load to match.
+            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: 1, w: 1, c: linear.outFeatures, isVector: true)
+            linear.forward(input: src, batch: batch, output: pointer(out, batch: batch))
+            return out
+        case let .residual(body, shortcut):
+            var keep = protected + [act.slot]
+            var skip = act
+            if let shortcut {
+                for l in shortcut { skip = execute(l, skip, batch: batch, protected: keep) }
+                keep.append(skip.slot)
+            }
+            var x = act
+            for l in body.dropLast() { x = execute(l, x, batch: batch, protected: keep) }
+            return execute(body.last!, x, batch: batch, protected: keep, residual: UnsafePointer(pointer(skip, batch: batch)))
+        }
+    }
+}
+
+/// A layer with its weights prepared for the kernels.
+enum CompiledLayer {
+    case conv(Conv2D)
+    case depthwise(DepthwiseConv2D)
+    case maxPool(kernel: Int, stride: Int, padding: Int)
+    case adaptiveAvgPool(height: Int, width: Int)
+    case globalAvgPool
+    case linear(Linear)
+    /// The body's last layer is a convolution compiled with the block's activation; the skip tensor
+    /// is added in its output pass.
+    indirect case residual(body: [CompiledLayer], shortcut: [CompiledLayer]?)
+}
+
+/// Reads tensors one at a time from a `WeightSource`, validates shapes and builds kernels.
+struct Loader {
+    let source: WeightSource
+    let sourceName: String
+
+    func tensor(_ key: String, _ shape: [Int]) throws -> [Float] {
+        guard let found = source.shape(of: key) else { throw ModelLoadingError.missingKey(key, source: sourceName) }
+        // PyTorch accepts a 0-d/1-element mismatch nowhere here; compare exactly.
+        guard found == shape else { throw ModelLoadingError.shapeMismatch(key: key, expected: shape, found: found, source: sourceName) }
+        let values = try source.load(key)
+        guard values.count == shape.reduce(1, *) else {
+            throw ModelLoadingError.shapeMismatch(key: key, expected: shape, found: [values.count], source: sourceName)
+        }
+        return values
+    }
+
+    /// Folded (scale, shift) of a BN, with an optional preceding conv bias merged into the shift.
+    func fold(_ bn: BatchNormSpec?, channels c: Int, convBias: [Float]?) throws -> (scale: [Float]?, shift: [Float]?) {
+        guard let bn else { return (nil, convBias) }
+        var (scale, shift) = foldBatchNorm(gamma: try tensor(bn.name + ".weight", [c]), beta: try tensor(bn.name + ".bias", [c]),
+                                           mean: try tensor(bn.name + ".running_mean", [c]),
+                                           variance: try tensor(bn.name + ".running_var", [c]), eps: bn.eps)
+        if let convBias { for i in 0..<c { shift[i] += convBias[i] * scale[i] } }
+        return (scale, shift)
+    }
+
+    func compile(_ spec: LayerSpec, input: ActivationShape, fusedActivation: Activation?) throws -> CompiledLayer {
+        switch spec {
+        case let .conv(name, cin, cout, k, stride, padding, hasBias, bn, activation):
+            let w = try tensor(name + ".weight", [cout, cin, k, k])
+            let bias = hasBias ? try tensor(name + ".bias", [cout]) : nil
+            let (scale, shift) = try fold(bn, channels: cout, convBias: bias)
+            return .conv(w.withUnsafeBufferPointer {
+                Conv2D(weightOIHW: $0.baseAddress!, outChannels: cout, inChannels: cin, kernelH: k, kernelW: k, stride: stride,
+                       padding: padding, channelScale: scale, bias: shift, activation: fusedActivation ?? activation)
+            })
+        case let .depthwise(name, c, k, stride, padding, bn, activation):
+            let w = try tensor(name + ".weight", [c, 1, k, k])
+            let (scale, shift) = try fold(bn, channels: c, convBias: nil)
+            return .depthwise(w.withUnsafeBufferPointer {
+                DepthwiseConv2D(weightC1HW: $0.baseAddress!, channels: c, kernelH: k, kernelW: k, stride: stride,
+                                padding: padding, channelScale: scale, bias: shift, activation: fusedActivation ?? activation)
+            })
+        case let .maxPool(k, s, p):
+            return .maxPool(kernel: k, stride: s, padding: p)
+        case let .adaptiveAvgPool(h, w):
+            return .adaptiveAvgPool(height: h, width: w)
+        case .globalAvgPool:
+            return .globalAvgPool
+        case let .linear(name, inF, outF, activation):
+            let w = try tensor(name + ".weight", [outF, inF])
+            let b = try tensor(name + ".bias", [outF])
+            var permutation: [Int]? = nil
+            if case let .map(c, h, wd) = input, h * wd > 1 {
+                // Our flatten order is (y, x, c); torch's is (c, y, x).
+                var perm = [Int](repeating: 0, count: inF)
+                for y in 0..<h { for x in 0..<wd { for ch in 0..<c { perm[(y * wd + x) * c + ch] = ch * h * wd + y * wd + x } } }
+                permutation = perm
+            }
+            return .linear(w.withUnsafeBufferPointer {
+                Linear(weight: $0.baseAddress!, outFeatures: outF, inFeatures: inF, bias: b, activation: activation,
+                       columnPermutation: permutation)
+            })
+        case let .residual(body, shortcut, activation):
+            var shape = input
+            var compiledBody: [CompiledLayer] = []
+            for (i, l) in body.enumerated() {
+                let last = i == body.count - 1
+                if last, case .conv = l {} else if last {
+                    preconditionFailure("residual body must end with a convolution")
+                }
+                compiledBody.append(try compile(l, input: shape, fusedActivation: last ? activation : nil))
+                shape = Architecture.infer(l, shape).shape
+            }
+            var compiledShortcut: [CompiledLayer]? = nil
+            if let shortcut {
+                var s = input
+                compiledShortcut = try shortcut.map { l in
+                    defer { s = Architecture.infer(l, s).shape }
+                    return try compile(l, input: s, fusedActivation: nil)
+                }
+            }
+            return .residual(body: compiledBody, shortcut: compiledShortcut)
+        }
+    }
+}

@@ -1,0 +1,269 @@
+import Foundation
+import BottleneckCore
+
+/// One line of `index.csv`: an image and what happened to it.
+public struct IndexRecord: Sendable, Equatable {
+    /// Row in `features.npy`, or nil when the image failed.
+    public var row: Int?
+    /// Path relative to the dataset root.
+    public var path: String
+    /// Split name or empty.
+    public var split: String
+    /// Class name or empty.
+    public var label: String
+    /// nil when extracted; otherwise the failure reason (written as `error: <reason>`).
+    public var failure: String?
+
+    /// Creates a record.
+    public init(row: Int?, path: String, split: String, label: String, failure: String?) {
+        self.row = row; self.path = path; self.split = split; self.label = label; self.failure = failure
+    }
+}
+
+/// The rows of one split (or of the whole store) as dense matrices.
+public struct FeatureSplit: Sendable {
+    /// Split name; empty for "all rows".
+    public var name: String
+    /// Row-major `count x dimension` float32 features.
+    public var features: [Float]
+    /// Feature length D.
+    public var dimension: Int
+    /// Class index per row into the store's `classes`, -1 when unlabeled.
+    public var labels: [Int]
+    /// Relative image path per row.
+    public var paths: [String]
+    /// Number of rows.
+    public var count: Int { labels.count }
+}
+
+/// A feature store directory as written by ``FeatureExtractor`` or ``ShardMerger``.
+///
+/// Layout (stable; other tools read it):
+/// - `features.npy`: float32 `N_ok x D`, NumPy format 1.0.
+/// - `index.csv`: header `row,path,split,label,status`; one line per image in byte-wise path
+///   order; `row` empty for failures; status `ok` or `error: <reason>`.
+/// - `classes.json`: sorted class names; `labels.npy`: int64 per features row (-1 unlabeled).
+/// - `features_<split>.npy`, `labels_<split>.npy` per split when the dataset has splits.
+/// - `meta.json`: model identity, preset, counts, fingerprints and `wall_seconds` (the only
+///   field that differs between otherwise identical runs). Written last: its presence with a
+///   matching fingerprint means the store is complete.
+public struct FeatureStore: Sendable {
+    /// Store directory.
+    public var url: URL
+    /// Feature length D.
+    public var dimension: Int
+    /// All extracted rows (`features.npy`), row-major N x D.
+    public var features: [Float]
+    /// `labels.npy`.
+    public var labels: [Int]
+    /// `classes.json`.
+    public var classes: [String]
+    /// Every line of `index.csv`, failures included.
+    public var records: [IndexRecord]
+    /// Scalar `meta.json` fields as strings (numbers in their JSON spelling, null as empty).
+    public var meta: [String: String]
+
+    /// Splits present among extracted rows, sorted; empty for unsplit datasets.
+    public var splitNames: [String] {
+        Set(records.filter { $0.row != nil }.map(\.split)).subtracting([""]).sorted(by: TextFormat.byteLess)
+    }
+
+    /// All rows as one split named "".
+    public var all: FeatureSplit {
+        FeatureSplit(name: "", features: features, dimension: dimension, labels: labels,
+                     paths: records.filter { $0.row != nil }.map(\.path))
+    }
+
+    /// The rows of split `name`, in store order; nil when the split has no rows.
+    public func split(_ name: String) -> FeatureSplit? {
+        var f: [Float] = [], l: [Int] = [], p: [String] = []
+        for r in records where r.split == name {
+            guard let row = r.row else { continue }
+            f.append(contentsOf: features[row * dimension..<(row + 1) * dimension])
+            l.append(labels[row]); p.append(r.path)
+        }
+        return l.isEmpty ? nil : FeatureSplit(name: name, features: f, dimension: dimension, labels: l, paths: p)
+    }
+
+    /// Reads a complete store.
+    /// - Throws: ``PipelineError/malformedStore(path:reason:)`` when a file is missing or inconsistent.
+    public static func load(from url: URL) throws -> FeatureStore {
+        func file(_ n: String) -> URL { url.appendingPathComponent(n) }
+        guard FileManager.default.fileExists(atPath: file("meta.json").path) else {
+            throw PipelineError.malformedStore(path: url.path, reason: "no meta.json: not a finished feature store (run extract, or extract --resume)")
+        }
+        let meta = try readMeta(file("meta.json"))
+        let fm: NumpyArray, lab: NumpyArray
+        do { fm = try NumpyArray(contentsOf: file("features.npy")); lab = try NumpyArray(contentsOf: file("labels.npy")) }
+        catch { throw PipelineError.malformedStore(path: url.path, reason: "\(error)") }
+        guard fm.dtype == .float32, fm.shape.count == 2 else {
+            throw PipelineError.malformedStore(path: file("features.npy").path, reason: "expected a 2-D float32 array, found \(fm.dtype) \(fm.shape)")
+        }
+        let classesData = (try? Data(contentsOf: file("classes.json"))) ?? Data()
+        guard let classes = (try? JSONSerialization.jsonObject(with: classesData)) as? [String] else {
+            throw PipelineError.malformedStore(path: file("classes.json").path, reason: "missing or not a JSON array of strings")
+        }
+        guard let csv = try? String(contentsOf: file("index.csv"), encoding: .utf8) else {
+            throw PipelineError.malformedStore(path: file("index.csv").path, reason: "missing or not UTF-8")
+        }
+        let records = try parseIndex(csv, path: file("index.csv").path)
+        let labels = lab.ints
+        guard labels.count == fm.shape[0], records.filter({ $0.row != nil }).count == fm.shape[0] else {
+            throw PipelineError.malformedStore(path: url.path, reason: "features.npy has \(fm.shape[0]) rows but labels.npy has \(labels.count) and index.csv lists \(records.filter { $0.row != nil }.count)")
+        }
+        return FeatureStore(url: url, dimension: fm.shape[1], features: fm.floats, labels: labels,
+                            classes: classes, records: records, meta: meta)
+    }
+
+    static func readMeta(_ url: URL) throws -> [String: String] {
+        guard let d = try? Data(contentsOf: url), let obj = (try? JSONSerialization.jsonObject(with: d)) as? [String: Any] else {
+            throw PipelineError.malformedStore(path: url.path, reason: "unreadable or not a JSON object")
+        }
+        var out: [String: String] = [:]
+        for (k, v) in obj {
+            switch v {
+            case let s as String: out[k] = s
+            case let n as NSNumber: out[k] = n.stringValue
+            case is NSNull: out[k] = ""
+            default: continue
+            }
+        }
+        return out
+    }
+
+    static func parseIndex(_ csv: String, path: String) throws -> [IndexRecord] {
+        let rows = TextFormat.parseCSV(csv)
+        guard let head = rows.first, head == ["row", "path", "split", "label", "status"] else {
+            throw PipelineError.malformedStore(path: path, reason: "header is not row,path,split,label,status")
+        }
+        var out: [IndexRecord] = []
+        for (i, r) in rows.dropFirst().enumerated() {
+            guard r.count == 5 else { throw PipelineError.malformedStore(path: path, reason: "line \(i + 2) has \(r.count) fields") }
+            let failure: String?
+            if r[4] == "ok" { failure = nil }
+            else if r[4].hasPrefix("error: ") { failure = String(r[4].dropFirst(7)) }
+            else { throw PipelineError.malformedStore(path: path, reason: "line \(i + 2): bad status \(r[4])") }
+            out.append(IndexRecord(row: r[0].isEmpty ? nil : Int(r[0]), path: r[1], split: r[2], label: r[3], failure: failure))
+        }
+        return out
+    }
+}
+
+/// Everything `meta.json` records besides timing. Shared by extraction and merging so that a
+/// merged store's metadata is byte-identical to a single run's.
+struct StoreDescription {
+    var identity: [String: String]
+    var presetName: String
+    var presetFingerprint: String
+    var dimension: Int
+    var decodeMode: String
+    var layout: DatasetLayout
+    var classes: [String]
+    var skipped: [SkippedFile]
+    var listFingerprint: String
+    var shard: ShardSpec?
+    var shardRange: Range<Int>?
+
+    static let format = "bottleneck-features-1"
+
+    /// What must match for a partial run to be resumed or an output to count as current.
+    var fingerprint: String {
+        var h = SHA256()
+        var s = "format=\(StoreDescription.format)\nlist=\(listFingerprint)\n"
+        for k in identity.keys.sorted() { s += "identity.\(k)=\(identity[k]!)\n" }
+        s += "preset=\(presetFingerprint)\ndimension=\(dimension)\ndecode=\(decodeMode)\n"
+        s += "shard=\(shard.map { "\($0.index)/\($0.count)" } ?? "none")\n"
+        h.update(Data(s.utf8))
+        return h.finalize()
+    }
+
+    func metaJSON(records: [IndexRecord], wallSeconds: Double) -> String {
+        var lines: [String] = []
+        func add(_ k: String, _ v: String) { lines.append("  \(TextFormat.jsonString(k)): \(v)") }
+        add("format", TextFormat.jsonString(StoreDescription.format))
+        add("tool_version", TextFormat.jsonString(FeatureExtractor.toolVersion))
+        for k in identity.keys.sorted() { add(k, TextFormat.jsonString(identity[k]!)) }
+        add("preset", TextFormat.jsonString(presetName))
+        add("dimension", "\(dimension)")
+        add("decode", TextFormat.jsonString(decodeMode))
+        add("layout", TextFormat.jsonString(layout.rawValue))
+        let ok = records.filter { $0.row != nil }
+        add("image_count", "\(records.count)")
+        add("extracted", "\(ok.count)")
+        add("failures", "\(records.count - ok.count)")
+        add("classes", "\(classes.count)")
+        var splitCounts: [String: Int] = [:]
+        for r in ok where !r.split.isEmpty { splitCounts[r.split, default: 0] += 1 }
+        add("splits", "{" + splitCounts.keys.sorted(by: TextFormat.byteLess)
+            .map { "\(TextFormat.jsonString($0)): \(splitCounts[$0]!)" }.joined(separator: ", ") + "}")
+        add("skipped", "\(skipped.count)")
+        add("skipped_files", skipped.isEmpty ? "[]" : "[\n" + skipped.map {
+            "    {\"path\": \(TextFormat.jsonString($0.path)), \"reason\": \(TextFormat.jsonString($0.reason))}"
+        }.joined(separator: ",\n") + "\n  ]")
+        if let s = shard, let r = shardRange {
+            add("shard", "{\"index\": \(s.index), \"count\": \(s.count), \"start\": \(r.lowerBound), \"end\": \(r.upperBound)}")
+        } else { add("shard", "null") }
+        add("list_fingerprint", TextFormat.jsonString(listFingerprint))
+        add("preset_fingerprint", TextFormat.jsonString(presetFingerprint))
+        add("fingerprint", TextFormat.jsonString(fingerprint))
+        add("wall_seconds", String(format: "%.3f", wallSeconds))
+        return "{\n" + lines.joined(separator: ",\n") + "\n}\n"
+    }
+
+    /// Writes every store file from `records` (in order) and `rows` (one per ok record, in order),
+    /// `meta.json` last. Memory: O(records) plus a 1 MiB row buffer.
+    func writeStore(to out: URL, records inRecords: [IndexRecord], rows: RowSource, wallSeconds: Double) throws -> [IndexRecord] {
+        var records = inRecords
+        var next = 0
+        for i in records.indices where records[i].failure == nil { records[i].row = next; next += 1 }
+        for i in records.indices where records[i].failure != nil { records[i].row = nil }
+        guard next == rows.rowCount else {
+            throw PipelineError.malformedStore(path: out.path, reason: "\(next) images extracted but \(rows.rowCount) feature rows found")
+        }
+        let metaURL = out.appendingPathComponent("meta.json")
+        unlink(metaURL.path)  // the store is incomplete until meta.json is rewritten
+        let D = dimension
+        let chunkRows = max(1, (1 << 20) / max(1, D * 4))
+        let buf = UnsafeMutablePointer<Float>.allocate(capacity: chunkRows * D)
+        defer { buf.deallocate() }
+
+        func writeMatrix(_ name: String, rowIndices: [Int]) throws {
+            let w = try AtomicStreamWriter(out.appendingPathComponent(name))
+            try w.append(NumpyArray.header(shape: [rowIndices.count, D], dtype: .float32))
+            var i = 0
+            while i < rowIndices.count {
+                // Gather runs of consecutive rows so the common (contiguous) case is one pread per chunk.
+                var j = i + 1
+                while j < rowIndices.count && j - i < chunkRows && rowIndices[j] == rowIndices[j - 1] + 1 { j += 1 }
+                try rows.read(first: rowIndices[i], count: j - i, into: buf)
+                try w.append(UnsafeRawBufferPointer(start: buf, count: (j - i) * D * 4))
+                i = j
+            }
+            try w.commit()
+        }
+        func writeLabels(_ name: String, _ values: [Int]) throws {
+            try NumpyArray(int64: values, shape: [values.count]).write(to: out.appendingPathComponent(name))
+        }
+        let okRecords = records.filter { $0.row != nil }
+        let labelIndex = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
+        func labelOf(_ r: IndexRecord) -> Int { r.label.isEmpty ? -1 : (labelIndex[r.label] ?? -1) }
+
+        try writeMatrix("features.npy", rowIndices: Array(0..<next))
+        try writeLabels("labels.npy", okRecords.map(labelOf))
+        let splits = Set(okRecords.map(\.split)).subtracting([""]).sorted(by: TextFormat.byteLess)
+        for s in splits {
+            let sel = okRecords.filter { $0.split == s }
+            try writeMatrix("features_\(s).npy", rowIndices: sel.map { $0.row! })
+            try writeLabels("labels_\(s).npy", sel.map(labelOf))
+        }
+        try AtomicFile.write(TextFormat.jsonStringArray(classes) + "\n", to: out.appendingPathComponent("classes.json"))
+        var csv = "row,path,split,label,status\n"
+        for r in records {
+            csv += (r.row.map(String.init) ?? "") + "," + TextFormat.csvField(r.path) + "," + TextFormat.csvField(r.split) + ","
+                + TextFormat.csvField(r.label) + "," + TextFormat.csvField(r.failure.map { "error: " + $0 } ?? "ok") + "\n"
+        }
+        try AtomicFile.write(csv, to: out.appendingPathComponent("index.csv"))
+        try AtomicFile.write(metaJSON(records: records, wallSeconds: wallSeconds), to: metaURL)
+        return records
+    }
+}

@@ -1,0 +1,138 @@
+/// Pooling kernels on NHWC activations, vectorised over channels.
+public enum Pooling2D {
+    /// Output size of a max/avg pool (PyTorch floor mode, `ceil_mode=False`).
+    public static func outputSize(height: Int, width: Int, kernel: Int, stride: Int, padding: Int)
+        -> (height: Int, width: Int) {
+        (windowOutput(height, pad: 2 * padding, kernel: kernel, stride: stride),
+         windowOutput(width, pad: 2 * padding, kernel: kernel, stride: stride))
+    }
+
+    /// Max pooling (`F.max_pool2d` with symmetric `padding`, padded cells never win).
+    public static func maxPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+                               kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>) {
+        window(input: input, batch: batch, height: height, width: width, channels: channels, kernel: kernel,
+               stride: stride, padding: padding, output: output, isMax: true, countIncludePad: false)
+    }
+
+    /// Average pooling (`F.avg_pool2d`); `countIncludePad` as in PyTorch (default true there).
+    public static func avgPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+                               kernel: Int, stride: Int, padding: Int, countIncludePad: Bool = true,
+                               output: UnsafeMutablePointer<Float>) {
+        window(input: input, batch: batch, height: height, width: width, channels: channels, kernel: kernel,
+               stride: stride, padding: padding, output: output, isMax: false, countIncludePad: countIncludePad)
+    }
+
+    private static func window(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels c: Int,
+                               kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>,
+                               isMax: Bool, countIncludePad: Bool) {
+        let (oh, ow) = outputSize(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
+        parallelRanges(batch * oh, grain: 1) { range in
+            for rowIndex in range {
+                let img = rowIndex / oh, oy = rowIndex - img * oh
+                let y0 = oy * stride - padding
+                let yLo = max(0, y0), yHi = min(height, y0 + kernel)
+                for ox in 0..<ow {
+                    let x0 = ox * stride - padding
+                    let xLo = max(0, x0), xHi = min(width, x0 + kernel)
+                    let cells: Int
+                    if countIncludePad {
+                        cells = (min(y0 + kernel, height + padding) - y0) * (min(x0 + kernel, width + padding) - x0)
+                    } else {
+                        cells = (yHi - yLo) * (xHi - xLo)
+                    }
+                    reduceWindow(input + img * height * width * c, width: width, channels: c, ys: yLo..<yHi, xs: xLo..<xHi,
+                                 isMax: isMax, divisor: Float(cells), into: output + (rowIndex * ow + ox) * c)
+                }
+            }
+        }
+    }
+
+    /// Reduces the pixels `ys x xs` of one image into `dst[0..<channels]` (max, or sum / divisor).
+    @inline(__always)
+    static func reduceWindow(_ image: UnsafePointer<Float>, width: Int, channels c: Int, ys: Range<Int>, xs: Range<Int>,
+                             isMax: Bool, divisor: Float, into dst: UnsafeMutablePointer<Float>) {
+        let vec = c & ~7
+        var ch = 0
+        while ch < vec {
+            var acc = SIMD8<Float>(repeating: isMax ? -.infinity : 0)
+            for y in ys {
+                for x in xs {
+                    let v = UnsafeRawPointer(image + (y * width + x) * c + ch).loadUnaligned(as: SIMD8<Float>.self)
+                    if isMax { acc = acc.replacing(with: v, where: v .> acc) } else { acc += v }
+                }
+            }
+            if !isMax { acc /= SIMD8(repeating: divisor) }
+            UnsafeMutableRawPointer(dst + ch).storeBytes(of: acc, as: SIMD8<Float>.self)
+            ch += 8
+        }
+        while ch < c {
+            var acc: Float = isMax ? -.infinity : 0
+            for y in ys { for x in xs { let v = image[(y * width + x) * c + ch]; acc = isMax ? max(acc, v) : acc + v } }
+            dst[ch] = isMax ? acc : acc / divisor
+            ch += 1
+        }
+    }
+
+    /// Adaptive average pooling to `outH x outW` (`F.adaptive_avg_pool2d`): output cell i covers input
+    /// rows `floor(i * H / outH) ..< ceil((i + 1) * H / outH)`, and likewise for columns.
+    public static func adaptiveAvgPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+                                       outHeight: Int, outWidth: Int, output: UnsafeMutablePointer<Float>) {
+        parallelRanges(batch * outHeight, grain: 1) { range in
+            for rowIndex in range {
+                let img = rowIndex / outHeight, oy = rowIndex - img * outHeight
+                let ys = (oy * height / outHeight)..<((oy + 1) * height + outHeight - 1) / outHeight
+                for ox in 0..<outWidth {
+                    let xs = (ox * width / outWidth)..<((ox + 1) * width + outWidth - 1) / outWidth
+                    reduceWindow(input + img * height * width * channels, width: width, channels: channels, ys: ys, xs: xs,
+                                 isMax: false, divisor: Float(ys.count * xs.count),
+                                 into: output + (rowIndex * outWidth + ox) * channels)
+                }
+            }
+        }
+    }
+
+    /// Global average or max over all pixels: NHWC `[N][H][W][C]` to `[N][C]`.
+    public static func global(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+                              max isMax: Bool, output: UnsafeMutablePointer<Float>) {
+        parallelRanges(batch, grain: 1) { range in
+            for img in range {
+                reduceWindow(input + img * height * width * channels, width: width, channels: channels,
+                             ys: 0..<height, xs: 0..<width, isMax: isMax, divisor: Float(height * width),
+                             into: output + img * channels)
+            }
+        }
+    }
+}
+
+/// Layout conversions between PyTorch's NCHW and the kernels' NHWC.
+public enum Layout {
+    /// `[N][C][H][W]` to `[N][H][W][C]`.
+    public static func nchwToNhwc(_ src: UnsafePointer<Float>, batch: Int, channels: Int, height: Int, width: Int,
+                                  into dst: UnsafeMutablePointer<Float>) {
+        let hw = height * width
+        parallelRanges(batch * height, grain: 1) { range in
+            for r in range {
+                let n = r / height, y = r - n * height
+                for x in 0..<width {
+                    let o = dst + ((n * height + y) * width + x) * channels
+                    let i = src + n * channels * hw + y * width + x
+                    for c in 0..<channels { o[c] = i[c * hw] }
+                }
+            }
+        }
+    }
+
+    /// `[N][H][W][C]` to `[N][C][H][W]`.
+    public static func nhwcToNchw(_ src: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
+                                  into dst: UnsafeMutablePointer<Float>) {
+        let hw = height * width
+        parallelRanges(batch * channels, grain: 1) { range in
+            for r in range {
+                let n = r / channels, c = r - n * channels
+                let o = dst + r * hw
+                let i = src + n * hw * channels + c
+                for p in 0..<hw { o[p] = i[p * channels] }
+            }
+        }
+    }
+}

@@ -1,0 +1,97 @@
+import Foundation
+
+/// Errors raised by tensor construction and kernels when shapes do not fit.
+public enum TensorError: Error, CustomStringConvertible {
+    /// Two shapes that must agree do not; `operation` names the kernel.
+    case shapeMismatch(operation: String, expected: [Int], found: [Int])
+    /// A geometry parameter (kernel, stride, padding) produces an empty or negative output.
+    case invalidGeometry(operation: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .shapeMismatch(op, expected, found):
+            return "\(op): shape mismatch, expected \(expected), found \(found)"
+        case let .invalidGeometry(op, reason):
+            return "\(op): invalid geometry: \(reason)"
+        }
+    }
+}
+
+/// A dense float32 tensor that owns a 64-byte aligned buffer (one cache line, so SIMD loads of
+/// row starts never straddle lines and OpenBLAS gets aligned panels).
+///
+/// The layout is whatever the producer says it is; the kernels in this module use NHWC for
+/// activations (channels innermost, so a 1x1 convolution is one GEMM and depthwise kernels vectorise
+/// over channels) and convert from/to PyTorch's NCHW at the model boundary.
+public final class Tensor: @unchecked Sendable {
+    /// Dimensions, outermost first.
+    public let shape: [Int]
+    /// Element count (product of `shape`).
+    public let count: Int
+    /// The owned storage, `count` floats.
+    public let storage: UnsafeMutableBufferPointer<Float>
+
+    /// Allocates a zero-filled tensor. O(count).
+    public init(shape: [Int]) {
+        self.shape = shape
+        count = shape.reduce(1, *)
+        storage = AlignedBuffer.allocate(count)
+        storage.initialize(repeating: 0)
+    }
+
+    /// Copies `values` (C order) into a new tensor of `shape`; traps if the counts differ.
+    public convenience init(shape: [Int], values: [Float]) {
+        self.init(shape: shape)
+        precondition(values.count == count, "Tensor(shape:values:): \(values.count) values for shape \(shape)")
+        values.withUnsafeBufferPointer { storage.baseAddress!.update(from: $0.baseAddress!, count: count) }
+    }
+
+    deinit { AlignedBuffer.free(storage) }
+
+    /// Base pointer of the storage.
+    public var pointer: UnsafeMutablePointer<Float> { storage.baseAddress! }
+
+    /// The values as an array (copies).
+    public var array: [Float] { Array(storage) }
+}
+
+/// 64-byte aligned float allocations (posix_memalign semantics through Swift's aligned allocate).
+enum AlignedBuffer {
+    static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * MemoryLayout<Float>.stride, alignment: 64)
+        return UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: max(1, count)), count: count)
+    }
+
+    static func free(_ buffer: UnsafeMutableBufferPointer<Float>) {
+        UnsafeMutableRawPointer(buffer.baseAddress!).deallocate()
+    }
+}
+
+/// A growable scratch buffer reused across calls: it only reallocates when a request exceeds its
+/// current capacity, so steady-state inference does no allocation (and no page faults).
+public final class Workspace: @unchecked Sendable {
+    private var buffer: UnsafeMutableBufferPointer<Float>
+
+    /// Creates an empty workspace.
+    public init() { buffer = AlignedBuffer.allocate(0) }
+    deinit { AlignedBuffer.free(buffer) }
+
+    /// Current capacity in floats.
+    public var capacity: Int { buffer.count }
+
+    /// A pointer to at least `count` floats; contents are unspecified. Invalidates earlier pointers
+    /// when it has to grow.
+    public func pointer(minimumCount count: Int) -> UnsafeMutablePointer<Float> {
+        if count > buffer.count {
+            AlignedBuffer.free(buffer)
+            buffer = AlignedBuffer.allocate(count)
+        }
+        return buffer.baseAddress!
+    }
+
+    /// Releases the memory (the next request reallocates).
+    public func release() {
+        AlignedBuffer.free(buffer)
+        buffer = AlignedBuffer.allocate(0)
+    }
+}

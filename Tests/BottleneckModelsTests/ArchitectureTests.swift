@@ -1,0 +1,78 @@
+import BottleneckModels
+import BottleneckTensor
+import XCTest
+
+/// Structure checks against numbers PyTorch reports (parameter counts from `sum(p.numel())`).
+final class ArchitectureTests: XCTestCase {
+    func testParameterCountsMatchPyTorch() throws {
+        let expected: [String: Int] = [
+            "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "resnet101": 44_549_160,
+            "resnet152": 60_192_808, "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848,
+            "vgg13_bn": 133_053_736, "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240,
+            "vgg19_bn": 143_678_248, "efficientnet-lite0": 4_652_008, "efficientnet-lite1": 5_416_680,
+            "efficientnet-lite2": 6_092_072,
+        ]
+        XCTAssertEqual(Set(ModelZoo.names), Set(expected.keys))
+        for name in ModelZoo.names {
+            XCTAssertEqual(try ModelZoo.architecture(name).parameterCount, expected[name], name)
+        }
+    }
+
+    func testCutsAndLayersResolve() throws {
+        let r = try ModelZoo.architecture("resnet50")
+        XCTAssertEqual(r.stageNames, ["conv1", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"])
+        XCTAssertEqual(r.stageShapes(height: 224, width: 224)[try r.stageIndex(for: .cut(1))], .vector(2048))
+        XCTAssertEqual(r.stageShapes(height: 224, width: 224)[try r.stageIndex(for: .cut(2))], .map(channels: 2048, height: 7, width: 7))
+        let v = try ModelZoo.architecture("vgg16")
+        XCTAssertEqual(v.stages[try v.stageIndex(for: .cut(1))].name, "fc7")
+        XCTAssertEqual(v.stages[try v.stageIndex(for: .cut(3))].name, "pool5")
+        XCTAssertEqual(v.stageShapes(height: 224, width: 224)[try v.stageIndex(for: .layer("pool5"))], .map(channels: 512, height: 7, width: 7))
+        let e = try ModelZoo.architecture("efficientnet-lite0")
+        XCTAssertEqual(e.stages.count, 20)
+        XCTAssertEqual(e.stageShapes(height: 224, width: 224)[try e.stageIndex(for: .layer("blocks.15"))], .map(channels: 320, height: 7, width: 7))
+        XCTAssertThrowsError(try r.stageIndex(for: .cut(8)))
+        XCTAssertThrowsError(try r.stageIndex(for: .layer("pool5"))) { error in
+            XCTAssertTrue("\(error)".contains("layer4"), "\(error)")
+        }
+        XCTAssertThrowsError(try ModelZoo.architecture("resnet9000"))
+    }
+
+    func testFlopsOfResNet50() throws {
+        // 4.09 GMACs (torchvision/fvcore count convolutions and the fc): 8.2 GFLOPs.
+        let flops = try ModelZoo.architecture("resnet50").flops(height: 224, width: 224)
+        XCTAssertEqual(Double(flops) / 2e9, 4.09, accuracy: 0.03)
+    }
+
+    /// A source whose keys or shapes are wrong must be rejected with a precise error.
+    struct EditedSource: WeightSource {
+        let base: SyntheticWeights
+        var drop: String? = nil, extra: String? = nil, reshape: String? = nil
+        var keys: [String] { base.keys.filter { $0 != drop } + (extra.map { [$0] } ?? []) }
+        func shape(of key: String) -> [Int]? {
+            if key == drop { return nil }
+            if key == extra { return [1] }
+            if key == reshape { return base.shape(of: key).map { [$0[0] + 1] + $0.dropFirst() } }
+            return base.shape(of: key)
+        }
+        func load(_ key: String) throws -> [Float] { try base.load(key) }
+    }
+
+    func testLoadingErrors() throws {
+        let arch = try ModelZoo.architecture("resnet18")
+        let base = SyntheticWeights(architecture: arch)
+        XCTAssertThrowsError(try Network(architecture: arch, weights: EditedSource(base: base, drop: "layer2.0.bn1.running_var"))) {
+            guard case let ModelLoadingError.missingKey(key, _) = $0 else { return XCTFail("\($0)") }
+            XCTAssertEqual(key, "layer2.0.bn1.running_var")
+        }
+        XCTAssertThrowsError(try Network(architecture: arch, weights: EditedSource(base: base, extra: "module.fc.weight"))) {
+            guard case let ModelLoadingError.unexpectedKeys(keys, _) = $0 else { return XCTFail("\($0)") }
+            XCTAssertEqual(keys, ["module.fc.weight"])
+        }
+        XCTAssertThrowsError(try Network(architecture: arch, weights: EditedSource(base: base, reshape: "fc.weight"))) {
+            guard case let ModelLoadingError.shapeMismatch(key, expected, found, _) = $0 else { return XCTFail("\($0)") }
+            XCTAssertEqual(key, "fc.weight"); XCTAssertEqual(expected, [1000, 512]); XCTAssertEqual(found, [1001, 512])
+        }
+        // A truncated network does not read the weights of removed stages.
+        XCTAssertNoThrow(try Network(architecture: arch, weights: EditedSource(base: base, reshape: "fc.weight"), cut: .cut(1)))
+    }
+}

@@ -1,0 +1,197 @@
+import BottleneckCore
+import Foundation
+import XCTest
+import BottleneckTensor
+
+/// Kernel parity against torch.nn.functional (fixtures from Tests/Reference/models/kernels.py).
+/// Inputs and weights are regenerated here from the same SplitMix64 streams.
+/// Metric: max|ours - torch| / max(1, max|torch|) <= 1e-5 (single layers: only float32 reordering
+/// of the sums separates the two).
+final class KernelParityTests: XCTestCase {
+    let tolerance: Float = 1e-5
+    let workspace = Workspace()
+
+    func fixture(_ name: String) throws -> NumpyArray {
+        guard let url = Bundle.module.url(forResource: name, withExtension: "npy", subdirectory: "Fixtures/kernels") else {
+            throw XCTSkip("fixture \(name).npy missing: run /opt/refvenv/bin/python Tests/Reference/models/kernels.py")
+        }
+        return try NumpyArray(contentsOf: url)
+    }
+
+    func assertParity(_ ours: [Float], _ name: String, file: StaticString = #filePath, line: UInt = #line) throws {
+        let ref = try fixture(name)
+        let expected = ref.floats
+        XCTAssertEqual(ours.count, expected.count, "\(name): element count", file: file, line: line)
+        guard ours.count == expected.count else { return }
+        var maxDiff: Float = 0, maxRef: Float = 0
+        for i in 0..<ours.count { maxDiff = max(maxDiff, abs(ours[i] - expected[i])); maxRef = max(maxRef, abs(expected[i])) }
+        let err = maxDiff / max(1, maxRef)
+        XCTAssertLessThanOrEqual(err, tolerance, "\(name): relative max error \(err)", file: file, line: line)
+    }
+
+    /// NCHW synthetic input converted to NHWC.
+    func inputNHWC(_ name: String, _ n: Int, _ c: Int, _ h: Int, _ w: Int) -> [Float] {
+        let nchw = SyntheticFill.input(name: name, shape: [n, c, h, w])
+        var out = [Float](repeating: 0, count: nchw.count)
+        nchw.withUnsafeBufferPointer { s in out.withUnsafeMutableBufferPointer { d in
+            Layout.nchwToNhwc(s.baseAddress!, batch: n, channels: c, height: h, width: w, into: d.baseAddress!) } }
+        return out
+    }
+
+    func toNCHW(_ nhwc: [Float], _ n: Int, _ h: Int, _ w: Int, _ c: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: nhwc.count)
+        nhwc.withUnsafeBufferPointer { s in out.withUnsafeMutableBufferPointer { d in
+            Layout.nhwcToNchw(s.baseAddress!, batch: n, height: h, width: w, channels: c, into: d.baseAddress!) } }
+        return out
+    }
+
+    func runConv(_ c: String, n: Int, cin: Int, h: Int, w: Int, cout: Int, k: Int, stride: Int, padding: Padding,
+                 bias: Bool, activation: Activation = .none, residual: Bool = false,
+                 scale: [Float]? = nil, shift: [Float]? = nil) -> [Float] {
+        let x = inputNHWC(c + ".x", n, cin, h, w)
+        let weight = SyntheticFill.values(name: c + ".w", kind: .weight, shape: [cout, cin, k, k])
+        let b = bias ? SyntheticFill.values(name: c + ".b", kind: .bias, shape: [cout]) : shift
+        let conv = weight.withUnsafeBufferPointer {
+            Conv2D(weightOIHW: $0.baseAddress!, outChannels: cout, inChannels: cin, kernelH: k, kernelW: k, stride: stride,
+                   padding: padding, channelScale: scale, bias: b, activation: activation)
+        }
+        let (oh, ow) = conv.outputSize(height: h, width: w)
+        var out = [Float](repeating: .nan, count: n * oh * ow * cout)
+        let r = residual ? inputNHWC(c + ".r", n, cout, oh, ow) : []
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in r.withUnsafeBufferPointer { rp in
+            conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!,
+                         residual: residual ? rp.baseAddress! : nil, workspace: workspace)
+        } } }
+        return toNCHW(out, n, oh, ow, cout)
+    }
+
+    func testConvolutions() throws {
+        try assertParity(runConv("conv3x3_s1_p1_bias_relu", n: 2, cin: 5, h: 9, w: 7, cout: 6, k: 3, stride: 1,
+                                 padding: .symmetric(1), bias: true, activation: .relu), "conv3x3_s1_p1_bias_relu")
+        try assertParity(runConv("conv7x7_s2_p3", n: 1, cin: 3, h: 17, w: 15, cout: 8, k: 7, stride: 2,
+                                 padding: .symmetric(3), bias: false), "conv7x7_s2_p3")
+        try assertParity(runConv("conv1x1_s1_bias", n: 2, cin: 16, h: 5, w: 6, cout: 12, k: 1, stride: 1,
+                                 padding: .symmetric(0), bias: true), "conv1x1_s1_bias")
+        try assertParity(runConv("conv1x1_s2", n: 2, cin: 16, h: 7, w: 7, cout: 8, k: 1, stride: 2,
+                                 padding: .symmetric(0), bias: false), "conv1x1_s2")
+        try assertParity(runConv("conv3x3_s2_same", n: 1, cin: 4, h: 8, w: 9, cout: 5, k: 3, stride: 2,
+                                 padding: .same, bias: false), "conv3x3_s2_same")
+        try assertParity(runConv("conv3x3_residual_relu", n: 1, cin: 8, h: 6, w: 6, cout: 8, k: 3, stride: 1,
+                                 padding: .symmetric(1), bias: true, activation: .relu, residual: true),
+                         "conv3x3_residual_relu")
+    }
+
+    func testConvolutionWithFoldedBatchNorm() throws {
+        let c = "conv3x3_bn_relu"
+        let (scale, shift) = foldBatchNorm(
+            gamma: SyntheticFill.values(name: c + ".g", kind: .bnWeight, shape: [6]),
+            beta: SyntheticFill.values(name: c + ".be", kind: .bnBias, shape: [6]),
+            mean: SyntheticFill.values(name: c + ".m", kind: .bnMean, shape: [6]),
+            variance: SyntheticFill.values(name: c + ".v", kind: .bnVar, shape: [6]), eps: 1e-5)
+        try assertParity(runConv(c, n: 2, cin: 3, h: 6, w: 5, cout: 6, k: 3, stride: 1, padding: .symmetric(1),
+                                 bias: false, activation: .relu, scale: scale, shift: shift), c)
+    }
+
+    func runDepthwise(_ c: String, n: Int, ch: Int, h: Int, w: Int, k: Int, stride: Int, bias: Bool,
+                      activation: Activation) -> [Float] {
+        let x = inputNHWC(c + ".x", n, ch, h, w)
+        let weight = SyntheticFill.values(name: c + ".w", kind: .weight, shape: [ch, 1, k, k])
+        let b = bias ? SyntheticFill.values(name: c + ".b", kind: .bias, shape: [ch]) : nil
+        let conv = weight.withUnsafeBufferPointer {
+            DepthwiseConv2D(weightC1HW: $0.baseAddress!, channels: ch, kernelH: k, kernelW: k, stride: stride,
+                            padding: .same, bias: b, activation: activation)
+        }
+        let (oh, ow) = conv.outputSize(height: h, width: w)
+        var out = [Float](repeating: .nan, count: n * oh * ow * ch)
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+            conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!) } }
+        return toNCHW(out, n, oh, ow, ch)
+    }
+
+    func testDepthwise() throws {
+        try assertParity(runDepthwise("depthwise3x3_s1_same_bias_relu6", n: 2, ch: 12, h: 7, w: 8, k: 3, stride: 1,
+                                      bias: true, activation: .relu6), "depthwise3x3_s1_same_bias_relu6")
+        try assertParity(runDepthwise("depthwise5x5_s2_same", n: 1, ch: 20, h: 9, w: 10, k: 5, stride: 2,
+                                      bias: false, activation: .none), "depthwise5x5_s2_same")
+    }
+
+    func pool(_ c: String, n: Int, ch: Int, h: Int, w: Int, oh: Int, ow: Int,
+              _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) -> [Float] {
+        let x = inputNHWC(c + ".x", n, ch, h, w)
+        var out = [Float](repeating: .nan, count: n * oh * ow * ch)
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in body(xp.baseAddress!, op.baseAddress!) } }
+        return toNCHW(out, n, oh, ow, ch)
+    }
+
+    func testPooling() throws {
+        let mp = Pooling2D.outputSize(height: 9, width: 8, kernel: 3, stride: 2, padding: 1)
+        try assertParity(pool("maxpool3_s2_p1", n: 2, ch: 10, h: 9, w: 8, oh: mp.height, ow: mp.width) {
+            Pooling2D.maxPool(input: $0, batch: 2, height: 9, width: 8, channels: 10, kernel: 3, stride: 2, padding: 1, output: $1)
+        }, "maxpool3_s2_p1")
+        let ap = Pooling2D.outputSize(height: 7, width: 7, kernel: 3, stride: 2, padding: 1)
+        try assertParity(pool("avgpool3_s2_p1", n: 1, ch: 9, h: 7, w: 7, oh: ap.height, ow: ap.width) {
+            Pooling2D.avgPool(input: $0, batch: 1, height: 7, width: 7, channels: 9, kernel: 3, stride: 2, padding: 1, output: $1)
+        }, "avgpool3_s2_p1")
+        try assertParity(pool("avgpool2_s2", n: 1, ch: 9, h: 6, w: 7, oh: 3, ow: 3) {
+            Pooling2D.avgPool(input: $0, batch: 1, height: 6, width: 7, channels: 9, kernel: 2, stride: 2, padding: 0, output: $1)
+        }, "avgpool2_s2")
+        try assertParity(pool("adaptive_avg_5x7_to_3x3", n: 2, ch: 11, h: 5, w: 7, oh: 3, ow: 3) {
+            Pooling2D.adaptiveAvgPool(input: $0, batch: 2, height: 5, width: 7, channels: 11, outHeight: 3, outWidth: 3, output: $1)
+        }, "adaptive_avg_5x7_to_3x3")
+        try assertParity(pool("adaptive_avg_2x2_to_7x7", n: 1, ch: 9, h: 2, w: 2, oh: 7, ow: 7) {
+            Pooling2D.adaptiveAvgPool(input: $0, batch: 1, height: 2, width: 2, channels: 9, outHeight: 7, outWidth: 7, output: $1)
+        }, "adaptive_avg_2x2_to_7x7")
+        for (name, isMax) in [("global_avg", false), ("global_max", true)] {
+            try assertParity(pool(name, n: 2, ch: 13, h: 3, w: 5, oh: 1, ow: 1) {
+                Pooling2D.global(input: $0, batch: 2, height: 3, width: 5, channels: 13, max: isMax, output: $1)
+            }, name)
+        }
+    }
+
+    func testLinearSoftmaxBatchNorm() throws {
+        let c = "linear_relu"
+        let x = SyntheticFill.input(name: c + ".x", shape: [3, 20])
+        let w = SyntheticFill.values(name: c + ".w", kind: .weight, shape: [7, 20])
+        let layer = w.withUnsafeBufferPointer {
+            Linear(weight: $0.baseAddress!, outFeatures: 7, inFeatures: 20,
+                   bias: SyntheticFill.values(name: c + ".b", kind: .bias, shape: [7]), activation: .relu)
+        }
+        var y = [Float](repeating: .nan, count: 21)
+        x.withUnsafeBufferPointer { xp in y.withUnsafeMutableBufferPointer { layer.forward(input: xp.baseAddress!, batch: 3, output: $0.baseAddress!) } }
+        try assertParity(y, c)
+
+        var s = SyntheticFill.input(name: "softmax.x", shape: [3, 10]).map { $0 * 5 }
+        s.withUnsafeMutableBufferPointer { Elementwise.softmax($0.baseAddress!, rows: 3, cols: 10) }
+        try assertParity(s, "softmax")
+
+        let b = "batchnorm"
+        var bx = inputNHWC(b + ".x", 2, 6, 3, 4)
+        bx.withUnsafeMutableBufferPointer {
+            Elementwise.batchNorm($0.baseAddress!, rows: 24, channels: 6,
+                                  gamma: SyntheticFill.values(name: b + ".g", kind: .bnWeight, shape: [6]),
+                                  beta: SyntheticFill.values(name: b + ".be", kind: .bnBias, shape: [6]),
+                                  mean: SyntheticFill.values(name: b + ".m", kind: .bnMean, shape: [6]),
+                                  variance: SyntheticFill.values(name: b + ".v", kind: .bnVar, shape: [6]), eps: 1e-3)
+        }
+        try assertParity(toNCHW(bx, 2, 3, 4, 6), b)
+    }
+
+    func testResidualAddAndLayoutRoundTrip() {
+        let a: [Float] = (0..<37).map { Float($0) - 18 }, b: [Float] = (0..<37).map { Float($0 % 5) - 2 }
+        var out = [Float](repeating: 0, count: 37)
+        a.withUnsafeBufferPointer { ap in b.withUnsafeBufferPointer { bp in out.withUnsafeMutableBufferPointer {
+            Elementwise.add(ap.baseAddress!, bp.baseAddress!, into: $0.baseAddress!, count: 37, activation: .relu) } } }
+        XCTAssertEqual(out, zip(a, b).map { max(0, $0 + $1) })
+        let x = SyntheticFill.input(name: "roundtrip", shape: [2, 3, 4, 5])
+        let back = toNCHW(inputNHWC("roundtrip", 2, 3, 4, 5), 2, 4, 5, 3)
+        XCTAssertEqual(back, x)
+    }
+
+    func testSameAndSymmetricPaddingResolution() {
+        // TF SAME: 224 input, k3 s2 -> out 112, total pad 1 split (0, 1).
+        let p = Padding.same.resolve(height: 224, width: 225, kernelH: 3, kernelW: 3, stride: 2)
+        XCTAssertEqual(p.top, 0); XCTAssertEqual(p.bottom, 1); XCTAssertEqual(p.left, 1); XCTAssertEqual(p.right, 1)
+        let q = Padding.same.resolve(height: 14, width: 14, kernelH: 5, kernelW: 5, stride: 2)
+        XCTAssertEqual(q.top, 1); XCTAssertEqual(q.bottom, 2)
+    }
+}

@@ -1,0 +1,91 @@
+"""Kernel parity fixtures for BottleneckTensor: torch.nn.functional outputs (NCHW) on deterministic inputs.
+
+Rerun: /opt/refvenv/bin/python Tests/Reference/models/kernels.py
+Writes Tests/BottleneckTensorTests/Fixtures/kernels/<case>.npy (float32, torch layout). Inputs and
+weights are not stored: the Swift tests regenerate them with the same SplitMix64 streams
+(synthetic.synthetic_input(name, shape) / synthetic.fill(name, kind, shape)); names are "<case>.x",
+"<case>.w", "<case>.b", ... as below.
+"""
+import os, sys
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+from synthetic import synthetic_input, fill  # noqa: E402
+
+OUT = os.path.join(os.path.dirname(__file__), "../../BottleneckTensorTests/Fixtures/kernels")
+os.makedirs(OUT, exist_ok=True)
+T = lambda a: torch.from_numpy(np.ascontiguousarray(a))
+
+
+def x(case, shape):
+    return T(synthetic_input(case + ".x", shape))
+
+
+def w(case, shape, suffix="w"):
+    return T(fill(f"{case}.{suffix}", "weight", shape))
+
+
+def b(case, n, suffix="b"):
+    return T(fill(f"{case}.{suffix}", "bias", (n,)))
+
+
+def same_pad(inp, k, s):
+    ih, iw = inp.shape[2:]
+    oh, ow = -(-ih // s), -(-iw // s)
+    ph = max((oh - 1) * s + k - ih, 0)
+    pw = max((ow - 1) * s + k - iw, 0)
+    return F.pad(inp, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+
+
+def save(case, t):
+    np.save(os.path.join(OUT, case + ".npy"), t.detach().numpy().astype(np.float32))
+
+
+with torch.no_grad():
+    c = "conv3x3_s1_p1_bias_relu"
+    save(c, F.relu(F.conv2d(x(c, (2, 5, 9, 7)), w(c, (6, 5, 3, 3)), b(c, 6), stride=1, padding=1)))
+    c = "conv7x7_s2_p3"
+    save(c, F.conv2d(x(c, (1, 3, 17, 15)), w(c, (8, 3, 7, 7)), None, stride=2, padding=3))
+    c = "conv1x1_s1_bias"
+    save(c, F.conv2d(x(c, (2, 16, 5, 6)), w(c, (12, 16, 1, 1)), b(c, 12)))
+    c = "conv1x1_s2"
+    save(c, F.conv2d(x(c, (2, 16, 7, 7)), w(c, (8, 16, 1, 1)), None, stride=2))
+    c = "conv3x3_s2_same"
+    save(c, F.conv2d(same_pad(x(c, (1, 4, 8, 9)), 3, 2), w(c, (5, 4, 3, 3)), None, stride=2))
+    c = "conv3x3_residual_relu"
+    save(c, F.relu(F.conv2d(x(c, (1, 8, 6, 6)), w(c, (8, 8, 3, 3)), b(c, 8), padding=1)
+                   + T(synthetic_input(c + ".r", (1, 8, 6, 6)))))
+    c = "conv3x3_bn_relu"
+    gamma, beta = T(fill(c + ".g", "bn_weight", (6,))), T(fill(c + ".be", "bn_bias", (6,)))
+    mean, var = T(fill(c + ".m", "bn_mean", (6,))), T(fill(c + ".v", "bn_var", (6,)))
+    y = F.conv2d(x(c, (2, 3, 6, 5)), w(c, (6, 3, 3, 3)), None, padding=1)
+    save(c, F.relu(F.batch_norm(y, mean, var, gamma, beta, False, 0.0, 1e-5)))
+    c = "depthwise3x3_s1_same_bias_relu6"
+    save(c, F.relu6(F.conv2d(same_pad(x(c, (2, 12, 7, 8)), 3, 1), w(c, (12, 1, 3, 3)), b(c, 12), groups=12)))
+    c = "depthwise5x5_s2_same"
+    save(c, F.conv2d(same_pad(x(c, (1, 20, 9, 10)), 5, 2), w(c, (20, 1, 5, 5)), None, stride=2, groups=20))
+    c = "maxpool3_s2_p1"
+    save(c, F.max_pool2d(x(c, (2, 10, 9, 8)), 3, 2, 1))
+    c = "avgpool3_s2_p1"
+    save(c, F.avg_pool2d(x(c, (1, 9, 7, 7)), 3, 2, 1, count_include_pad=True))
+    c = "avgpool2_s2"
+    save(c, F.avg_pool2d(x(c, (1, 9, 6, 7)), 2, 2))
+    c = "adaptive_avg_5x7_to_3x3"
+    save(c, F.adaptive_avg_pool2d(x(c, (2, 11, 5, 7)), (3, 3)))
+    c = "adaptive_avg_2x2_to_7x7"
+    save(c, F.adaptive_avg_pool2d(x(c, (1, 9, 2, 2)), (7, 7)))
+    c = "global_avg"
+    save(c, x(c, (2, 13, 3, 5)).mean(dim=(2, 3)))
+    c = "global_max"
+    save(c, x(c, (2, 13, 3, 5)).amax(dim=(2, 3)))
+    c = "linear_relu"
+    save(c, F.relu(F.linear(x(c, (3, 20)), w(c, (7, 20)), b(c, 7))))
+    c = "softmax"
+    save(c, F.softmax(x(c, (3, 10)) * 5, dim=1))
+    c = "batchnorm"
+    gamma, beta = T(fill(c + ".g", "bn_weight", (6,))), T(fill(c + ".be", "bn_bias", (6,)))
+    mean, var = T(fill(c + ".m", "bn_mean", (6,))), T(fill(c + ".v", "bn_var", (6,)))
+    save(c, F.batch_norm(x(c, (2, 6, 3, 4)), mean, var, gamma, beta, False, 0.0, 1e-3))
+print("wrote", len(os.listdir(OUT)), "fixtures to", os.path.normpath(OUT))
