@@ -39,10 +39,12 @@ build: deps
 weights: build
 	@$(BIN) weights fetch $(MODEL) || echo "warning: could not fetch $(MODEL) weights; tests that need them will skip"
 
+# -enable-testing lets release-mode tests use @testable imports; build and test share the same flags.
+TEST_FLAGS := -c release -Xswiftc -enable-testing
 test: deps
-	$(SWIFT) build -c release --build-tests
+	$(SWIFT) build $(TEST_FLAGS) --build-tests
 	@$(BIN) weights fetch $(MODEL) || echo "warning: could not fetch $(MODEL) weights; tests that need them will skip"
-	$(SWIFT) test -c release --skip-build
+	$(SWIFT) test $(TEST_FLAGS) --skip-build
 
 demo: weights
 	@if [ -z "$(DATA)" ]; then echo "No data: pass DATA=path/to/folder (layout: DIR/<class>/*.jpg or DIR/train|val/<class>/*.jpg)"; exit 2; fi

@@ -24,6 +24,7 @@ let package = Package(
         .systemLibrary(name: "CJPEG", pkgConfig: "libturbojpeg", providers: [.apt(["libturbojpeg0-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng16", providers: [.apt(["libpng-dev"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
+        .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         // C shim: libpng's full read API behind setjmp (its longjmp errors must not cross Swift frames).
         .target(name: "CPNGRead", dependencies: ["CPNG"]),
 
@@ -34,7 +35,7 @@ let package = Package(
         // Tensor kernels on OpenBLAS: convolution, pooling, activations, linear.
         .target(name: "BottleneckTensor", dependencies: ["CBLAS", "BottleneckCore"], swiftSettings: fastMath),
         // Architectures (ResNet, VGG, EfficientNet-Lite), weight formats, manifest, labels.
-        .target(name: "BottleneckModels", dependencies: ["BottleneckTensor", "BottleneckImage", "BottleneckCore"],
+        .target(name: "BottleneckModels", dependencies: ["BottleneckTensor", "BottleneckImage", "BottleneckCore", "CZlib"],
                 resources: [.copy("Resources")], swiftSettings: fastMath),
         // Classifier heads and metrics: scaler, logistic regression, linear/RBF SVM, CV.
         .target(name: "BottleneckHeads", dependencies: ["BottleneckCore", "BottleneckImage", "CBLAS"], swiftSettings: fastMath),

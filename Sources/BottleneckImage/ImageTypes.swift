@@ -21,7 +21,22 @@ public struct RGBImage: Sendable, Equatable {
 
 /// Container formats recognised by ``ImageDecoder/sniff(_:)`` from the leading bytes of a file.
 public enum ImageFormat: String, Sendable {
-    case jpeg, png, ppm, gif, bmp, webp, tiff, unknown
+    /// JPEG/JFIF/EXIF (FF D8 FF): decoded.
+    case jpeg
+    /// PNG (89 50 4E 47 0D 0A 1A 0A): decoded.
+    case png
+    /// Netpbm P2-P6: binary P5 (PGM) and P6 (PPM) are decoded.
+    case ppm
+    /// GIF87a/GIF89a: recognised, not decoded.
+    case gif
+    /// Windows bitmap ("BM"): recognised, not decoded.
+    case bmp
+    /// WebP (RIFF....WEBP): recognised, not decoded.
+    case webp
+    /// TIFF (II*\0 / MM\0*): recognised, not decoded.
+    case tiff
+    /// None of the above.
+    case unknown
 }
 
 /// Header facts about an image file, read without decoding the pixels.
@@ -46,12 +61,6 @@ public struct ImageInfo: Sendable, Equatable {
     /// Width x height after the EXIF orientation is applied (orientations 5-8 swap the axes).
     public var orientedSize: (width: Int, height: Int) {
         orientation >= 5 ? (height, width) : (width, height)
-    }
-
-    public static func == (a: ImageInfo, b: ImageInfo) -> Bool {
-        a.format == b.format && a.width == b.width && a.height == b.height && a.colorModel == b.colorModel
-            && a.bitDepth == b.bitDepth && a.orientation == b.orientation && a.progressive == b.progressive
-            && a.interlaced == b.interlaced
     }
 }
 
@@ -97,6 +106,7 @@ public enum ImageDecodingError: Error, CustomStringConvertible, Equatable {
         }
     }
 
+    /// `"<path>: <reason>"`, phrased so the user knows what is wrong with the file.
     public var description: String {
         switch self {
         case .unreadable(let p, let r): return "\(p): cannot read file: \(r)"

@@ -10,13 +10,15 @@ enum JPEGCodec {
         var scanOffset: Int
     }
 
+    static let xmpPrefix = Array("http://ns.adobe.com/xap/1.0/\u{0}".utf8)
+
     /// Walks the marker segments up to the first SOS: SOF (size, components, progressive),
-    /// APP1 Exif (orientation, both byte orders) and APP14 Adobe (color transform).
+    /// APP1 Exif (orientation, both byte orders), APP1 XMP (orientation fallback) and APP14 Adobe (color transform).
     static func parseHeader(_ b: UnsafeBufferPointer<UInt8>, name: String) throws -> Header {
         let n = b.count
         guard n >= 3 else { throw ImageDecodingError.truncated(path: name, reason: "file ends inside the JPEG signature") }
         var pos = 2
-        var orientation = 1, sawExif = false
+        var exifOrientation: Int? = nil, xmpOrientation: Int? = nil, sawExif = false, sawXMP = false
         var adobeTransform: Int? = nil
         var sof: (width: Int, height: Int, components: Int, bits: Int, progressive: Bool)? = nil
         while true {
@@ -31,6 +33,7 @@ enum JPEGCodec {
             let marker = b[pos]
             pos += 1
             if marker == 0xD8 || marker == 0x01 || (0xD0...0xD7).contains(marker) { continue }
+            if marker == 0x00 { throw ImageDecodingError.corruptHeader(path: name, reason: "invalid marker 0xFF00 at offset \(pos - 2)") }
             if marker == 0xD9 { throw ImageDecodingError.corruptHeader(path: name, reason: "end of image before any scan") }
             guard pos + 2 <= n else { throw ImageDecodingError.truncated(path: name, reason: "file ends inside a marker segment") }
             let length = Int(b[pos]) << 8 | Int(b[pos + 1])
@@ -39,6 +42,7 @@ enum JPEGCodec {
             }
             let seg = pos + 2, end = pos + length
             if marker == 0xDA {
+                guard end <= n else { throw ImageDecodingError.truncated(path: name, reason: "file ends inside the scan header") }
                 guard let f = sof else { throw ImageDecodingError.corruptHeader(path: name, reason: "scan before frame header (no SOF)") }
                 let model: String
                 switch f.components {
@@ -48,7 +52,7 @@ enum JPEGCodec {
                 default: throw ImageDecodingError.corruptHeader(path: name, reason: "\(f.components) color components")
                 }
                 let info = ImageInfo(format: .jpeg, width: f.width, height: f.height, colorModel: model, bitDepth: f.bits,
-                                     orientation: orientation, progressive: f.progressive, interlaced: false)
+                                     orientation: Orientation.resolve(exif: exifOrientation, xmp: xmpOrientation), progressive: f.progressive, interlaced: false)
                 return Header(info: info, scanOffset: pos - 1)
             }
             guard end <= n else {
@@ -63,10 +67,15 @@ enum JPEGCodec {
                 if sof == nil {
                     sof = (w, h, Int(b[seg + 5]), Int(b[seg]), [0xC2, 0xC6, 0xCA, 0xCE].contains(marker))
                 }
-            case 0xE1 where !sawExif && length >= 8 + 6:
-                if b[seg] == 0x45, b[seg + 1] == 0x78, b[seg + 2] == 0x69, b[seg + 3] == 0x66, b[seg + 4] == 0, b[seg + 5] == 0 {
+            case 0xE1:
+                if !sawExif, length >= 2 + 6, b[seg] == 0x45, b[seg + 1] == 0x78, b[seg + 2] == 0x69, b[seg + 3] == 0x66,
+                   b[seg + 4] == 0, b[seg + 5] == 0 {
                     sawExif = true
-                    orientation = Orientation.fromTIFF(b, start: seg + 6, end: end)
+                    exifOrientation = Orientation.fromTIFF(b, start: seg + 6, end: end)
+                } else if !sawXMP, length >= 2 + xmpPrefix.count,
+                          (0..<xmpPrefix.count).allSatisfy({ b[seg + $0] == xmpPrefix[$0] }) {
+                    sawXMP = true
+                    xmpOrientation = Orientation.fromXMP(b, start: seg + xmpPrefix.count, end: end)
                 }
             case 0xEE where length >= 2 + 12:
                 if b[seg] == 0x41, b[seg + 1] == 0x64, b[seg + 2] == 0x6F, b[seg + 3] == 0x62, b[seg + 4] == 0x65 {

@@ -2,14 +2,14 @@ import Foundation
 
 /// EXIF orientation: reading the tag and applying it like Pillow's `ImageOps.exif_transpose`.
 enum Orientation {
-    /// Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block (starting at "II*\0" / "MM\0*").
-    /// Returns 1 when the block is malformed, the tag is absent, or its value is outside 1...8.
-    static func fromTIFF(_ b: UnsafeBufferPointer<UInt8>, start: Int, end: Int) -> Int {
-        guard end - start >= 8 else { return 1 }
+    /// Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block (starting at "II*\0" / "MM\0*"),
+    /// as stored (possibly outside 1...8), or nil when the block is malformed or has no such tag.
+    static func fromTIFF(_ b: UnsafeBufferPointer<UInt8>, start: Int, end: Int) -> Int? {
+        guard end - start >= 8 else { return nil }
         let little: Bool
         if b[start] == 0x49, b[start + 1] == 0x49 { little = true }
         else if b[start] == 0x4D, b[start + 1] == 0x4D { little = false }
-        else { return 1 }
+        else { return nil }
         func u16(_ o: Int) -> Int? {
             guard o >= start, o + 2 <= end else { return nil }
             return little ? Int(b[o]) | Int(b[o + 1]) << 8 : Int(b[o]) << 8 | Int(b[o + 1])
@@ -18,24 +18,46 @@ enum Orientation {
             guard let a = u16(o), let c = u16(o + 2) else { return nil }
             return little ? a | c << 16 : a << 16 | c
         }
-        guard u16(start + 2) == 42, let ifd = u32(start + 4), let count = u16(start + ifd) else { return 1 }
+        guard u16(start + 2) == 42, let ifd = u32(start + 4), let count = u16(start + ifd) else { return nil }
         for i in 0..<count {
             let entry = start + ifd + 2 + i * 12
-            guard let tag = u16(entry) else { return 1 }
+            guard let tag = u16(entry) else { return nil }
             if tag == 0x0112 {
-                // SHORT (3) per spec; Pillow also accepts LONG (4).
-                guard let type = u16(entry + 2) else { return 1 }
-                let value: Int?
-                switch type {
-                case 3: value = u16(entry + 8)
-                case 4: value = u32(entry + 8)
-                default: value = nil
+                // SHORT (3) per spec; LONG (4) is accepted too.
+                switch u16(entry + 2) {
+                case 3: return u16(entry + 8)
+                case 4: return u32(entry + 8)
+                default: return nil
                 }
-                if let v = value, (1...8).contains(v) { return v }
-                return 1
             }
         }
-        return 1
+        return nil
+    }
+
+    /// Pillow's fallback when EXIF has no orientation: the first `tiff:Orientation="d"` or
+    /// `tiff:Orientation>d` in the XMP packet.
+    static func fromXMP(_ b: UnsafeBufferPointer<UInt8>, start: Int, end: Int) -> Int? {
+        let key = Array("tiff:Orientation".utf8)
+        var i = start
+        while i + key.count + 2 <= end {
+            var match = true
+            for j in 0..<key.count where b[i + j] != key[j] { match = false; break }
+            if match {
+                let a = i + key.count
+                if b[a] == UInt8(ascii: ">"), (0x30...0x39).contains(b[a + 1]) { return Int(b[a + 1] - 0x30) }
+                if b[a] == UInt8(ascii: "="), a + 2 < end, b[a + 1] == UInt8(ascii: "\""), (0x30...0x39).contains(b[a + 2]) {
+                    return Int(b[a + 2] - 0x30)
+                }
+            }
+            i += 1
+        }
+        return nil
+    }
+
+    /// The orientation Pillow's `exif_transpose` acts on: EXIF first, else XMP; 1 unless in 2...8.
+    static func resolve(exif: Int?, xmp: Int?) -> Int {
+        guard let v = exif ?? xmp, (1...8).contains(v) else { return 1 }
+        return v
     }
 
     /// Applies EXIF orientation `o` (2-8) to an interleaved RGB raster the way Pillow's

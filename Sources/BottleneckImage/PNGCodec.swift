@@ -47,7 +47,7 @@ enum PNGCodec {
             if type == (0x65, 0x58, 0x49, 0x66) {  // eXIf
                 var start = data
                 if length >= 6, b[data] == 0x45, b[data + 1] == 0x78, b[data + 2] == 0x69, b[data + 3] == 0x66 { start += 6 }
-                orientation = Orientation.fromTIFF(b, start: start, end: end)
+                orientation = Orientation.resolve(exif: Orientation.fromTIFF(b, start: start, end: end), xmp: nil)
                 break
             }
             pos = end + 4

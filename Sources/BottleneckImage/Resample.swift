@@ -109,20 +109,37 @@ enum PillowResample {
                     for y in yFirst..<yEnd {
                         let line = src + y * width * 3
                         let o = out.baseAddress! + (y - yFirst) * midStride
-                        for xx in 0..<cropWidth {
-                            let k = kw.baseAddress! + xx * hAxis.ksize
-                            var p = line + hAxis.first[xx] * 3
-                            var s0 = half, s1 = half, s2 = half
-                            for t in 0..<hAxis.count[xx] {
-                                let w = k[t]
-                                s0 &+= Int32(p[0]) &* w
-                                s1 &+= Int32(p[1]) &* w
-                                s2 &+= Int32(p[2]) &* w
-                                p += 3
+                        // A 4-byte load per RGB pixel (the 4th lane is ignored) needs one readable byte past
+                        // the pixel, which every row but the image's last has.
+                        if y + 1 < height {
+                            for xx in 0..<cropWidth {
+                                let k = kw.baseAddress! + xx * hAxis.ksize
+                                var p = UnsafeRawPointer(line + hAxis.first[xx] * 3)
+                                var acc = SIMD4<Int32>(repeating: half)
+                                for t in 0..<hAxis.count[xx] {
+                                    acc &+= SIMD4<Int32>(truncatingIfNeeded: p.loadUnaligned(as: SIMD4<UInt8>.self)) &* k[t]
+                                    p += 3
+                                }
+                                o[xx * 3] = clip8(acc[0])
+                                o[xx * 3 + 1] = clip8(acc[1])
+                                o[xx * 3 + 2] = clip8(acc[2])
                             }
-                            o[xx * 3] = clip8(s0)
-                            o[xx * 3 + 1] = clip8(s1)
-                            o[xx * 3 + 2] = clip8(s2)
+                        } else {
+                            for xx in 0..<cropWidth {
+                                let k = kw.baseAddress! + xx * hAxis.ksize
+                                var p = line + hAxis.first[xx] * 3
+                                var s0 = half, s1 = half, s2 = half
+                                for t in 0..<hAxis.count[xx] {
+                                    let w = k[t]
+                                    s0 &+= Int32(p[0]) &* w
+                                    s1 &+= Int32(p[1]) &* w
+                                    s2 &+= Int32(p[2]) &* w
+                                    p += 3
+                                }
+                                o[xx * 3] = clip8(s0)
+                                o[xx * 3 + 1] = clip8(s1)
+                                o[xx * 3 + 2] = clip8(s2)
+                            }
                         }
                     }
                 }

@@ -246,7 +246,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
                             for kx in kxLo..<max(kxLo, kxHi) {
                                 let xv = UnsafeRawPointer(src + kx * c).loadUnaligned(as: SIMD8<Float>.self)
                                 let wv = UnsafeRawPointer(wr + kx * c).loadUnaligned(as: SIMD8<Float>.self)
-                                acc.addProduct(xv, wv)
+                                acc += xv * wv
                             }
                         }
                         switch act {

@@ -8,7 +8,10 @@ struct Bottleneck: ParsableCommand {
         abstract: "Transfer learning on images: decode, extract CNN bottleneck features, train small classifiers.",
         version: "0.1.0",
         subcommands: [
-            ExtractCommand.self, MergeCommand.self,
+            ModelsCommand.self, BenchCommand.self,
+            InspectCommand.self, PreprocessCommand.self,
+            ExtractCommand.self, MergeCommand.self, DatasetsCommand.self,
+            WeightsCommand.self, ClassifyCommand.self,
         ]
     )
 

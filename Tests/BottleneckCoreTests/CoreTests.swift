@@ -1,6 +1,6 @@
 import Foundation
 import XCTest
-@testable import BottleneckCore
+import BottleneckCore
 
 final class CoreTests: XCTestCase {
     func testSHA256KnownVectors() {

@@ -10,6 +10,7 @@ final class DecodeParityTests: XCTestCase {
     func testEveryFixtureMatchesPillow() throws {
         let files = try Fixture.files("decode").filter { $0.pathExtension != "npy" }
         XCTAssertGreaterThanOrEqual(files.count, 30)
+        var worstByFile: [String] = []
         for url in files {
             let name = url.lastPathComponent
             let expected = try NumpyArray(contentsOf: url.deletingPathExtension().appendingPathExtension("npy"))
@@ -20,7 +21,9 @@ final class DecodeParityTests: XCTestCase {
             for (a, b) in zip(image.pixels, expected.bytes) { worst = max(worst, abs(Int(a) - Int(b))) }
             let tolerance = ImageDecoder.sniff(try Data(contentsOf: url)) == .jpeg ? 1 : 0
             XCTAssertLessThanOrEqual(worst, tolerance, "\(name): max channel difference \(worst) vs Pillow")
+            worstByFile.append("\(name)=\(worst)")
         }
+        print("decode parity vs Pillow (max channel difference): \(worstByFile.joined(separator: " "))")
     }
 
     func testInspectReportsHeaders() throws {

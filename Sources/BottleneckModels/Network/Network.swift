@@ -19,6 +19,11 @@ public final class Network: @unchecked Sendable {
     /// Name of the last stage that runs.
     public var stageName: String { architecture.stages[stageIndex].name }
 
+    /// When true, `forward` adds each stage's wall time to `stageSeconds` (for `bench --profile`).
+    public var recordStageTimes = false
+    /// Accumulated wall seconds per stage (index = stage index) while `recordStageTimes` is on.
+    public private(set) var stageSeconds: [Double] = []
+
     private let stages: [[CompiledLayer]]
     private let arena = (0..<5).map { _ in Workspace() }
     private let scratch = Workspace()
@@ -130,8 +135,11 @@ public final class Network: @unchecked Sendable {
                      output: UnsafeMutablePointer<Float>?, collect: ((Int, [Float]) -> Void)?) {
         var act = Act(slot: 0, h: height, w: width, c: 3, isVector: false)
         Layout.nchwToNhwc(input, batch: batch, channels: 3, height: height, width: width, into: pointer(act, batch: batch))
+        if recordStageTimes && stageSeconds.count != stages.count { stageSeconds = [Double](repeating: 0, count: stages.count) }
         for (i, layers) in stages.enumerated() {
+            let t0 = recordStageTimes ? DispatchTime.now().uptimeNanoseconds : 0
             for layer in layers { act = execute(layer, act, batch: batch, protected: []) }
+            if recordStageTimes { stageSeconds[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
             if let collect {
                 var values = [Float](repeating: 0, count: batch * act.h * act.w * act.c)
                 values.withUnsafeMutableBufferPointer { emit(act, batch: batch, pool: .none, into: $0.baseAddress!) }

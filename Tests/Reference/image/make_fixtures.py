@@ -125,6 +125,14 @@ def main():
     for o in range(1, 9):
         save_decode(f"jpeg_orient{o}", "jpg", lambda p, o=o: pil.save(p, quality=90, exif=exif_bytes(o, big_endian=o % 2 == 0)))
 
+    # Pillow falls back to XMP tiff:Orientation when EXIF has none (both XMP spellings).
+    xmp_attr = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description tiff:Orientation="8"/></x:xmpmeta>'
+    xmp_elem = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description><tiff:Orientation>3</tiff:Orientation></rdf:Description></x:xmpmeta>'
+    save_decode("jpeg_xmp_orient8", "jpg", lambda p: pil.save(p, quality=90, xmp=xmp_attr))
+    save_decode("jpeg_xmp_orient3", "jpg", lambda p: pil.save(p, quality=90, xmp=xmp_elem))
+    # EXIF orientation wins over XMP.
+    save_decode("jpeg_exif6_xmp8", "jpg", lambda p: pil.save(p, quality=90, exif=exif_bytes(6, False), xmp=xmp_attr))
+
     # --- PNG ---
     rng = np.random.default_rng(7)
     gray = np.asarray(pil.convert("L"))

@@ -1,0 +1,173 @@
+import Foundation
+
+/// Parsers for the two `torch.save` layouts. Both pickle the state dict with each storage
+/// replaced by a persistent id; they differ in where the storage bytes live.
+enum TorchFormats {
+    /// torch's legacy-format magic number 0x1950a86a20f9469cfc6c, as LONG1 little-endian bytes.
+    static let legacyMagic: [UInt8] = [0x6C, 0xFC, 0x9C, 0x46, 0xF9, 0x20, 0x6A, 0xA8, 0x50, 0x19]
+
+    // MARK: zip format
+
+    /// `<prefix>/data.pkl` holds the pickle; storage `k` is the stored record `<prefix>/data/k`.
+    static func readZip(_ file: RandomAccessFile) throws -> [(String, Checkpoint.Entry)] {
+        let zip = try ZipArchive(file: file)
+        guard let pkl = zip.entries.filter({ $0.name == "data.pkl" || $0.name.hasSuffix("/data.pkl") })
+            .min(by: { $0.name.count < $1.name.count }) else {
+            throw WeightsError.notACheckpoint(path: file.path, reason: "zip archive without data.pkl (not written by torch.save)")
+        }
+        let prefix = String(pkl.name.dropLast("data.pkl".count))
+        if let bo = zip.entry(named: prefix + "byteorder") {
+            let order = String(decoding: try zip.contents(of: bo), as: UTF8.self)
+            guard order == "little" else {
+                throw WeightsError.malformed(path: file.path, reason: "byteorder '\(order)': only little-endian checkpoints are supported")
+            }
+        }
+        var storages: [String: StorageRef] = [:]
+        var machine = PickleMachine(path: file.path, bytes: try zip.contents(of: pkl)) { pid in
+            guard let t = pid.tuple, t.count >= 5, t[0].string == "storage", case .global(_, let type) = t[1],
+                  let key = t[2].string, let numel = t[4].int else {
+                throw WeightsError.unsupportedPickle(path: file.path, reason: "persistent id is not a torch storage", offset: 0)
+            }
+            let ref = StorageRef(dtype: TensorDType(torchStorage: type), key: key, numel: numel, viewOffset: 0)
+            storages[key] = ref
+            return .storage(ref)
+        }
+        let root = try machine.run()
+        var bases: [String: Int] = [:]
+        for (key, ref) in storages {
+            guard let rec = zip.entry(named: prefix + "data/" + key) else {
+                throw WeightsError.truncated(path: file.path, reason: "storage record \(prefix)data/\(key) is missing")
+            }
+            guard rec.method == 0 else {
+                throw WeightsError.malformed(path: file.path, reason: "storage record \(rec.name) is compressed; torch stores them uncompressed")
+            }
+            guard rec.uncompressedSize >= ref.numel * ref.dtype.size else {
+                throw WeightsError.malformed(path: file.path, reason: "storage record \(rec.name) holds \(rec.uncompressedSize) bytes, expected \(ref.numel * ref.dtype.size)")
+            }
+            bases[key] = try zip.dataOffset(of: rec)
+        }
+        return try entries(from: root, path: file.path) { bases[$0.key]! }
+    }
+
+    // MARK: legacy format
+
+    /// Layout: pickle(magic) pickle(protocol 1001) pickle(sys_info) pickle(state dict, storages as
+    /// persistent ids) pickle([storage keys]) then, per key in that list, an int64 element count
+    /// followed by the storage's raw little-endian elements.
+    static func readLegacy(_ file: RandomAccessFile) throws -> [(String, Checkpoint.Entry)] {
+        let path = file.path
+        // The pickles are small and at the front; read a prefix and grow it if a pickle runs past it.
+        var window = min(file.size, 1 << 20)
+        while true {
+            let bytes = try file.bytes(at: 0, count: window)
+            do {
+                return try parseLegacy(file, bytes)
+            } catch WeightsError.truncated(let p, let r) where p == path && window < file.size && r.hasPrefix("pickle") {
+                window = min(file.size, window * 4)
+            }
+        }
+    }
+
+    private static func parseLegacy(_ file: RandomAccessFile, _ bytes: [UInt8]) throws -> [(String, Checkpoint.Entry)] {
+        let path = file.path
+        let noPersistent: (PickleValue) throws -> PickleValue = { _ in
+            throw WeightsError.unsupportedPickle(path: path, reason: "unexpected persistent id in a header pickle", offset: 0)
+        }
+        var m = PickleMachine(path: path, bytes: bytes, persistentLoad: noPersistent)
+        guard case .bigInt(let magic) = try m.run(), magic == legacyMagic else {
+            throw WeightsError.notACheckpoint(path: path, reason: "pickle file without torch's magic number")
+        }
+        m = PickleMachine(path: path, bytes: bytes, start: m.pos, persistentLoad: noPersistent)
+        guard let proto = try m.run().int, proto == 1001 else {
+            throw WeightsError.malformed(path: path, reason: "unsupported legacy protocol version (expected 1001)")
+        }
+        m = PickleMachine(path: path, bytes: bytes, start: m.pos, persistentLoad: noPersistent)
+        if case .dict(let info) = try m.run(),
+           let le = info.items.first(where: { $0.0.string == "little_endian" })?.1, case .bool(false) = le {
+            throw WeightsError.malformed(path: path, reason: "big-endian checkpoints are not supported")
+        }
+        var storages: [String: StorageRef] = [:]
+        m = PickleMachine(path: path, bytes: bytes, start: m.pos) { pid in
+            // ('storage', storage_type, key, location, numel, view_metadata)
+            guard let t = pid.tuple, t.count >= 5, t[0].string == "storage", case .global(_, let type) = t[1],
+                  let key = t[2].string, let numel = t[4].int else {
+                throw WeightsError.unsupportedPickle(path: path, reason: "persistent id is not a torch storage", offset: 0)
+            }
+            let root = StorageRef(dtype: TensorDType(torchStorage: type), key: key, numel: numel, viewOffset: 0)
+            storages[key] = root
+            // Very old files pickle views of a storage: (view_key, element offset, view size).
+            if t.count >= 6, let view = t[5].tuple, view.count == 3, let off = view[1].int {
+                return .storage(StorageRef(dtype: root.dtype, key: key, numel: numel, viewOffset: off))
+            }
+            return .storage(root)
+        }
+        let root = try m.run()
+        m = PickleMachine(path: path, bytes: bytes, start: m.pos, persistentLoad: noPersistent)
+        guard let keyList = try m.run().tuple?.compactMap(\.string) else {
+            throw WeightsError.malformed(path: path, reason: "storage key list missing after the state dict")
+        }
+        var cursor = m.pos
+        var bases: [String: Int] = [:]
+        for key in keyList {
+            guard cursor + 8 <= file.size else {
+                throw WeightsError.truncated(path: path, reason: "storage \(key) header at byte \(cursor) lies beyond the end (\(file.size) bytes)")
+            }
+            let numel = Int(Int64(bitPattern: try file.bytes(at: cursor, count: 8).le(UInt64.self, at: 0)))
+            let esize = storages[key]?.dtype.size ?? 1
+            guard numel >= 0, numel == storages[key]?.numel ?? numel else {
+                throw WeightsError.malformed(path: path, reason: "storage \(key) declares \(numel) elements, the pickle says \(storages[key]?.numel ?? -1)")
+            }
+            bases[key] = cursor + 8
+            cursor += 8 + numel * esize
+            guard cursor <= file.size else {
+                throw WeightsError.truncated(path: path, reason: "storage \(key) ends at byte \(cursor) but the file has \(file.size)")
+            }
+        }
+        return try entries(from: root, path: path) { ref in bases[ref.key] ?? -1 }
+    }
+
+    // MARK: shared
+
+    /// Finds the state dict in `root` (unwrapping `{"state_dict": ...}`-style checkpoints) and
+    /// turns its tensors into entries; `base` gives the file offset of a storage's first element.
+    static func entries(from root: PickleValue, path: String, base: (StorageRef) -> Int) throws -> [(String, Checkpoint.Entry)] {
+        guard let dict = stateDict(in: root) else {
+            throw WeightsError.notACheckpoint(path: path, reason: "the pickle holds no dictionary of tensors")
+        }
+        var out: [(String, Checkpoint.Entry)] = []
+        for (k, v) in dict.items {
+            guard let key = k.string else { continue }
+            switch v {
+            case .tensor(let t):
+                let b = base(t.storage)
+                guard b >= 0 else { throw WeightsError.truncated(path: path, reason: "storage \(t.storage.key) of '\(key)' has no data") }
+                let extent = Checkpoint.span(shape: t.shape, strides: t.strides).max + 1
+                guard t.offset >= 0, extent <= 0 || t.storage.viewOffset + t.offset + extent <= t.storage.numel else {
+                    throw WeightsError.malformed(path: path, reason: "tensor '\(key)' reaches past the end of its storage")
+                }
+                out.append((key, Checkpoint.Entry(dtype: t.storage.dtype, shape: t.shape, strides: t.strides,
+                                                  base: b, offset: t.storage.viewOffset + t.offset)))
+            case .opaque(let callable) where callable.hasPrefix("torch"):
+                throw WeightsError.unsupportedPickle(path: path, reason: "tensor '\(key)' is rebuilt by \(callable), which this reader does not support", offset: 0)
+            default:
+                continue  // non-tensor entries (ints, strings) are not weights
+            }
+        }
+        return out
+    }
+
+    private static func hasTensors(_ d: PickleDict) -> Bool {
+        d.items.contains { if case .tensor = $0.1 { return true }; return false }
+    }
+
+    /// The dictionary holding the weights: `root` itself or a well-known wrapper key.
+    static func stateDict(in root: PickleValue) -> PickleDict? {
+        guard case .dict(let d) = root else { return nil }
+        if hasTensors(d) { return d }
+        for name in ["state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "module", "net", "params"] {
+            if let v = d.items.first(where: { $0.0.string == name })?.1, let inner = stateDict(in: v) { return inner }
+        }
+        let nested = d.items.compactMap { stateDict(in: $0.1) }
+        return nested.count == 1 ? nested[0] : nil
+    }
+}

