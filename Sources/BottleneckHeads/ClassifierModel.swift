@@ -16,6 +16,29 @@ public struct BackboneInfo: Codable, Sendable, Equatable {
     /// Any further key/value facts (feature-store meta).
     public var extra: [String: String]
 
+    /// Reads the identity fields of a feature store's `meta.json` (keys `model`, `weights_sha256`,
+    /// `cut` or `layer`, `pool`, `preset`); every other scalar goes to ``extra``.
+    public init(storeMeta meta: [String: String]) {
+        let known: Set<String> = ["model", "weights_sha256", "cut", "layer", "pool", "preset"]
+        var extra: [String: String] = [:]
+        // Timing and counts differ between runs over the same backbone; keep only stable facts.
+        let volatile: Set<String> = ["wall_seconds", "image_count", "extracted", "failures", "skipped"]
+        for (k, v) in meta where !known.contains(k) && !volatile.contains(k) { extra[k] = v }
+        self.init(model: meta["model"] ?? "", weightsSHA256: meta["weights_sha256"] ?? "",
+                  cut: meta["cut"].map { "cut \($0)" } ?? meta["layer"].map { "layer \($0)" } ?? "",
+                  pool: meta["pool"] ?? "", preprocessing: meta["preset"] ?? "", extra: extra)
+    }
+
+    /// Differences in the fields that determine the feature space (model, weights, cut, pool, preprocessing),
+    /// as human-readable lines; empty when compatible.
+    public func mismatches(with other: BackboneInfo) -> [String] {
+        var out: [String] = []
+        func cmp(_ name: String, _ a: String, _ b: String) { if a != b { out.append("\(name): model has '\(a)', features have '\(b)'") } }
+        cmp("model", model, other.model); cmp("weights_sha256", weightsSHA256, other.weightsSHA256)
+        cmp("cut/layer", cut, other.cut); cmp("pool", pool, other.pool); cmp("preprocessing", preprocessing, other.preprocessing)
+        return out
+    }
+
     /// Creates backbone info.
     public init(model: String, weightsSHA256: String, cut: String, pool: String, preprocessing: String,
                 extra: [String: String] = [:]) {
@@ -50,14 +73,18 @@ public struct ClassifierModel: Codable, Sendable, Equatable {
     public var trainingMetrics: [String: ClassificationReport]
     /// Provenance of the features.
     public var backbone: BackboneInfo?
+    /// Feature-store paths of the rows held out from training (stratified `--holdout`), so they can be
+    /// evaluated later on a store without splits; nil when the store's own split was used.
+    public var holdoutPaths: [String]?
 
     /// Creates a model container.
     public init(classNames: [String], scaler: StandardScaler, head: TrainedHead, config: HeadConfig,
                 gridSearch: GridSearchResult? = nil, trainingMetrics: [String: ClassificationReport] = [:],
-                backbone: BackboneInfo? = nil) {
+                backbone: BackboneInfo? = nil, holdoutPaths: [String]? = nil) {
         self.format = ClassifierModel.currentFormat
         self.classNames = classNames; self.scaler = scaler; self.head = head; self.config = config
         self.gridSearch = gridSearch; self.trainingMetrics = trainingMetrics; self.backbone = backbone
+        self.holdoutPaths = holdoutPaths
     }
 
     /// Feature dimension expected by ``predict(_:)``.

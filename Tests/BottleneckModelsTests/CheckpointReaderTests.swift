@@ -40,6 +40,13 @@ final class CheckpointReaderTests: XCTestCase {
     func testNestedStateDict() throws { try check("tiny_nested.pth", format: .torchZip, ordered: true) }
     func testSafetensors() throws { try check("tiny.safetensors", format: .safetensors, ordered: false) }
 
+    func testTensorWithPythonAttributes() throws {
+        let ck = try Checkpoint(contentsOf: try CheckpointTestSupport.fixture("tiny_fromtype.pth"))
+        XCTAssertEqual(ck.keys, ["w"])
+        XCTAssertEqual(ck.shape(of: "w"), [2, 3])
+        XCTAssertEqual(try ck.load("w"), [0, 1, 2, 3, 4, 5])
+    }
+
     func testMissingFileAndKey() throws {
         XCTAssertThrowsError(try Checkpoint(contentsOf: URL(fileURLWithPath: "/nonexistent/x.pth"))) {
             XCTAssertEqual($0 as? WeightsError, .fileNotFound(path: "/nonexistent/x.pth"))
@@ -138,6 +145,24 @@ final class CheckpointReaderTests: XCTestCase {
             XCTAssertEqual(Array(v.prefix(4)), head.map { Float($0) }, name)
             let s = v.reduce(0.0) { $0 + Double($1) }
             XCTAssertEqual(s, sum, accuracy: 1e-9 * Double(v.count) * max(1, abs(sum)), name)
+        }
+    }
+
+    /// ZIP64 central directory and end records (torch.save writes them for archives over 4 GiB),
+    /// exercised at small scale with the test writer; the plain variant checks the writer itself.
+    func testZip64Archive() throws {
+        let dir = try CheckpointTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        for zip64 in [false, true] {
+            let url = dir.appendingPathComponent("z\(zip64).pth")
+            let tensors = [(name: "a.weight", shape: [3, 4]), (name: "b.bias", shape: [5])]
+            try CheckpointTestSupport.writeTorchZip(to: url, tensors: tensors, zip64: zip64) { i, j in Float(i * 100 + j) }
+            let ck = try Checkpoint(contentsOf: url)
+            XCTAssertEqual(ck.format, .torchZip)
+            XCTAssertEqual(ck.keys, ["a.weight", "b.bias"])
+            XCTAssertEqual(ck.shape(of: "a.weight"), [3, 4])
+            XCTAssertEqual(try ck.load("a.weight"), (0..<12).map { Float($0) })
+            XCTAssertEqual(try ck.load("b.bias"), (0..<5).map { Float(100 + $0) })
         }
     }
 

@@ -66,7 +66,10 @@ enum CheckpointTestSupport {
 
     /// Writes a torch zip checkpoint; tensor `i` element `j` has value `value(i, j)`.
     /// Data records are produced one tensor at a time so the writer itself stays small in memory.
-    static func writeTorchZip(to url: URL, tensors: [(name: String, shape: [Int])], value: (Int, Int) -> Float) throws {
+    /// With `zip64`, the central directory stores sizes/offsets in ZIP64 extra fields and the archive
+    /// ends with ZIP64 end records (what writers emit for archives over 4 GiB), at small scale.
+    static func writeTorchZip(to url: URL, tensors: [(name: String, shape: [Int])], zip64: Bool = false,
+                              value: (Int, Int) -> Float) throws {
         _ = FileManager.default.createFile(atPath: url.path, contents: nil)
         let fh = try FileHandle(forWritingTo: url)
         defer { try? fh.close() }
@@ -75,13 +78,20 @@ enum CheckpointTestSupport {
         var count = 0
         func le16(_ v: Int) -> [UInt8] { withUnsafeBytes(of: UInt16(v).littleEndian, Array.init) }
         func le32(_ v: Int) -> [UInt8] { withUnsafeBytes(of: UInt32(truncatingIfNeeded: v).littleEndian, Array.init) }
+        func le64(_ v: Int) -> [UInt8] { withUnsafeBytes(of: UInt64(v).littleEndian, Array.init) }
         func add(_ name: String, _ data: [UInt8], crc: UInt32) throws {
             let n = Array(name.utf8)
             var h: [UInt8] = le32(0x0403_4B50) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0)
             h += le32(Int(crc)) + le32(data.count) + le32(data.count) + le16(n.count) + le16(0) + n
-            central += le32(0x0201_4B50) + le16(20) + le16(20) + le16(0) + le16(0) + le16(0) + le16(0)
-            central += le32(Int(crc)) + le32(data.count) + le32(data.count) + le16(n.count) + le16(0) + le16(0)
-            central += le16(0) + le16(0) + le32(0) + le32(offset) + n
+            central += le32(0x0201_4B50) + le16(45) + le16(45) + le16(0) + le16(0) + le16(0) + le16(0)
+            if zip64 {
+                let extra = le16(1) + le16(24) + le64(data.count) + le64(data.count) + le64(offset)
+                central += le32(Int(crc)) + le32(0xFFFF_FFFF) + le32(0xFFFF_FFFF) + le16(n.count) + le16(extra.count) + le16(0)
+                central += le16(0) + le16(0) + le32(0) + le32(0xFFFF_FFFF) + n + extra
+            } else {
+                central += le32(Int(crc)) + le32(data.count) + le32(data.count) + le16(n.count) + le16(0) + le16(0)
+                central += le16(0) + le16(0) + le32(0) + le32(offset) + n
+            }
             try fh.write(contentsOf: h); try fh.write(contentsOf: data)
             offset += h.count + data.count
             count += 1
@@ -95,9 +105,18 @@ enum CheckpointTestSupport {
             // The reader never checks CRCs of storage records (they are read by offset), so skip computing them.
             try add("archive/data/\(i)", values.withUnsafeBytes(Array.init), crc: 0)
         }
-        var eocd: [UInt8] = le32(0x0605_4B50) + le16(0) + le16(0) + le16(count) + le16(count)
-        eocd += le32(central.count) + le32(offset) + le16(0)
-        try fh.write(contentsOf: central + eocd)
+        var tail: [UInt8] = []
+        if zip64 {
+            let z64 = offset + central.count
+            tail += le32(0x0606_4B50) + le64(44) + le16(45) + le16(45) + le32(0) + le32(0)
+            tail += le64(count) + le64(count) + le64(central.count) + le64(offset)
+            tail += le32(0x0706_4B50) + le32(0) + le64(z64) + le32(1)
+            tail += le32(0x0605_4B50) + le16(0) + le16(0) + le16(0xFFFF) + le16(0xFFFF) + le32(0xFFFF_FFFF) + le32(0xFFFF_FFFF) + le16(0)
+        } else {
+            tail += le32(0x0605_4B50) + le16(0) + le16(0) + le16(count) + le16(count)
+            tail += le32(central.count) + le32(offset) + le16(0)
+        }
+        try fh.write(contentsOf: central + tail)
     }
 
     /// Resident-set high-water mark in bytes after resetting it, via /proc (Linux only).

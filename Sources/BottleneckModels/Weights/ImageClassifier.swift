@@ -49,15 +49,27 @@ public final class ImageClassifier {
         while start < files.count {
             let chunk = Array(files[start..<min(files.count, start + max(1, batchSize))])
             start += chunk.count
+            var input = [Float](repeating: 0, count: chunk.count * per)
+            // Decoding dominates for large photos: decode the batch's files concurrently, each into its own slot.
+            let slots = DecodeSlots(count: chunk.count)
+            let pre = preprocessor
+            input.withUnsafeMutableBufferPointer { buf in
+                let base = SendablePointer(pointer: buf.baseAddress!)
+                DispatchQueue.concurrentPerform(iterations: chunk.count) { i in
+                    do {
+                        let image = try ImageDecoder.decode(contentsOf: chunk[i])
+                        pre.write(image, into: base.pointer + i * per)
+                    } catch { slots.set(i, error) }
+                }
+            }
             var ok: [Int] = []
             var errors: [Int: Error] = [:]
-            var input = [Float](repeating: 0, count: chunk.count * per)
-            for (i, url) in chunk.enumerated() {
-                do {
-                    let image = try ImageDecoder.decode(contentsOf: url)
-                    input.withUnsafeMutableBufferPointer { preprocessor.write(image, into: $0.baseAddress! + ok.count * per) }
-                    ok.append(i)
-                } catch { errors[i] = error }
+            for i in 0..<chunk.count {
+                if let e = slots.errors[i] { errors[i] = e; continue }
+                if ok.count != i {  // close the gap a failed image left so the batch stays contiguous
+                    input.withUnsafeMutableBufferPointer { b in (b.baseAddress! + ok.count * per).update(from: b.baseAddress! + i * per, count: per) }
+                }
+                ok.append(i)
             }
             var logits = [Float](repeating: 0, count: max(1, ok.count) * classes)
             if !ok.isEmpty {
@@ -108,3 +120,14 @@ public final class ImageClassifier {
         return out
     }
 }
+
+/// Per-image decode errors written from concurrent workers.
+private final class DecodeSlots: @unchecked Sendable {
+    private let lock = NSLock()
+    private(set) var errors: [Error?]
+    init(count: Int) { errors = Array(repeating: nil, count: count) }
+    func set(_ i: Int, _ e: Error) { lock.lock(); errors[i] = e; lock.unlock() }
+}
+
+/// A buffer pointer handed to concurrent workers that write disjoint ranges of it.
+private struct SendablePointer: @unchecked Sendable { let pointer: UnsafeMutablePointer<Float> }

@@ -307,6 +307,12 @@ struct PickleMachine {
                   size.count == args[2].tuple!.count, stride.count == size.count
             else { throw unsupported("malformed \(name) arguments", at: at) }
             return .tensor(TensorRef(storage: s, offset: offset, shape: size, strides: stride))
+        case ("torch._tensor", "_rebuild_from_type_v2"):
+            // (func, subclass type, func's args, state): tensors with Python attributes or subclasses.
+            guard args.count >= 3, case .global = args[0], let inner = args[2].tuple else {
+                throw unsupported("malformed _rebuild_from_type_v2 arguments", at: at)
+            }
+            return try reduce(args[0], inner, at: at)
         case ("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state"):
             guard let data = args.first, case .tensor = data else { throw unsupported("\(name) without a tensor", at: at) }
             return data

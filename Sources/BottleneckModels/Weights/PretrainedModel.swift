@@ -7,8 +7,8 @@ public struct PretrainedModel {
     public let network: Network
     /// The checkpoint file the weights came from.
     public let checkpoint: URL
-    /// Identity of the checkpoint: the manifest's full SHA-256 or published prefix when the file is
-    /// the cached, size-checked known checkpoint; otherwise the SHA-256 computed from the file.
+    /// Identity of the checkpoint: the manifest's full SHA-256 or published prefix when the file has
+    /// the published name (and size, where known); otherwise the SHA-256 computed from the file.
     public let weightsSHA256: String
     /// Input preprocessing the architecture expects (`imagenet` or `lite`).
     public let preset: PreprocessPreset
@@ -32,9 +32,12 @@ public struct PretrainedModel {
             url = weights
         } else {
             url = try cache.resolve(model: model, manifest: manifest)
-            if let entry = try? manifest.entry(for: model), url.lastPathComponent == entry.file, !entry.expectedHash.isEmpty {
-                identity = entry.expectedHash
-            }
+        }
+        // The published file (same name, and same size where the manifest knows it) is identified by its
+        // manifest hash; anything else is hashed, which costs one read of the file.
+        if let entry = try? manifest.entry(for: model), url.lastPathComponent == entry.file, !entry.expectedHash.isEmpty {
+            let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? Int
+            if entry.size == nil || entry.size == size { identity = entry.expectedHash }
         }
         let checkpoint = try Checkpoint(contentsOf: url)
         let network = try Network(architecture: arch, weights: checkpoint, cut: selection, pool: pool, sourceName: url.path)

@@ -66,6 +66,8 @@ with torch.no_grad():
     save(c, F.relu6(F.conv2d(same_pad(x(c, (2, 12, 7, 8)), 3, 1), w(c, (12, 1, 3, 3)), b(c, 12), groups=12)))
     c = "depthwise5x5_s2_same"
     save(c, F.conv2d(same_pad(x(c, (1, 20, 9, 10)), 5, 2), w(c, (20, 1, 5, 5)), None, stride=2, groups=20))
+    c = "depthwise3x3_s2_same_c12_relu"
+    save(c, F.relu(F.conv2d(same_pad(x(c, (2, 12, 12, 16)), 3, 2), w(c, (12, 1, 3, 3)), b(c, 12), stride=2, groups=12)))
     c = "maxpool3_s2_p1"
     save(c, F.max_pool2d(x(c, (2, 10, 9, 8)), 3, 2, 1))
     c = "avgpool3_s2_p1"

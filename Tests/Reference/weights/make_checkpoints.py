@@ -5,6 +5,9 @@
 #   tiny_legacy.pth     torch.save(..., _use_new_zipfile_serialization=False)
 #   tiny_nested.pth     zip format, {"state_dict": sd, "epoch": 3, "arch": "tiny"}
 #   tiny.safetensors    safetensors.torch.save_file (contiguous copies)
+#   tiny_fromtype.pth   {"w": arange(6).reshape(2, 3)} where w carries a Python attribute, so torch pickles it
+#                       through torch._tensor._rebuild_from_type_v2
+#   tiny_model-0.1.0-py3-none-any.whl + tiny_legacy.pth.sha256   a DEFLATE wheel holding tiny_legacy.pth
 #   expected.json       {key: {"shape": [...], "dtype": "...", "values": [float32 values as decimals]}}
 import collections
 import json
@@ -43,6 +46,10 @@ torch.save(sd, os.path.join(out, "tiny_zip.pth"))
 torch.save(sd, os.path.join(out, "tiny_legacy.pth"), _use_new_zipfile_serialization=False)
 torch.save({"state_dict": sd, "epoch": 3, "arch": "tiny"}, os.path.join(out, "tiny_nested.pth"))
 save_file({k: v.detach().contiguous().clone() for k, v in sd.items()}, os.path.join(out, "tiny.safetensors"))
+
+w = torch.arange(6, dtype=torch.float32).reshape(2, 3)
+w.note = "python attribute"
+torch.save(collections.OrderedDict(w=w), os.path.join(out, "tiny_fromtype.pth"))
 
 expected = collections.OrderedDict()
 for k, v in sd.items():

