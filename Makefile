@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
-APT_PACKAGES := libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev pkg-config
+APT_PACKAGES := libopenblas-dev libpng-dev libjpeg-dev libturbojpeg0-dev zlib1g-dev pkg-config
 SWIFT ?= swift
 BIN := .build/release/bottleneck
 MODEL ?= efficientnet-lite0

@@ -61,7 +61,7 @@ def load_store(d, eval_split):
     return X[tr], y[tr], X[te], y[te]
 
 
-def sk_fit(name, Xtr32, ytr, Xte32, yte, C, repeats):
+def sk_fit(name, Xtr32, ytr, Xte32, yte, C, repeats, grid=None):
     Xtr, Xte = Xtr32.astype(np.float64), Xte32.astype(np.float64)
     best = None
     for _ in range(repeats):
@@ -75,28 +75,33 @@ def sk_fit(name, Xtr32, ytr, Xte32, yte, C, repeats):
         else:
             m = SVC(C=C)
         import warnings
+        if grid:
+            from sklearn.model_selection import GridSearchCV, StratifiedKFold
+            m = GridSearchCV(m, {"C": grid}, cv=StratifiedKFold(5))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             m.fit(Str, ytr)
         t = time.perf_counter() - t0
         best = t if best is None else min(best, t)
     acc = float((m.predict(sc.transform(Xte)) == yte).mean())
-    return best, acc
+    return best, acc, (m.best_params_["C"] if grid else C)
 
 
-def ours_fit(name, store, C, eval_split, repeats):
+def ours_fit(name, store, C, eval_split, repeats, grid=None):
     best, acc = None, None
     with tempfile.TemporaryDirectory() as tmp:
         model = os.path.join(tmp, "m.json")
         for _ in range(repeats):
-            out = subprocess.run([BIN, "train", store, "--head", name, "--C", str(C), "--out", model, "--timing-json"],
+            cs = ",".join(map(str, grid)) if grid else str(C)
+            out = subprocess.run([BIN, "train", store, "--head", name, "--C", cs, "--cv", "5", "--out", model, "--timing-json"],
                                  check=True, capture_output=True, text=True).stdout
-            t = json.loads(out.strip().splitlines()[-1])["fit_seconds"]
+            info = json.loads(out.strip().splitlines()[-1])
+            t, chosen = info["fit_seconds"], info["C"]
             best = t if best is None else min(best, t)
         subprocess.run([BIN, "evaluate", model, store, "--split", eval_split, "--out", tmp], check=True, capture_output=True)
         with open(os.path.join(tmp, "report.json")) as f:
             acc = json.load(f)["accuracy"]
-    return best, acc
+    return best, acc, chosen
 
 
 def main():
@@ -105,6 +110,7 @@ def main():
     ap.add_argument("--eval-split", default="test")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--heads", default="logreg:1,linear-svm:0.01,rbf-svm:1")
+    ap.add_argument("--grid", help="comma-separated C grid: both sides pick C by 5-fold stratified CV (sklearn GridSearchCV)")
     args = ap.parse_args()
     if not os.path.exists(BIN):
         sys.exit(f"{BIN} not found: run swift build -c release --product bottleneck first")
@@ -117,13 +123,16 @@ def main():
     Xtr, ytr, Xte, yte = load_store(store, args.eval_split)
     print(f"data: {store if args.store else 'synthetic'}  train {Xtr.shape}  {args.eval_split} {Xte.shape}  "
           f"classes {len(np.unique(ytr))}  sklearn {sklearn.__version__}  nproc {os.cpu_count()}")
-    print(f"{'head':<12}{'C':>7}{'sklearn s':>11}{'ours s':>9}{'speedup':>9}{'sk acc':>9}{'our acc':>9}")
+    grid = [float(c) for c in args.grid.split(",")] if args.grid else None
+    if grid:
+        print(f"C grid {grid}, 5-fold StratifiedKFold (unshuffled) on both sides; times include the CV")
+    print(f"{'head':<12}{'sk C':>7}{'our C':>7}{'sklearn s':>11}{'ours s':>9}{'speedup':>9}{'sk acc':>9}{'our acc':>9}")
     for spec in args.heads.split(","):
         name, C = spec.split(":")
         C = float(C)
-        ts, accs = sk_fit(name, Xtr, ytr, Xte, yte, C, args.repeats)
-        to, acco = ours_fit(name, store, C, args.eval_split, args.repeats)
-        print(f"{name:<12}{C:>7g}{ts:>11.3f}{to:>9.3f}{ts / to:>8.2f}x{accs:>9.4f}{acco:>9.4f}", flush=True)
+        ts, accs, cs = sk_fit(name, Xtr, ytr, Xte, yte, C, args.repeats, grid)
+        to, acco, co = ours_fit(name, store, C, args.eval_split, args.repeats, grid)
+        print(f"{name:<12}{cs:>7g}{co:>7g}{ts:>11.3f}{to:>9.3f}{ts / to:>8.2f}x{accs:>9.4f}{acco:>9.4f}", flush=True)
 
 
 if __name__ == "__main__":

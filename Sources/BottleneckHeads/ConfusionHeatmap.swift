@@ -15,7 +15,7 @@ public enum ConfusionHeatmap {
         let margin = 8
         let left = margin + labelChars * 6 * glyphScale + 6
         let top = margin + 9 * glyphScale + 6 + 9 * glyphScale
-        let width = left + k * cell + margin, height = top + k * cell + margin
+        let width = left + max(k * cell, 9 * 6 * glyphScale) + margin, height = top + k * cell + margin
         var canvas = Canvas(width: width, height: height)
         canvas.text("PREDICTED", x: left, y: margin, scale: glyphScale, color: (60, 60, 60))
         for c in 0..<k {

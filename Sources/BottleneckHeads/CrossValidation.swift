@@ -9,9 +9,9 @@ import Foundation
 /// NumPy's permutation).
 public enum StratifiedKFold {
     /// Fold index (0..<folds) of every sample. O(n · folds).
-    /// - Throws: ``HeadError/invalidParameter(_:)`` when `folds < 2` or a class has fewer than `folds` members
-    ///   (sklearn raises for the latter only if *every* class is smaller; it warns otherwise, and so do we not:
-    ///   we only require `folds <= n`).
+    /// - Throws: ``HeadError/invalidParameter(_:)`` when `folds < 2` or `folds` exceeds the sample count.
+    ///   Classes smaller than `folds` are allowed (sklearn only warns); such classes are absent from some
+    ///   test folds, and ``GridSearch`` reports a fold whose training part lacks a class.
     public static func assign(labels: [Int], folds: Int, shuffleSeed: UInt64? = nil) throws -> [Int] {
         guard folds >= 2 else { throw HeadError.invalidParameter("cross-validation needs at least 2 folds, got \(folds)") }
         guard folds <= labels.count else {

@@ -116,10 +116,12 @@ public struct ClassificationReport: Codable, Sendable, Equatable {
     /// The confusion matrix as aligned text (rows = true class, columns = predicted).
     public func confusionText() -> String {
         let names = perClass.map { $0.name }
+        let corner = "true\\pred"
+        let first = max(corner.count, names.map { $0.count }.max() ?? 0) + 1
         let w = max(6, (names.map { $0.count }.max() ?? 0) + 1, String(confusion.flatMap { $0 }.max() ?? 0).count + 1)
-        func pad(_ s: String) -> String { s.count >= w ? s : String(repeating: " ", count: w - s.count) + s }
-        var out = pad("true\\pred") + names.map(pad).joined() + "\n"
-        for (i, row) in confusion.enumerated() { out += pad(names[i]) + row.map { pad(String($0)) }.joined() + "\n" }
+        func pad(_ s: String, _ n: Int) -> String { s.count >= n ? s : String(repeating: " ", count: n - s.count) + s }
+        var out = pad(corner, first) + names.map { pad($0, w) }.joined() + "\n"
+        for (i, row) in confusion.enumerated() { out += pad(names[i], first) + row.map { pad(String($0), w) }.joined() + "\n" }
         return out
     }
 

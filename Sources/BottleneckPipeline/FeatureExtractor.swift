@@ -145,7 +145,7 @@ public final class FeatureExtractor {
         let outURL = (out ?? FeatureExtractor.defaultOutputDirectory(dataset: dataset, identity: backbone.identity, shard: options.shard)).standardizedFileURL
         try FeatureExtractor.validateOutput(outURL, dataset: scan.root)
 
-        let range = options.shard?.range(total: scan.entries.count) ?? 0..<scan.entries.count
+        let range = options.shard?.range(total: scan.entries.count, batchSize: options.batchSize) ?? 0..<scan.entries.count
         let entries = Array(scan.entries[range])
         let presetJSON: String = {
             let enc = JSONEncoder(); enc.outputFormatting = [.sortedKeys]

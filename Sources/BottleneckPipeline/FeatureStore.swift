@@ -173,6 +173,7 @@ struct StoreDescription {
         for k in identity.keys.sorted() { s += "identity.\(k)=\(identity[k]!)\n" }
         s += "preset=\(presetFingerprint)\ndimension=\(dimension)\ndecode=\(decodeMode)\n"
         s += "shard=\(shard.map { "\($0.index)/\($0.count)" } ?? "none")\n"
+        if let r = shardRange, shard != nil { s += "shard_range=\(r.lowerBound)..<\(r.upperBound)\n" }
         h.update(Data(s.utf8))
         return h.finalize()
     }

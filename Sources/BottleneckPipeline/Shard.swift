@@ -4,8 +4,8 @@ import Foundation
 /// (0-based, so `$SLURM_ARRAY_TASK_ID` with `--array=0-(n-1)` or Kubernetes'
 /// `$JOB_COMPLETION_INDEX` can be passed directly).
 ///
-/// Shards are contiguous blocks `[index*N/count, (index+1)*N/count)` of the byte-wise sorted list,
-/// so concatenating shards in index order reproduces the single-process order.
+/// Shards are contiguous blocks of the byte-wise sorted list, cut at batch boundaries (see
+/// ``range(total:batchSize:)``), so concatenating shards in index order reproduces the single-process order.
 public struct ShardSpec: Sendable, Equatable, CustomStringConvertible {
     /// 0-based shard number, `0 <= index < count`.
     public var index: Int
@@ -29,8 +29,18 @@ public struct ShardSpec: Sendable, Equatable, CustomStringConvertible {
         try self.init(index: i, count: n)
     }
 
-    /// The block of a `total`-element list this shard covers.
-    public func range(total: Int) -> Range<Int> { (index * total / count)..<((index + 1) * total / count) }
+    /// The block of a `total`-element list this shard covers when work is done in batches of
+    /// `batchSize`: whole batches `[index*nb/count, (index+1)*nb/count)` of the `nb = ceil(total/batchSize)`
+    /// batches, so every batch a shard runs is exactly a batch of the single-process run and merged
+    /// shards are byte-identical to it even when a network's results depend on batch composition.
+    /// With `batchSize` 1 this is the plain item partition.
+    public func range(total: Int, batchSize: Int = 1) -> Range<Int> {
+        let b = max(1, batchSize)
+        let batches = (total + b - 1) / b
+        let lo = min(total, index * batches / count * b)
+        let hi = min(total, (index + 1) * batches / count * b)
+        return lo..<hi
+    }
 
     /// `"i/n"`.
     public var description: String { "\(index)/\(count)" }

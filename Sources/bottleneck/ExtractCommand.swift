@@ -10,12 +10,9 @@ struct ExtractCommand: ParsableCommand {
         commandName: "extract",
         abstract: "Extract bottleneck features for every image under DIR into a feature store.",
         discussion: """
-        DIR is scanned recursively (by content, not only extension). Layouts: DIR/<class>/* (labels from
-        folder names), DIR/train|val|test/<class>/* (splits kept) or a flat folder (no labels).
-        OUT receives features.npy (N x D float32), index.csv, labels.npy, classes.json, meta.json and
-        features_<split>.npy / labels_<split>.npy when the dataset has splits. Images that fail to decode
-        are recorded in index.csv and skipped. An interrupted run continues with --resume; running again
-        with nothing changed returns at once.
+        DIR is scanned recursively (by content, not only extension). Layouts: DIR/<class>/* (labels from folder names), DIR/train|val|test/<class>/* (splits kept) or a flat folder (no labels).
+
+        OUT receives features.npy (N x D float32), index.csv, labels.npy, classes.json, meta.json, and features_<split>.npy / labels_<split>.npy when the dataset has splits. Images that fail to decode are recorded in index.csv and skipped. An interrupted run continues with --resume; running again with nothing changed returns at once.
         """)
 
     @Argument(help: "Folder of images.")
@@ -24,7 +21,7 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Backbone: raw-pixels (3x16x16 area-averaged pixels, the no-transfer baseline) or one of \(ModelZoo.names.joined(separator: ", ")).", valueName: "name"))
     var model: String
 
-    @Option(help: "Checkpoint file (.pth or .safetensors); default: the weight cache (see `bottleneck weights fetch`).")
+    @Option(help: ArgumentHelp("Checkpoint file (.pth or .safetensors); default: the weight cache (see `bottleneck weights fetch`).", valueName: "path"))
     var weights: String?
 
     @Option(help: "Cut the network N stages from the top (default 1: everything but the classifier).")
@@ -101,7 +98,7 @@ struct ExtractCommand: ParsableCommand {
         if result.upToDate {
             if !quiet { pipelineLog("\(outPath) is up to date (\(result.extracted) of \(result.imageCount) images extracted); nothing to do") }
         } else if !quiet {
-            let rate = result.wallSeconds > 0 ? Double(result.imageCount - result.resumedImages) / result.wallSeconds : 0
+            let rate = result.wallSeconds > 0 ? Double(result.imageCount) / result.wallSeconds : 0  // over all resumed segments
             var line = "extracted \(result.extracted) of \(result.imageCount) images (\(result.dimension)-d), \(result.failures.count) failed, \(result.skipped.count) skipped"
             if result.resumedImages > 0 { line += ", \(result.resumedImages) recovered from the interrupted run" }
             pipelineLog(line + String(format: " in %.1f s (%.1f images/s) -> %@", result.wallSeconds, rate, outPath))

@@ -59,10 +59,12 @@ struct ModelsCommand: ParsableCommand {
     }
 }
 
-/// Whether a model's pretrained weights are installed. The weights module's manifest/cache answers
-/// this; until it is wired in, say so instead of guessing.
+/// Whether a model's pretrained weights are installed, from the weights manifest and cache.
 enum WeightsStatus {
     static func describe(model: String) -> String {
-        "unknown (weights manifest not available in this build)"
+        guard let manifest = try? WeightManifest.bundled() else { return "unknown (weights manifest unreadable)" }
+        guard let entry = try? manifest.entry(for: model) else { return "no known checkpoint" }
+        if let url = WeightCache.default.locate(entry) { return "present (\(url.path))" }
+        return "absent (bottleneck weights fetch \(model))"
     }
 }

@@ -46,9 +46,10 @@ final class ParityTests: XCTestCase {
             for case let r as [String: Any] in f.ref["linear_svc"] as! [Any] {
                 let C = (r["C"] as! NSNumber).doubleValue
                 let loss = LinearSVM.Loss(rawValue: r["loss"] as! String)!
+                let cw = ClassWeight(rawValue: r["class_weight"] as! String)!
                 let m = try LinearSVM.fit(xtr, labels: f.yTrain, classCount: f.classCount,
-                                          options: .init(C: C, loss: loss, tolerance: 1e-8, maxIterations: 200_000))
-                let tag = "\(name) C=\(C) \(loss)"
+                                          options: .init(C: C, loss: loss, classWeight: cw, tolerance: 1e-8, maxIterations: 200_000))
+                let tag = "\(name) C=\(C) \(loss) \(cw)"
                 let pred = try m.predict(xte)
                 let acc = Double(zip(pred, f.yTest).filter { $0 == $1 }.count) / Double(f.yTest.count)
                 XCTAssertEqual(acc, (r["accuracy"] as! NSNumber).doubleValue, accuracy: 1e-12, tag)
@@ -69,9 +70,10 @@ final class ParityTests: XCTestCase {
             for case let r as [String: Any] in f.ref["svc"] as! [Any] {
                 let C = (r["C"] as! NSNumber).doubleValue
                 let kernel: KernelSVM.Kernel = (r["kernel"] as! String) == "rbf" ? .rbf : .linear
+                let cw = ClassWeight(rawValue: r["class_weight"] as! String)!
                 let m = try KernelSVM.fit(xtr, labels: f.yTrain, classCount: f.classCount,
-                                          options: .init(C: C, kernel: kernel, tolerance: 1e-4))
-                let tag = "\(name) C=\(C) \(kernel)"
+                                          options: .init(C: C, kernel: kernel, classWeight: cw, tolerance: 1e-4))
+                let tag = "\(name) C=\(C) \(kernel) \(cw)"
                 XCTAssertEqual(m.gamma, (r["gamma"] as! NSNumber).doubleValue, accuracy: 1e-12 * m.gamma, tag)
                 let pred = try m.predict(xte)
                 let acc = Double(zip(pred, f.yTest).filter { $0 == $1 }.count) / Double(f.yTest.count)

@@ -199,7 +199,7 @@ final class FeatureExtractorTests: XCTestCase {
         for i in [2, 0, 1] {  // order of running does not matter
             let d = work.appendingPathComponent("shard\(i)")
             let r = try extractor(batch: 4, shard: try ShardSpec(index: i, count: 3)).extract(dataset: root, to: d)
-            XCTAssertEqual(r.imageCount, try ShardSpec(index: i, count: 3).range(total: 25).count)
+            XCTAssertEqual(r.imageCount, try ShardSpec(index: i, count: 3).range(total: 25, batchSize: 4).count)
             shardDirs.append(d)
         }
         let merged = work.appendingPathComponent("merged")
@@ -212,6 +212,23 @@ final class FeatureExtractorTests: XCTestCase {
         XCTAssertThrowsError(try ShardMerger.merge(Array(shardDirs.prefix(2)), into: work.appendingPathComponent("bad"))) { e in
             guard case PipelineError.incompatibleShards = e else { return XCTFail("\(e)") }
         }
+    }
+
+    func testShardRangesCoverTheListInWholeBatches() throws {
+        for total in [0, 1, 7, 25, 100] {
+            for n in 1...5 {
+                for b in [1, 3, 4, 16] {
+                    let ranges = try (0..<n).map { try ShardSpec(index: $0, count: n).range(total: total, batchSize: b) }
+                    XCTAssertEqual(ranges.first?.lowerBound, 0)
+                    XCTAssertEqual(ranges.last?.upperBound, total)
+                    for (a, c) in zip(ranges, ranges.dropFirst()) { XCTAssertEqual(a.upperBound, c.lowerBound) }
+                    for r in ranges where r.upperBound < total { XCTAssertEqual(r.upperBound % b, 0, "total \(total) n \(n) b \(b)") }
+                }
+            }
+        }
+        XCTAssertEqual(try ShardSpec(index: 1, count: 3).range(total: 25, batchSize: 4), 8..<16)
+        XCTAssertThrowsError(try ShardSpec(parsing: "3/3"))
+        XCTAssertThrowsError(try ShardSpec(parsing: "1-3"))
     }
 
     func testResumeAfterACrashRedoesOnlyTheTornBatchAndIsByteIdentical() throws {

@@ -40,6 +40,28 @@ final class NetworkBackboneTests: XCTestCase {
         }
     }
 
+    func testShardsMergedAreByteIdenticalWithANetworkBackbone() throws {
+        let root = try TestData.tempDir("net-shards")
+        let work = try TestData.tempDir("net-shards-out")
+        defer { try? FileManager.default.removeItem(at: root); try? FileManager.default.removeItem(at: work) }
+        try TestData.makeClassTree(root, classes: ["a", "b", "c"], perClass: 4)
+        try Data("bad".utf8).write(to: root.appendingPathComponent("b/bad.jpg"))
+        func run(_ shard: ShardSpec?, _ out: URL) throws {
+            let net = try Network(syntheticModel: "resnet18", cut: .layer("conv1"), pool: .max)
+            var o = ExtractionOptions(); o.batchSize = 3; o.shard = shard
+            try FeatureExtractor(backbone: try NetworkBackbone(network: net, selection: .layer("conv1"), weightsSHA256: "synthetic"),
+                                 options: o).extract(dataset: root, to: out)
+        }
+        try run(nil, work.appendingPathComponent("single"))
+        let shards = try (0..<3).map { i -> URL in
+            let d = work.appendingPathComponent("s\(i)"); try run(try ShardSpec(index: i, count: 3), d); return d
+        }
+        try ShardMerger.merge(shards, into: work.appendingPathComponent("merged"))
+        XCTAssertEqual(try TestData.storeFiles(work.appendingPathComponent("merged")), try TestData.storeFiles(work.appendingPathComponent("single")))
+        XCTAssertEqual(try TestData.metaWithoutTiming(work.appendingPathComponent("merged")),
+                       try TestData.metaWithoutTiming(work.appendingPathComponent("single")))
+    }
+
     /// The EfficientNet-Lite0 checkpoint: the weight cache, else the reference venv's copy.
     static func liteWeights() -> URL? {
         if let entry = try? WeightManifest.bundled().entry(for: "efficientnet-lite0"), let u = WeightCache.default.locate(entry) { return u }

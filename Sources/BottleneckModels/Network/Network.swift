@@ -1,3 +1,4 @@
+import BottleneckImage
 import BottleneckTensor
 import Foundation
 
@@ -16,6 +17,9 @@ public final class Network: @unchecked Sendable {
     public let pooling: Pooling
     /// Name of the input preprocessing preset (`imagenet` or `lite`).
     public var presetName: String { architecture.presetName }
+    /// The input preprocessing the weights were trained with (`.imagenet` for ResNet/VGG, `.lite` for
+    /// EfficientNet-Lite).
+    public var preset: PreprocessPreset { PreprocessPreset.named(architecture.presetName) ?? .imagenet }
     /// Name of the last stage that runs.
     public var stageName: String { architecture.stages[stageIndex].name }
 

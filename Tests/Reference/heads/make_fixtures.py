@@ -69,17 +69,18 @@ def main():
                           "top2": float(top_k_accuracy_score(yte, proba, k=2, labels=labels)) if len(labels) > 2 else 1.0}
 
         lsvc = []
-        for C, loss in ((0.01, "squared_hinge"), (0.1, "squared_hinge"), (1.0, "squared_hinge"), (0.1, "hinge")):
-            m = LinearSVC(C=C, loss=loss, dual=True, tol=1e-8, max_iter=200000, random_state=0).fit(Str, ytr)
-            lsvc.append({"C": C, "loss": loss, "coef": m.coef_.tolist(), "intercept": m.intercept_.tolist(),
+        for C, loss, cw in ((0.01, "squared_hinge", None), (0.1, "squared_hinge", None), (1.0, "squared_hinge", None),
+                            (0.1, "hinge", None), (0.1, "squared_hinge", "balanced")):
+            m = LinearSVC(C=C, loss=loss, dual=True, tol=1e-8, max_iter=200000, random_state=0, class_weight=cw).fit(Str, ytr)
+            lsvc.append({"C": C, "loss": loss, "class_weight": cw or "none", "coef": m.coef_.tolist(), "intercept": m.intercept_.tolist(),
                          "pred": m.predict(Ste).tolist(), "decision": m.decision_function(Ste).tolist(),
                          "accuracy": float((m.predict(Ste) == yte).mean())})
         ref["linear_svc"] = lsvc
 
         svc = []
-        for C, kernel in ((1.0, "rbf"), (10.0, "rbf"), (0.1, "linear")):
-            m = SVC(C=C, kernel=kernel, gamma="scale", tol=1e-4, decision_function_shape="ovo").fit(Str, ytr)
-            svc.append({"C": C, "kernel": kernel, "gamma": 1.0 / (Str.shape[1] * Str.var()),
+        for C, kernel, cw in ((1.0, "rbf", None), (10.0, "rbf", None), (0.1, "linear", None), (1.0, "rbf", "balanced")):
+            m = SVC(C=C, kernel=kernel, gamma="scale", tol=1e-4, decision_function_shape="ovo", class_weight=cw).fit(Str, ytr)
+            svc.append({"C": C, "kernel": kernel, "class_weight": cw or "none", "gamma": 1.0 / (Str.shape[1] * Str.var()),
                         "n_support": m.n_support_.tolist(), "intercept": m.intercept_.tolist(),
                         "pred": m.predict(Ste).tolist(), "decision": np.atleast_2d(m.decision_function(Ste).T).T.tolist(),
                         "accuracy": float((m.predict(Ste) == yte).mean())})
