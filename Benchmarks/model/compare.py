@@ -34,7 +34,7 @@ def peer_model(name):
     return m.eval()
 
 
-def timed(fn, iterations, warmup=2):
+def timed(fn, iterations, warmup=1):
     for _ in range(warmup):
         fn()
     ts = []
@@ -68,7 +68,7 @@ def bench_ort(model, x, threads, iterations, name):
 def bench_ours(name, batch, threads, iterations, cut):
     exe = os.path.join(ROOT, ".build/release/bottleneck")
     out = subprocess.run([exe, "bench", "--model", name, "--batch", str(batch), "--threads", str(threads), "--cut", str(cut),
-                          "--size", "224", "--iterations", str(iterations), "--json"], check=True, capture_output=True, text=True)
+                          "--size", "224", "--iterations", str(iterations), "--warmup", "1", "--json"], check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -45,6 +45,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
+    @Option(help: "Activation budget per batch slice in MiB (default 16; larger = bigger slices).")
+    var sliceMib: Int?
+
     @Flag(help: "Also print the time spent in each stage (median pass is not separated; totals over timed passes).")
     var profile = false
 
@@ -68,6 +71,7 @@ struct BenchCommand: ParsableCommand {
         let net = try Network(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: selection,
                               pool: Pooling(rawValue: pool)!, sourceName: "synthetic weights")
         let loadSeconds = Date().timeIntervalSince(loadStart)
+        if let sliceMib { net.sliceBudget = max(1, sliceMib) << 18 }
         let side = size ?? arch.inputSize
         let input = SyntheticFill.input(name: "bench", shape: [batch, 3, side, side])
         var output = [Float](repeating: 0, count: batch * net.outputShape(height: side, width: side).count)
@@ -92,7 +96,8 @@ struct BenchCommand: ParsableCommand {
             images_per_second: Double(batch) / median, best_images_per_second: Double(batch) / best,
             median_seconds: median, gflops: flops / median / 1e9, flops_per_image: Int(flops) / batch,
             peak_rss_bytes: peakRSS, load_seconds: loadSeconds, iterations: iterations, blas_core: TensorThreads.blasCoreName,
-            output_shape: [batch] + net.outputShape(height: side, width: side).dimensions)
+            output_shape: [batch] + net.outputShape(height: side, width: side).dimensions,
+            slice: net.microBatch(height: side, width: side, batch: batch))
         if profile {
             let total = net.stageSeconds.reduce(0, +)
             for (i, t) in net.stageSeconds.enumerated() where t > 0 {
@@ -123,6 +128,7 @@ struct BenchResult: Codable {
     let iterations: Int
     let blas_core: String
     let output_shape: [Int]
+    let slice: Int
 }
 
 /// Peak resident set of this process in bytes. Linux: `VmHWM` from /proc/self/status, because

@@ -12,7 +12,7 @@ struct Bottleneck: ParsableCommand {
             InspectCommand.self, PreprocessCommand.self,
             ExtractCommand.self, MergeCommand.self, DatasetsCommand.self,
             WeightsCommand.self, ClassifyCommand.self,
-            TrainCommand.self, EvaluateCommand.self, PredictCommand.self, FinetuneCommand.self,
+            TrainCommand.self, EvaluateCommand.self, PredictCommand.self, FinetuneCommand.self, BenchmarkCommand.self,
         ]
     )
 

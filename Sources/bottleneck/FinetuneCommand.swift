@@ -12,14 +12,11 @@ struct FinetuneCommand: ParsableCommand {
         commandName: "finetune",
         abstract: "Fine-tune the top K stages of a pretrained CNN with a new linear head on DIR/train, validating on DIR/val.",
         discussion: """
-        DIR holds train/<class>/* and optionally val/<class>/* images. Everything below the top K stages is frozen
-        and run by the inference engine; the top K stages (EfficientNet-Lite: K MBConv blocks plus conv_head;
-        ResNet: K layer groups) and the head train with SGD (momentum, weight decay, cosine or step schedule).
-        BatchNorm keeps its pretrained statistics unless --update-bn is given. With --augment flip (or none) the
-        frozen prefix is computed once per image (and per mirror image) and cached in memory; with crop it is
-        recomputed for every augmented batch. The run says which path it took.
-        --out MODEL writes a classifier model (JSON, the format of `bottleneck train`) on the fine-tuned pooled
-        features plus MODEL.finetuned.safetensors with the trained stages.
+        DIR holds train/<class>/* and optionally val/<class>/* images. Everything below the top K stages is frozen and run by the inference engine; the top K stages (EfficientNet-Lite: K MBConv blocks plus conv_head; ResNet: K layer groups) and the head train with SGD (momentum, weight decay, cosine or step schedule). BatchNorm keeps its pretrained statistics unless --update-bn is given.
+
+        With --augment flip (or none) the frozen prefix is computed once per image (and once per mirror image) and cached in memory; with crop it is recomputed for every augmented batch. The run reports which path it took.
+
+        --out MODEL writes a classifier model (JSON, the format of `bottleneck train`) on the fine-tuned pooled features, plus MODEL.finetuned.safetensors with the trained stages' weights.
         """)
 
     @Argument(help: "Dataset folder with train/<class>/ and optionally val/<class>/ subfolders.")
@@ -28,8 +25,8 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Model from the zoo (efficientnet-lite0/1/2, resnet18...resnet152).")
     var model: String = "efficientnet-lite0"
 
-    @Option(help: "Checkpoint with the model's pretrained weights (.safetensors, float32).")
-    var weights: String
+    @Option(help: ArgumentHelp("Checkpoint file (.pth or .safetensors) to use instead of the cached one for --model.", valueName: "path"))
+    var weights: String?
 
     @Option(help: "Stages to fine-tune with the head (0 trains the head only).")
     var unfreeze: Int = 2
@@ -91,8 +88,8 @@ struct FinetuneCommand: ParsableCommand {
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw ValidationError("\(dir) is not a directory: pass the dataset folder that holds train/ (and val/)")
         }
-        guard FileManager.default.fileExists(atPath: weights) else {
-            throw ValidationError("--weights \(weights) does not exist: pass the model's checkpoint file")
+        if let w = weights, !FileManager.default.fileExists(atPath: w) {
+            throw ValidationError("--weights \(w): no such file; omit it to use the cached checkpoint (`bottleneck weights fetch \(model)`)")
         }
     }
 
@@ -121,10 +118,11 @@ struct FinetuneCommand: ParsableCommand {
         config.headInit = HeadInitialization(rawValue: headInit)!
         config.updateBatchNorm = updateBN
         config.seed = seed
-        let url = URL(fileURLWithPath: weights)
-        let source = try StateDictFile(contentsOf: url)
+        let url = try weights.map { URL(fileURLWithPath: $0) }
+            ?? WeightCache.default.resolve(model: model, manifest: WeightManifest.bundled())
+        let source = try Checkpoint(contentsOf: url)
         let tuner = try FineTuner(architecture: arch, weights: source, classCount: classes.count, config: config,
-                                  sourceName: weights)
+                                  sourceName: url.path)
         if !json {
             print("fine-tuning \(model): stages \(tuner.top.trainableStages.joined(separator: ", ")) + new head; frozen prefix ends at \(tuner.top.prefixStage)")
             print("\(train.count) training / \(val.count) validation images, \(classes.count) classes: \(classes.joined(separator: ", "))")
@@ -140,6 +138,8 @@ struct FinetuneCommand: ParsableCommand {
                 print(String(format: "epoch %d/%d  lr %.5f  loss %.4f  train acc %.4f  %@  %.2f s (prefix %.2f s)",
                              e.epoch, epochs, Double(e.learningRate), e.trainLoss, e.trainAccuracy, v, e.seconds, e.prefixSeconds))
             }
+            // Progress must show while a long run is redirected to a file (stdout is then fully buffered).
+            fflush(nil)
         }
         let meanEpoch = report.epochs.map(\.seconds).reduce(0, +) / Double(report.epochs.count)
         var savedTo: String?

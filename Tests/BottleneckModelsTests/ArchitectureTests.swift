@@ -76,3 +76,20 @@ final class ArchitectureTests: XCTestCase {
         XCTAssertNoThrow(try Network(architecture: arch, weights: EditedSource(base: base, reshape: "fc.weight"), cut: .cut(1)))
     }
 }
+
+/// Slicing a batch for cache residency must not change results.
+final class ArchitectureSlicingTests: XCTestCase {
+    func testSlicedForwardEqualsWholeBatch() throws {
+        let net = try Network(syntheticModel: "efficientnet-lite0", cut: .cut(2), pool: .avg)
+        let input = SyntheticFill.input(name: "slicing", shape: [3, 3, 64, 64])
+        net.sliceBudget = Int.max / 2
+        XCTAssertEqual(net.microBatch(height: 64, width: 64, batch: 3), 3)
+        let whole = net.forward(input, batch: 3, height: 64, width: 64)
+        net.sliceBudget = 1
+        XCTAssertEqual(net.microBatch(height: 64, width: 64, batch: 3), 1)
+        let sliced = net.forward(input, batch: 3, height: 64, width: 64)
+        XCTAssertEqual(whole.count, 3 * 1280)
+        let maxDiff = zip(whole, sliced).map { abs($0 - $1) }.max() ?? .infinity
+        XCTAssertLessThanOrEqual(maxDiff, 1e-5)
+    }
+}

@@ -130,6 +130,26 @@ public struct Architecture: Sendable {
         return 2 * macs
     }
 
+    /// The largest activation (floats per image, including those inside blocks) through stage
+    /// `index` for a `height x width` input.
+    public func largestActivation(height: Int, width: Int, throughStage index: Int) -> Int {
+        func walk(_ layers: [LayerSpec], _ shape: inout ActivationShape, _ best: inout Int) {
+            for layer in layers {
+                if case let .residual(body, shortcut, _) = layer {
+                    var b = shape, s = shape
+                    walk(body, &b, &best)
+                    walk(shortcut ?? [], &s, &best)
+                }
+                shape = Self.infer(layer, shape).shape
+                best = max(best, shape.count)
+            }
+        }
+        var shape = ActivationShape.map(channels: 3, height: height, width: width)
+        var best = shape.count
+        for stage in stages[0...index] { walk(stage.layers, &shape, &best) }
+        return best
+    }
+
     /// Resolves a stage selection to a stage index.
     public func stageIndex(for selection: StageSelection) throws -> Int {
         switch selection {

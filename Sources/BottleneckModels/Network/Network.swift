@@ -89,7 +89,27 @@ public final class Network: @unchecked Sendable {
     ///     layout (`[N][D]` or `[N][C][H][W]`).
     public func forward(_ input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         into output: UnsafeMutablePointer<Float>) {
-        run(input, batch: batch, height: height, width: width, output: output, collect: nil)
+        // Run the batch in slices small enough that a layer's activations stay in the last-level
+        // cache: large batches otherwise stream every layer through DRAM (and the arena grows with
+        // the batch). Images are independent, so slicing does not change results.
+        let slice = microBatch(height: height, width: width, batch: batch)
+        let inCount = 3 * height * width, outCount = outputShape(height: height, width: width).count
+        var b0 = 0
+        while b0 < batch {
+            let n = min(slice, batch - b0)
+            run(input + b0 * inCount, batch: n, height: height, width: width, output: output + b0 * outCount, collect: nil)
+            b0 += n
+        }
+    }
+
+    /// Activation budget per slice, in floats (16 MB: a typical L3 share).
+    public var sliceBudget = 4 << 20
+
+    /// Images per slice for `forward`: as many as keep the largest activation under `sliceBudget`,
+    /// at least 1.
+    public func microBatch(height: Int, width: Int, batch: Int) -> Int {
+        let largest = architecture.largestActivation(height: height, width: width, throughStage: stageIndex)
+        return max(1, min(batch, sliceBudget / max(1, largest)))
     }
 
     /// Runs the network and returns the output (see `forward(_:batch:height:width:into:)`).
