@@ -34,7 +34,8 @@ public enum AccuracyPlot {
         let groupWidth = max(1, series.count) * (barWidth + barGap) - barGap
         let plotWidth = max(groups.count * (groupWidth + groupGap) + groupGap, 240)
         let legendWidth = 24 + 6 * max(referenceLabel.count + 6, series.map { $0.name.count }.max() ?? 0) + 16
-        let width = left + plotWidth + 16 + legendWidth
+        // Everything drawn must lie inside the canvas: the title (12 px per glyph at scale 2) can be the widest item.
+        let width = max(left + plotWidth + 16 + legendWidth, left + title.count * 12 + 16)
         let height = top + plotHeight + bottom
         var canvas = Canvas(width: width, height: height)
         let ink: (UInt8, UInt8, UInt8) = (30, 30, 30)

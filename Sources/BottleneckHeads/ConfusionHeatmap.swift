@@ -71,8 +71,11 @@ struct Canvas {
     }
 
     mutating func fill(x: Int, y: Int, w: Int, h: Int, color: (UInt8, UInt8, UInt8)) {
-        for yy in max(0, y)..<min(height, y + h) {
-            for xx in max(0, x)..<min(width, x + w) {
+        // Clip to the canvas; a rectangle wholly outside it draws nothing (and must not form an inverted range).
+        let x0 = max(0, x), x1 = min(width, x + w), y0 = max(0, y), y1 = min(height, y + h)
+        guard x0 < x1, y0 < y1 else { return }
+        for yy in y0..<y1 {
+            for xx in x0..<x1 {
                 let o = (yy * width + xx) * 3
                 pixels[o] = color.0; pixels[o + 1] = color.1; pixels[o + 2] = color.2
             }

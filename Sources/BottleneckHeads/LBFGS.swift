@@ -85,9 +85,11 @@ struct LBFGS {
     private func lineSearch(x: [Double], f: Double, g: [Double], d: [Double], dg0: Double, initial: Double,
                             _ fg: ([Double], inout [Double]) -> Double) -> Point? {
         let c1 = 1e-4, c2 = 0.9
-        var evals = 0
+        // A reference box: `eval` (captured by `zoom`) and the loops both update the count, which an
+        // inout Int would make an overlapping access.
+        let evals = EvaluationCounter()
         func eval(_ a: Double) -> Point {
-            evals += 1
+            evals.count += 1
             var xn = x
             axpy(a, d, &xn)
             var gn = [Double](repeating: 0, count: x.count)
@@ -97,18 +99,18 @@ struct LBFGS {
         var aPrev = 0.0, fPrev = f, dgPrev = dg0
         var a = initial
         var best: (a: Double, p: Point)? = nil
-        while evals < maxLineSearch {
+        while evals.count < maxLineSearch {
             let p = eval(a)
             if !p.f.isFinite { a *= 0.5; continue }
-            if p.f > f + c1 * a * dg0 || (evals > 1 && p.f >= fPrev) {
+            if p.f > f + c1 * a * dg0 || (evals.count > 1 && p.f >= fPrev) {
                 return zoom(lo: aPrev, fLo: fPrev, dgLo: dgPrev, hi: a, fHi: p.f, dgHi: p.dg, f0: f, dg0: dg0,
-                            c1: c1, c2: c2, evals: &evals, eval) ?? best?.p
+                            c1: c1, c2: c2, evals: evals, eval) ?? best?.p
             }
             if abs(p.dg) <= -c2 * dg0 { return p }
             best = (a, p)
             if p.dg >= 0 {
                 return zoom(lo: a, fLo: p.f, dgLo: p.dg, hi: aPrev, fHi: fPrev, dgHi: dgPrev, f0: f, dg0: dg0,
-                            c1: c1, c2: c2, evals: &evals, eval) ?? p
+                            c1: c1, c2: c2, evals: evals, eval) ?? p
             }
             aPrev = a; fPrev = p.f; dgPrev = p.dg
             a *= 2.5
@@ -117,11 +119,11 @@ struct LBFGS {
     }
 
     private func zoom(lo: Double, fLo: Double, dgLo: Double, hi: Double, fHi: Double, dgHi: Double,
-                      f0: Double, dg0: Double, c1: Double, c2: Double, evals: inout Int,
+                      f0: Double, dg0: Double, c1: Double, c2: Double, evals: EvaluationCounter,
                       _ eval: (Double) -> Point) -> Point? {
         var lo = lo, fLo = fLo, dgLo = dgLo, hi = hi, fHi = fHi, dgHi = dgHi
         var bestLo: Point? = nil
-        while evals < maxLineSearch {
+        while evals.count < maxLineSearch {
             // Cubic interpolant of the two bracket ends; fall back to bisection when it leaves the safe interval.
             var a = cubicMin(lo, fLo, dgLo, hi, fHi, dgHi)
             let left = min(lo, hi), right = max(lo, hi), width = right - left
@@ -174,4 +176,9 @@ struct LBFGS {
     var m = 0.0
     for v in a { m = max(m, abs(v)) }
     return m
+}
+
+/// Counts objective evaluations in one line search (shared by the bracketing and zoom phases).
+final class EvaluationCounter {
+    var count = 0
 }
