@@ -1,3 +1,4 @@
+import BottleneckCore
 import BottleneckHeads
 import Foundation
 
@@ -52,7 +53,11 @@ extension FineTuner {
                         .compactMap { $0 }.joined(separator: ",")]
         if !top.trainableStages.isEmpty { extra["finetuned_weights"] = sidecar.lastPathComponent }
         if let last = report?.epochs.last?.validationAccuracy { extra["validation_accuracy"] = "\(last)" }
-        let backbone = BackboneInfo(model: architecture.name, weightsSHA256: baseWeightsSHA256, cut: "avgpool", pool: "avg",
+        // The features depend on the base checkpoint AND the trained stages, so the identity names both:
+        // a store extracted with the base weights alone must not pass for this model's feature space.
+        let identity = top.trainableStages.isEmpty ? baseWeightsSHA256
+            : FineTunedIdentity.compose(base: baseWeightsSHA256, sidecarSHA256: try SHA256.hex(fileAt: sidecar))
+        let backbone = BackboneInfo(model: architecture.name, weightsSHA256: identity, cut: "layer avgpool", pool: "avg",
                                     preprocessing: architecture.presetName, extra: extra)
         let model = ClassifierModel(classNames: classNames, scaler: .identity(dimension: classifier.inFeatures),
                                     head: .logreg(try headAsLogisticRegression()), config: HeadConfig(kind: .logreg),
@@ -61,4 +66,10 @@ extension FineTuner {
         try model.save(to: url)
         return sidecar
     }
+}
+
+/// The weights identity recorded for a fine-tuned backbone: base checkpoint plus trained-stage sidecar.
+public enum FineTunedIdentity {
+    /// `"<base>+finetuned:<sidecar SHA-256>"`.
+    public static func compose(base: String, sidecarSHA256: String) -> String { "\(base)+finetuned:\(sidecarSHA256)" }
 }

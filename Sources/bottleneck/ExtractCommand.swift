@@ -3,6 +3,9 @@ import BottleneckImage
 import Foundation
 import BottleneckPipeline
 import BottleneckModels
+import BottleneckHeads
+import BottleneckTraining
+import BottleneckCore
 
 /// `bottleneck extract`: a folder of images to a feature store.
 struct ExtractCommand: ParsableCommand {
@@ -20,6 +23,9 @@ struct ExtractCommand: ParsableCommand {
 
     @Option(help: ArgumentHelp("Backbone: raw-pixels (3x16x16 area-averaged pixels, the no-transfer baseline) or one of \(ModelZoo.names.joined(separator: ", ")).", valueName: "name"))
     var model: String
+
+    @Option(help: ArgumentHelp("A model saved by `bottleneck finetune`: extract with its fine-tuned backbone (its cut and pool), so `evaluate` can score it.", valueName: "model.json"))
+    var finetuned: String?
 
     @Option(help: ArgumentHelp("Checkpoint file (.pth or .safetensors); default: the weight cache (see `bottleneck weights fetch`).", valueName: "path"))
     var weights: String?
@@ -72,7 +78,19 @@ struct ExtractCommand: ParsableCommand {
     }
 
     func run() throws {
-        let backbone = try BackboneFactory.make(model: model, weights: weights, cut: cut, layer: layer, pool: pool)
+        let backbone: FeatureBackbone
+        if let finetuned {
+            let url = URL(fileURLWithPath: finetuned)
+            guard let info = try ClassifierModel.load(from: url).backbone, info.model == model else {
+                throw ValidationError("\(finetuned) was not fine-tuned from --model \(model)")
+            }
+            guard cut == nil, layer == nil, pool == nil else {
+                throw ValidationError("--finetuned fixes the cut and pooling; drop --cut, --layer and --pool")
+            }
+            backbone = try BackboneFactory.make(for: info, modelFile: url, weights: weights)
+        } else {
+            backbone = try BackboneFactory.make(model: model, weights: weights, cut: cut, layer: layer, pool: pool)
+        }
         var options = ExtractionOptions()
         options.batchSize = batch
         if let t = threads { options.decoderThreads = t }
@@ -182,6 +200,35 @@ enum BackboneFactory {
         }
         // Default cut 1: everything but the classifier, i.e. the usual bottleneck features.
         return try NetworkBackbone(pretrained: options.loadModel(defaultCut: 1), selection: options.selection(defaultCut: 1))
+    }
+
+    /// Rebuilds the backbone a saved classifier was trained on (`cut N` / `layer X`, pool), including the
+    /// fine-tuned stages when the model has a `.finetuned.safetensors` sidecar (named relative to `modelFile`).
+    static func make(for info: BackboneInfo, modelFile: URL, weights: String?) throws -> FeatureBackbone {
+        if info.model == RawPixelBackbone.modelName {
+            return try make(model: info.model, weights: nil, cut: nil, layer: nil, pool: nil)
+        }
+        var cut: Int? = nil, layer: String? = nil
+        if info.cut.hasPrefix("cut ") { cut = Int(info.cut.dropFirst(4)) }
+        if info.cut.hasPrefix("layer ") { layer = String(info.cut.dropFirst(6)) }
+        let pool = info.pool.isEmpty ? nil : info.pool
+        guard let sidecarName = info.extra["finetuned_weights"] else {
+            return try make(model: info.model, weights: weights, cut: cut, layer: layer, pool: pool)
+        }
+        guard let options = try modelOptions(model: info.model, weights: weights, cut: cut, layer: layer, pool: pool) else {
+            throw ValidationError("\(modelFile.path): a raw-pixels backbone cannot be fine-tuned")
+        }
+        let sidecar = modelFile.deletingLastPathComponent().appendingPathComponent(sidecarName)
+        guard FileManager.default.fileExists(atPath: sidecar.path) else {
+            throw ValidationError("\(modelFile.path) was fine-tuned but its weights file \(sidecar.path) is missing; keep it next to the model file")
+        }
+        let selection = options.selection(defaultCut: 1)
+        let base = try options.loadModel(defaultCut: 1)
+        let overlay = OverlayWeights(base: try Checkpoint(contentsOf: base.checkpoint), overrides: try StateDictFile(contentsOf: sidecar))
+        let network = try Network(architecture: base.network.architecture, weights: overlay, cut: selection,
+                                  pool: base.network.pooling, sourceName: sidecar.path)
+        let identity = FineTunedIdentity.compose(base: base.weightsSHA256, sidecarSHA256: try SHA256.hex(fileAt: sidecar))
+        return try NetworkBackbone(network: network, selection: selection, weightsSHA256: identity)
     }
 }
 

@@ -45,7 +45,7 @@ struct PredictCommand: ParsableCommand {
         guard let info = m.backbone, !info.model.isEmpty else {
             throw ValidationError("\(model) records no backbone; it was trained on features of unknown origin and cannot predict from images")
         }
-        let backbone = try makeBackbone(info)
+        let backbone = try BackboneFactory.make(for: info, modelFile: URL(fileURLWithPath: model), weights: weights)
         var identity = backbone.identity
         identity["preset"] = backbone.preset.name
         let diffs = info.mismatches(with: BackboneInfo(storeMeta: identity))
@@ -104,18 +104,6 @@ struct PredictCommand: ParsableCommand {
             }
         }
         if results.contains(where: { $0.error != nil }) { throw ExitCode(1) }
-    }
-
-    /// Rebuilds the feature backbone from the model's record (`cut N` / `layer X`, pool).
-    private func makeBackbone(_ info: BackboneInfo) throws -> FeatureBackbone {
-        if info.model == RawPixelBackbone.modelName {
-            return try BackboneFactory.make(model: info.model, weights: nil, cut: nil, layer: nil, pool: nil)
-        }
-        var cut: Int? = nil, layer: String? = nil
-        if info.cut.hasPrefix("cut ") { cut = Int(info.cut.dropFirst(4)) }
-        if info.cut.hasPrefix("layer ") { layer = String(info.cut.dropFirst(6)) }
-        return try BackboneFactory.make(model: info.model, weights: weights, cut: cut, layer: layer,
-                                        pool: info.pool.isEmpty ? nil : info.pool)
     }
 
     private func collectImages() throws -> [String] {
