@@ -39,8 +39,8 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(help: "Comma-separated cuts (stages removed from the top; 1 drops only the classifier).")
     var cuts: String = "1,2,3"
 
-    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), or 'none'.")
-    var finetune: String = "none"
+    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, none for VGG).")
+    var finetune: String = "auto"
 
     @Option(name: .customLong("finetune-epochs"), help: "Epochs per fine-tuning run.")
     var finetuneEpochs: Int = 5
@@ -136,7 +136,7 @@ struct BenchmarkCommand: ParsableCommand {
         notes += bench.notes
         let depths = try parsedFinetune()
         if depths.isEmpty {
-            notes.append("Fine-tuning: not run (pass --finetune 0,1,2 to add fine-tuned rows).")
+            notes.append("Fine-tuning: not run (--finetune none, or a VGG model, whose fine-tuning is not supported).")
         } else {
             let split = bench.split!
             rows += try fineTuneRows(depths: depths, dataset: dataset, split: split, classCount: bench.classes.count, say: say)
@@ -245,6 +245,11 @@ struct BenchmarkCommand: ParsableCommand {
 
     private func parsedFinetune() throws -> [Int] {
         let s = finetune.trimmingCharacters(in: .whitespaces)
+        if s == "auto" {
+            // Fine-tuning covers the EfficientNet-Lite and ResNet tops; the default grid (3 depths x seeds x 5 epochs)
+            // measured ~5 min of the 15-min budget on hymenoptera with Lite0.
+            return (try? ModelZoo.architecture(model))?.family == "vgg" ? [] : [0, 1, 2]
+        }
         return s == "none" || s.isEmpty ? [] : try parsedInts(s, flag: "--finetune")
     }
 
