@@ -79,13 +79,7 @@ public final class Conv2D: @unchecked Sendable {
                 }
             }
         }
-        if let bias {
-            let b = AlignedBuffer.allocate(outChannels)
-            _ = b.initialize(from: bias)
-            self.bias = b
-        } else {
-            self.bias = nil
-        }
+        self.bias = bias.map(AlignedBuffer.copy(of:))
     }
 
     deinit {
@@ -349,13 +343,7 @@ public final class Linear: @unchecked Sendable {
         } else {
             weights.baseAddress!.initialize(from: weight, count: outFeatures * inFeatures)
         }
-        if let bias {
-            let b = AlignedBuffer.allocate(outFeatures)
-            _ = b.initialize(from: bias)
-            self.bias = b
-        } else {
-            self.bias = nil
-        }
+        self.bias = bias.map(AlignedBuffer.copy(of:))
     }
 
     deinit {

@@ -62,6 +62,13 @@ enum AlignedBuffer {
         return UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: max(1, count)), count: count)
     }
 
+    /// A 64-byte-aligned copy of `values` (release with ``free(_:)``).
+    static func copy(of values: [Float]) -> UnsafeMutableBufferPointer<Float> {
+        let buffer = allocate(values.count)
+        _ = buffer.initialize(from: values)
+        return buffer
+    }
+
     static func free(_ buffer: UnsafeMutableBufferPointer<Float>) {
         UnsafeMutableRawPointer(buffer.baseAddress!).deallocate()
     }

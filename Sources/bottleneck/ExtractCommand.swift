@@ -223,10 +223,11 @@ enum BackboneFactory {
             throw ValidationError("\(modelFile.path) was fine-tuned but its weights file \(sidecar.path) is missing; keep it next to the model file")
         }
         let selection = options.selection(defaultCut: 1)
-        let base = try options.loadModel(defaultCut: 1)
-        let overlay = OverlayWeights(base: try Checkpoint(contentsOf: base.checkpoint), overrides: try StateDictFile(contentsOf: sidecar))
-        let network = try Network(architecture: base.network.architecture, weights: overlay, cut: selection,
-                                  pool: base.network.pooling, sourceName: sidecar.path)
+        // Resolve the base checkpoint without building a base-weights network that would be thrown away.
+        let base = try PretrainedModel.resolveCheckpoint(model: options.model, weights: options.weights.map { URL(fileURLWithPath: $0) })
+        let overlay = OverlayWeights(base: try Checkpoint(contentsOf: base.url), overrides: try StateDictFile(contentsOf: sidecar))
+        let network = try Network(architecture: try ModelZoo.architecture(options.model), weights: overlay, cut: selection,
+                                  pool: options.pool, sourceName: sidecar.path)
         let identity = FineTunedIdentity.compose(base: base.weightsSHA256, sidecarSHA256: try SHA256.hex(fileAt: sidecar))
         return try NetworkBackbone(network: network, selection: selection, weightsSHA256: identity)
     }

@@ -24,9 +24,19 @@ public struct PretrainedModel {
         guard let preset = PreprocessPreset.named(arch.presetName) else {
             throw WeightsError.malformed(path: model, reason: "architecture asks for unknown preprocessing preset '\(arch.presetName)'")
         }
+        let (url, sha) = try resolveCheckpoint(model: model, weights: weights, cache: cache)
+        let checkpoint = try Checkpoint(contentsOf: url)
+        let network = try Network(architecture: arch, weights: checkpoint, cut: selection, pool: pool, sourceName: url.path)
+        return PretrainedModel(network: network, checkpoint: url, weightsSHA256: sha, preset: preset)
+    }
+
+    /// The checkpoint file for `model` (the explicit `weights` file, else the cache) and its identity, without
+    /// reading any tensor: callers that overlay other weights build their own `Network` from it.
+    /// - Throws: ``WeightsError`` when the file is absent (with fetch instructions) or unreadable.
+    public static func resolveCheckpoint(model: String, weights: URL? = nil,
+                                         cache: WeightCache = .default) throws -> (url: URL, weightsSHA256: String) {
         let manifest = try WeightManifest.bundled()
         let url: URL
-        var identity: String?
         if let weights {
             guard FileManager.default.fileExists(atPath: weights.path) else { throw WeightsError.fileNotFound(path: weights.path) }
             url = weights
@@ -37,11 +47,8 @@ public struct PretrainedModel {
         // manifest hash; anything else is hashed, which costs one read of the file.
         if let entry = try? manifest.entry(for: model), url.lastPathComponent == entry.file, !entry.expectedHash.isEmpty {
             let size = (try? FileManager.default.attributesOfItem(atPath: url.path))?[.size] as? Int
-            if entry.size == nil || entry.size == size { identity = entry.expectedHash }
+            if entry.size == nil || entry.size == size { return (url, entry.expectedHash) }
         }
-        let checkpoint = try Checkpoint(contentsOf: url)
-        let network = try Network(architecture: arch, weights: checkpoint, cut: selection, pool: pool, sourceName: url.path)
-        let sha = try identity ?? BottleneckCoreSHA.hex(url)
-        return PretrainedModel(network: network, checkpoint: url, weightsSHA256: sha, preset: preset)
+        return (url, try BottleneckCoreSHA.hex(url))
     }
 }
