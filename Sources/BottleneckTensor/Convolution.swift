@@ -33,11 +33,12 @@ func windowOutput(_ input: Int, pad: Int, kernel: Int, stride: Int) -> Int {
     (input + pad - kernel) / stride + 1
 }
 
-/// A dense 2-D convolution (groups = 1) on NHWC activations, lowered to OpenBLAS sgemm.
+/// A dense 2-D convolution (groups = 1) on NHWC activations, lowered to a GEMM (`PackedGEMM`).
 ///
-/// Weights are repacked at init to `[Cout][kh][kw][Cin]` so one im2col row (the receptive field of
-/// one output pixel, channels innermost) dots with one weight row. A batch-norm that follows the
-/// convolution is folded in via `channelScale` (multiplied into the weights) and `bias`.
+/// Weights are reordered at init to `[Cout][kh][kw][Cin]` so one im2col row (the receptive field of
+/// one output pixel, channels innermost) dots with one weight row, then packed into GEMM panels.
+/// A batch-norm that follows the convolution is folded in via `channelScale` (multiplied into the
+/// weights) and `bias`; bias, residual add and activation run in the GEMM's output pass.
 /// 1x1 stride-1 unpadded convolutions skip im2col entirely: the NHWC input already is the
 /// `[N*H*W, Cin]` GEMM operand.
 public final class Conv2D: @unchecked Sendable {
@@ -53,7 +54,7 @@ public final class Conv2D: @unchecked Sendable {
     public let padding: Padding
     /// Activation fused into the output pass.
     public let activation: Activation
-    let weights: UnsafeMutableBufferPointer<Float>
+    let weights: PackedWeights
     let bias: UnsafeMutableBufferPointer<Float>?
 
     /// Builds the layer from PyTorch-layout weights `[Cout][Cin][kh][kw]`.
@@ -67,23 +68,24 @@ public final class Conv2D: @unchecked Sendable {
         self.kernelH = kernelH; self.kernelW = kernelW; self.stride = stride
         self.padding = padding; self.activation = activation
         let k = kernelH * kernelW * inChannels
-        weights = AlignedBuffer.allocate(outChannels * k)
+        let rows = AlignedBuffer.allocate(outChannels * k)
+        defer { AlignedBuffer.free(rows) }
         for o in 0..<outChannels {
             let s = channelScale?[o] ?? 1
             for i in 0..<inChannels {
                 for y in 0..<kernelH {
                     for x in 0..<kernelW {
-                        weights[o * k + (y * kernelW + x) * inChannels + i] =
+                        rows[o * k + (y * kernelW + x) * inChannels + i] =
                             weightOIHW[((o * inChannels + i) * kernelH + y) * kernelW + x] * s
                     }
                 }
             }
         }
+        weights = PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k)
         self.bias = bias.map(AlignedBuffer.copy(of:))
     }
 
     deinit {
-        AlignedBuffer.free(weights)
         if let bias { AlignedBuffer.free(bias) }
     }
 
@@ -104,7 +106,7 @@ public final class Conv2D: @unchecked Sendable {
     ///   - residual: optional NHWC tensor of the output's shape added before the activation
     ///     (ResNet's skip connection, fused into the output pass). May alias neither.
     ///   - workspace: scratch for im2col, grown on demand and reused.
-    /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) in sgemm.
+    /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil,
                         workspace: Workspace) {
@@ -112,33 +114,22 @@ public final class Conv2D: @unchecked Sendable {
         let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
         let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
         let m = batch * oh * ow, k = kernelH * kernelW * inChannels, n = outChannels
-        let direct = kernelH == 1 && kernelW == 1 && stride == 1 && p == (0, 0, 0, 0)
-        // Rows per GEMM call: big enough to keep OpenBLAS's panels efficient, small enough that the
-        // im2col block and the output block stay cache-resident for the fused epilogue.
-        let chunk = direct ? max(512, min(m, (1 << 17) / max(1, n) * 8)) : max(256, min(m, (1 << 20) / k))
-        let scratch: UnsafeMutablePointer<Float>? = direct ? nil : workspace.pointer(minimumCount: min(chunk, m) * k)
+        let biasPointer = bias.map { UnsafePointer($0.baseAddress!) }
+        if kernelH == 1 && kernelW == 1 && stride == 1 && p == (0, 0, 0, 0) {
+            PackedGEMM.run(a: input, lda: k, m: m, weights: weights, c: output, ldc: n, bias: biasPointer,
+                           residual: residual, residualStride: n, activation: activation)
+            return
+        }
+        // im2col in row chunks of about 1 MB so the chunk is still cache-resident when the GEMM reads it.
+        let chunk = max(PackedGEMM.mBlock, min(m, (1 << 18) / k / PackedGEMM.mBlock * PackedGEMM.mBlock))
+        let scratch = workspace.pointer(minimumCount: min(chunk, m) * k)
         var r0 = 0
         while r0 < m {
             let rows = min(chunk, m - r0)
-            let a: UnsafePointer<Float>
-            if let scratch {
-                im2col(input: input, height: height, width: width, oh: oh, ow: ow, pad: (p.top, p.left),
-                       rowStart: r0, rows: rows, into: scratch)
-                a = UnsafePointer(scratch)
-            } else {
-                a = input + r0 * k
-            }
-            let c = output + r0 * n
-            let prefilled = bias != nil || residual != nil
-            if prefilled {
-                prefillOutput(c, rows: rows, cols: n, bias: bias.map { UnsafePointer($0.baseAddress!) },
-                              residual: residual.map { $0 + r0 * n })
-            }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(rows), Int32(n), Int32(k),
-                        1, a, Int32(k), weights.baseAddress, Int32(k), prefilled ? 1 : 0, c, Int32(n))
-            if activation != .none {
-                applyEpilogueParallel(c, rows: rows, cols: n, bias: nil, residual: nil, activation: activation)
-            }
+            im2col(input: input, height: height, width: width, oh: oh, ow: ow, pad: (p.top, p.left),
+                   rowStart: r0, rows: rows, into: scratch)
+            PackedGEMM.run(a: scratch, lda: k, m: rows, weights: weights, c: output + r0 * n, ldc: n, bias: biasPointer,
+                           residual: residual.map { $0 + r0 * n }, residualStride: n, activation: activation)
             r0 += rows
         }
     }

@@ -54,26 +54,6 @@ func activate(_ v: Float, _ a: Activation) -> Float {
     }
 }
 
-/// Writes `bias` (broadcast per column) plus `residual` into a `rows x cols` block, so a following
-/// sgemm with beta = 1 accumulates onto it: OpenBLAS then skips its separate beta pass, and the
-/// bias and skip connection cost no extra sweep over the output.
-func prefillOutput(_ out: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
-                   bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?) {
-    parallelRanges(rows, grain: max(1, 16384 / max(1, cols))) { range in
-        for r in range {
-            let row = out + r * cols
-            if let residual {
-                row.update(from: residual + r * cols, count: cols)
-                if let bias { applyEpilogue(row, rows: 1, cols: cols, bias: bias, residual: nil, activation: .none) }
-            } else if let bias {
-                row.update(from: bias, count: cols)
-            } else {
-                row.update(repeating: 0, count: cols)
-            }
-        }
-    }
-}
-
 /// Parallel `applyEpilogue` over row blocks.
 func applyEpilogueParallel(_ out: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
                            bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,

@@ -1,21 +1,37 @@
 import CBLAS
-import Dispatch
 import Foundation
+import Synchronization
 
-/// Thread configuration shared by every kernel: OpenBLAS's pool runs the GEMMs and
-/// `DispatchQueue.concurrentPerform` runs the element-wise, pooling and depthwise kernels. The two
-/// never run at the same time (each kernel returns before the next starts), so on a machine with T
-/// cores both use T workers without oversubscription.
+/// Thread configuration shared by every kernel: `WorkerPool` runs the GEMMs, depthwise, pooling and
+/// element-wise kernels; OpenBLAS (still used by `Linear` and the classifier heads) gets the same
+/// count. Kernels run one at a time (each returns before the next starts), so on a machine with T
+/// cores there are never more than T busy threads.
 public enum TensorThreads {
     nonisolated(unsafe) private static var current = ProcessInfo.processInfo.activeProcessorCount
+    nonisolated(unsafe) private static var sharedPool: WorkerPool?
+    private static let poolLock = NSLock()
 
     /// The number of worker threads kernels use.
     public static var count: Int { current }
 
-    /// Sets the thread count for OpenBLAS and the non-GEMM kernels (clamped to at least 1).
+    /// Sets the thread count for OpenBLAS and the kernels (clamped to at least 1).
     public static func configure(threads: Int) {
+        poolLock.lock(); defer { poolLock.unlock() }
         current = max(1, threads)
         openblas_set_num_threads(Int32(current))
+        if let pool = sharedPool, pool.extraThreads != current - 1 {
+            pool.shutDown()
+            sharedPool = nil
+        }
+    }
+
+    /// The pool for the current thread count (created on first use).
+    static var pool: WorkerPool {
+        poolLock.lock(); defer { poolLock.unlock() }
+        if let pool = sharedPool { return pool }
+        let pool = WorkerPool(extraThreads: current - 1)
+        sharedPool = pool
+        return pool
     }
 
     /// The OpenBLAS core type chosen when the library loaded (e.g. "Haswell", "SkylakeX").
@@ -25,28 +41,167 @@ public enum TensorThreads {
     }
 }
 
-/// Splits `0..<count` into at most `TensorThreads.count` contiguous ranges of at least `grain`
-/// items and runs `body` on them in parallel; runs inline when one range suffices (no dispatch cost
+/// Splits `0..<count` into at most `TensorThreads.count * 4` contiguous ranges of at least `grain`
+/// items and runs `body` on them in parallel; runs inline when one range suffices (no hand-off cost
 /// for small layers).
 @inline(__always)
-func parallelRanges(_ count: Int, grain: Int = 1, _ body: (Range<Int>) -> Void) {
+func parallelRanges(_ count: Int, grain: Int = 1, _ body: @escaping (Range<Int>) -> Void) {
     if count <= 0 { return }
     let workers = min(TensorThreads.count, max(1, count / max(1, grain)))
     if workers <= 1 { body(0..<count); return }
     // More pieces than workers evens out imbalance between uneven rows.
     let pieces = min(count, workers * 4)
-    withoutActuallyEscaping(body) { escaping in
-        let box = UncheckedSendable(escaping)
-        DispatchQueue.concurrentPerform(iterations: pieces) { i in
-            let lo = i * count / pieces, hi = (i + 1) * count / pieces
-            if lo < hi { box.value(lo..<hi) }
-        }
+    TensorThreads.pool.run(pieces: pieces) { i in
+        let lo = i * count / pieces, hi = (i + 1) * count / pieces
+        if lo < hi { body(lo..<hi) }
     }
 }
 
-/// Carries a non-Sendable value into `concurrentPerform`; the kernels guarantee the workers write
-/// disjoint output ranges, which is the invariant the compiler cannot see.
-struct UncheckedSendable<T>: @unchecked Sendable {
-    let value: T
-    init(_ value: T) { self.value = value }
+/// A fork-join pool for the kernels: `extraThreads` persistent workers plus the calling thread take
+/// pieces of a job from one atomic counter.
+///
+/// A network's forward pass hands out hundreds of small jobs (one per layer, tens of microseconds
+/// each at batch 1), so waking a sleeping thread per job (`DispatchQueue.concurrentPerform`) would
+/// cost as much as the work. Idle workers therefore spin for a short while (`spinSeconds`) before
+/// sleeping; the spin is bounded so that between forward passes they leave the cores to JPEG
+/// decoders. Jobs from a second thread, or nested inside a job, run inline on the caller.
+final class WorkerPool: @unchecked Sendable {
+    /// Threads besides the caller.
+    let extraThreads: Int
+    /// How long an idle worker polls for the next job before sleeping.
+    static let spinSeconds = 0.0005
+
+    /// Generation (high 32 bits) and next piece index (low 32 bits) of the current job; one word so
+    /// a late worker can never take a piece of a newer job with an older job's body. A low word of
+    /// `closed` marks a job whose pieces are all done.
+    private let ticket = Atomic<UInt64>(0)
+    private static let closed: UInt64 = 0xFFFF_FFFF
+    private let finished = Atomic<Int>(0)
+    /// Workers currently holding a reference to `job`; the caller clears `job` only when this is 0.
+    private let readers = Atomic<Int>(0)
+    private let busy = Atomic<Bool>(false)
+    private let sleepers = Atomic<Int>(0)
+    private let stopping = Atomic<Bool>(false)
+    private let wake = NSCondition()
+    // Written by the caller before the ticket is published, read by workers registered in `readers`.
+    nonisolated(unsafe) private var job: Job?
+    nonisolated(unsafe) private var pieces = 0
+
+    private final class Job {
+        let body: (Int) -> Void
+        init(_ body: @escaping (Int) -> Void) { self.body = body }
+    }
+
+    init(extraThreads: Int) {
+        self.extraThreads = max(0, extraThreads)
+        for i in 0..<self.extraThreads {
+            let thread = Thread { self.workerLoop() }
+            thread.name = "bottleneck-kernel-\(i + 1)"
+            thread.stackSize = 1 << 20
+            thread.start()
+        }
+    }
+
+    /// Asks the workers to exit (they finish the current job first).
+    func shutDown() {
+        stopping.store(true, ordering: .sequentiallyConsistent)
+        wake.lock(); wake.broadcast(); wake.unlock()
+    }
+
+    /// Runs `body(i)` for every `i` in `0..<pieces`, spread over the workers and the caller; returns
+    /// when all have finished.
+    func run(pieces count: Int, _ body: @escaping (Int) -> Void) {
+        guard extraThreads > 0, count > 1,
+              busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
+            for i in 0..<count { body(i) }
+            return
+        }
+        defer { busy.store(false, ordering: .releasing) }
+        let current = Job(body)
+        job = current
+        pieces = count
+        finished.store(0, ordering: .relaxed)
+        let generation = (ticket.load(ordering: .relaxed) >> 32) &+ 1
+        ticket.store(generation << 32, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 { wake.lock(); wake.broadcast(); wake.unlock() }
+        let done = takePieces(generation: generation, job: current, count: count)
+        if done < count {
+            finished.add(done, ordering: .releasing)
+            waitUntil { self.finished.load(ordering: .acquiring) >= count }
+        }
+        ticket.store(generation << 32 | Self.closed, ordering: .sequentiallyConsistent)
+        waitUntil { self.readers.load(ordering: .sequentiallyConsistent) == 0 }
+        job = nil
+    }
+
+    /// Spins until `condition` holds, yielding now and then: a worker preempted mid-piece (decoders
+    /// share the cores) must get the CPU back.
+    @inline(__always)
+    private func waitUntil(_ condition: () -> Bool) {
+        var spins = 0
+        while !condition() {
+            spins += 1
+            if spins & 1023 == 0 { sched_yield() }
+        }
+    }
+
+    /// Takes and runs pieces of job `generation` until none are left; returns how many it ran.
+    private func takePieces(generation: UInt64, job: Job, count: Int) -> Int {
+        var done = 0
+        while true {
+            let value = ticket.load(ordering: .acquiring)
+            guard value >> 32 == generation else { break }
+            let index = Int(value & 0xFFFF_FFFF)
+            guard index < count else { break }
+            guard ticket.compareExchange(expected: value, desired: value + 1, ordering: .acquiringAndReleasing).exchanged else {
+                continue
+            }
+            job.body(index)
+            done += 1
+        }
+        return done
+    }
+
+    private func workerLoop() {
+        var seen: UInt64 = 0
+        while !stopping.load(ordering: .relaxed) {
+            var value = ticket.load(ordering: .acquiring)
+            if value >> 32 == seen {
+                let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.spinSeconds * 1e9)
+                var spins = 0
+                while value >> 32 == seen {
+                    spins += 1
+                    if spins & 255 == 0 && DispatchTime.now().uptimeNanoseconds > deadline {
+                        sleep(whileGeneration: seen)
+                        if stopping.load(ordering: .relaxed) { return }
+                    }
+                    value = ticket.load(ordering: .acquiring)
+                }
+            }
+            seen = value >> 32
+            readers.add(1, ordering: .sequentiallyConsistent)
+            let done = joinCurrentJob(generation: seen)
+            if done > 0 { finished.add(done, ordering: .releasing) }
+            readers.subtract(1, ordering: .sequentiallyConsistent)
+        }
+    }
+
+    /// Runs pieces of the published job if it is still job `generation` and open. Kept out of line so
+    /// the job reference is released before the caller leaves `readers`.
+    @inline(never)
+    private func joinCurrentJob(generation: UInt64) -> Int {
+        let value = ticket.load(ordering: .sequentiallyConsistent)
+        guard value >> 32 == generation, value & 0xFFFF_FFFF != Self.closed, let current = job else { return 0 }
+        return takePieces(generation: generation, job: current, count: pieces)
+    }
+
+    private func sleep(whileGeneration generation: UInt64) {
+        wake.lock()
+        sleepers.add(1, ordering: .sequentiallyConsistent)
+        while ticket.load(ordering: .sequentiallyConsistent) >> 32 == generation && !stopping.load(ordering: .relaxed) {
+            wake.wait()
+        }
+        sleepers.subtract(1, ordering: .sequentiallyConsistent)
+        wake.unlock()
+    }
 }

@@ -22,9 +22,26 @@ enum BLASEnvironment {
     }
 
     /// Whether /proc/cpuinfo lists the `avx512f` flag (false where the file is absent).
-    static var cpuHasAVX512: Bool {
-        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return false }
-        guard let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return false }
-        return flags.split(separator: " ").contains("avx512f")
+    static var cpuHasAVX512: Bool { cpuFlags?.contains("avx512f") ?? false }
+
+    /// The CPU feature flags from /proc/cpuinfo (nil where the file is absent, e.g. macOS).
+    static var cpuFlags: Set<Substring>? {
+        guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return nil }
+        guard let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
+        return Set(flags.split(separator: " "))
+    }
+
+    /// Stops with an explanation when the binary was built for AVX2 + FMA (the x86-64 default, see
+    /// Package.swift) and the CPU lacks them: better than an illegal-instruction crash mid-run.
+    static func ensureSupportedCPU() {
+        #if BOTTLENECK_AVX2
+        guard let flags = cpuFlags, !(flags.contains("avx2") && flags.contains("fma")) else { return }
+        FileHandle.standardError.write(Data("""
+            error: this CPU has no AVX2/FMA, but bottleneck was built for them.
+            Rebuild for this machine with: BOTTLENECK_PORTABLE=1 swift build -c release
+
+            """.utf8))
+        exit(1)
+        #endif
     }
 }

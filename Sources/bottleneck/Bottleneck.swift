@@ -16,8 +16,10 @@ struct Bottleneck: ParsableCommand {
         ]
     )
 
-    /// Entry point: fixes the BLAS environment first (it must precede library initialisation), then parses.
+    /// Entry point: checks the CPU and fixes the BLAS environment first (it must precede library
+    /// initialisation), then parses.
     static func main() {
+        BLASEnvironment.ensureSupportedCPU()
         BLASEnvironment.ensureBestCoreType()
         Self.main(nil)
     }

@@ -81,6 +81,17 @@ final class KernelParityTests: XCTestCase {
                          "conv3x3_residual_relu")
     }
 
+    /// Shapes chosen for the GEMM's blocking (see kernels.py): two K slices, every panel width and
+    /// the scalar column tail, partial row tiles; residual + bias + ReLU6 fused in the output pass.
+    func testConvolutionsAcrossGEMMBlocking() throws {
+        try assertParity(runConv("conv1x1_k300_n44_bias_residual_relu6", n: 2, cin: 300, h: 11, w: 9, cout: 44, k: 1,
+                                 stride: 1, padding: .symmetric(0), bias: true, activation: .relu6, residual: true),
+                         "conv1x1_k300_n44_bias_residual_relu6")
+        try assertParity(runConv("conv3x3_k288_n24_s1_p1_bias_relu", n: 1, cin: 32, h: 13, w: 14, cout: 24, k: 3,
+                                 stride: 1, padding: .symmetric(1), bias: true, activation: .relu),
+                         "conv3x3_k288_n24_s1_p1_bias_relu")
+    }
+
     func testConvolutionWithFoldedBatchNorm() throws {
         let c = "conv3x3_bn_relu"
         let (scale, shift) = foldBatchNorm(

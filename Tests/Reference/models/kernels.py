@@ -57,6 +57,13 @@ with torch.no_grad():
     c = "conv3x3_residual_relu"
     save(c, F.relu(F.conv2d(x(c, (1, 8, 6, 6)), w(c, (8, 8, 3, 3)), b(c, 8), padding=1)
                    + T(synthetic_input(c + ".r", (1, 8, 6, 6)))))
+    # Shapes that exercise the GEMM blocking: K > 256 (two K slices), 16- and 8-wide column panels
+    # plus a scalar tail, row counts that are not multiples of 6 or of the 96-row block.
+    c = "conv1x1_k300_n44_bias_residual_relu6"
+    save(c, torch.clamp(F.conv2d(x(c, (2, 300, 11, 9)), w(c, (44, 300, 1, 1)), b(c, 44))
+                        + T(synthetic_input(c + ".r", (2, 44, 11, 9))), 0, 6))
+    c = "conv3x3_k288_n24_s1_p1_bias_relu"
+    save(c, F.relu(F.conv2d(x(c, (1, 32, 13, 14)), w(c, (24, 32, 3, 3)), b(c, 24), padding=1)))
     c = "conv3x3_bn_relu"
     gamma, beta = T(fill(c + ".g", "bn_weight", (6,))), T(fill(c + ".be", "bn_bias", (6,)))
     mean, var = T(fill(c + ".m", "bn_mean", (6,))), T(fill(c + ".v", "bn_var", (6,)))

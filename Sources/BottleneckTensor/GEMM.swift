@@ -1,0 +1,249 @@
+import Foundation
+
+/// The right-hand operand of a layer's GEMM (its weights, `N` outputs by `K` inputs), packed once at
+/// load time for `PackedGEMM`: columns in panels of 16 (the last one 8 wide when `N % 16 >= 8`),
+/// each panel stored `[k][width]` so the micro-kernel reads it front to back; the `N % 8` columns
+/// left over (none in the model zoo) stay `[col][k]` for a scalar loop.
+///
+/// Storage is `N * K` floats, the same as the unpacked weights.
+public final class PackedWeights: @unchecked Sendable {
+    /// Reduction length (input features / im2col row length).
+    public let k: Int
+    /// Output columns.
+    public let n: Int
+    /// Columns covered by panels (`n` rounded down to a multiple of 8).
+    let panelColumns: Int
+    let panels: UnsafeMutableBufferPointer<Float>
+    let tail: UnsafeMutableBufferPointer<Float>
+
+    /// Packs row-major `[n][k]` weights (PyTorch's `out x in` order).
+    public init(rowsNK w: UnsafePointer<Float>, n: Int, k: Int) {
+        self.n = n; self.k = k
+        panelColumns = n & ~7
+        panels = AlignedBuffer.allocate(max(1, panelColumns * k))
+        tail = AlignedBuffer.allocate(max(1, (n - panelColumns) * k))
+        var j0 = 0
+        while j0 < panelColumns {
+            let width = PackedWeights.panelWidth(at: j0, columns: panelColumns)
+            let dst = panels.baseAddress! + j0 * k
+            for kk in 0..<k {
+                for j in 0..<width { dst[kk * width + j] = w[(j0 + j) * k + kk] }
+            }
+            j0 += width
+        }
+        for j in panelColumns..<n { (tail.baseAddress! + (j - panelColumns) * k).update(from: w + j * k, count: k) }
+    }
+
+    deinit { AlignedBuffer.free(panels); AlignedBuffer.free(tail) }
+
+    /// Width of the panel starting at column `j0`: 16, or 8 for a final half panel.
+    @inline(__always)
+    static func panelWidth(at j0: Int, columns: Int) -> Int { columns - j0 >= 16 ? 16 : 8 }
+
+    /// Number of panels.
+    var panelCount: Int { (panelColumns + 15) / 16 }
+}
+
+/// `C = act(A · Wᵀ + bias + residual)` with `A` row-major `[m][k]` (an NHWC activation or im2col
+/// buffer, used in place: no packing of the large operand), `W` a `PackedWeights`, and the bias,
+/// residual add and activation applied while the output tile is still in registers.
+///
+/// Register blocking 6 rows x 16 columns (12 AVX accumulators), `k` blocked by 256 so a weight panel
+/// stays in L1 and rows blocked by 96 so the `A` block stays in L2. Work is split over
+/// `TensorThreads` by row blocks, and by column panels as well when there are few rows (batch-1
+/// late layers).
+///
+/// - Complexity: `m * n * k` multiply-adds.
+public enum PackedGEMM {
+    static let kBlock = 256
+    static let mBlock = 96
+    static let mr = 6
+
+    /// Runs the product. `c` (row stride `ldc`) must not alias `a`; `residual` (row stride
+    /// `residualStride`) may alias neither. `bias` has `n` entries.
+    public static func run(a: UnsafePointer<Float>, lda: Int, m: Int, weights w: PackedWeights,
+                           c: UnsafeMutablePointer<Float>, ldc: Int,
+                           bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, residualStride: Int,
+                           activation: Activation) {
+        if m <= 0 { return }
+        let mBlocks = (m + mBlock - 1) / mBlock
+        let panels = w.panelCount
+        let threads = TensorThreads.count
+        // Enough tasks to keep every worker busy; column groups only when rows alone do not suffice.
+        let groups = mBlocks >= 2 * threads ? 1 : min(max(1, panels), (2 * threads + mBlocks - 1) / mBlocks)
+        let tasks = mBlocks * groups
+        parallelRanges(tasks, grain: 1) { range in
+            for task in range {
+                let mb = task / groups, g = task - mb * groups
+                let r0 = mb * mBlock, rows = min(mBlock, m - r0)
+                let p0 = g * panels / groups, p1 = (g + 1) * panels / groups
+                block(a: a + r0 * lda, lda: lda, rows: rows, w: w, panelRange: p0..<p1,
+                      c: c + r0 * ldc, ldc: ldc, bias: bias,
+                      residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
+                      activation: activation, includeTail: g == groups - 1)
+            }
+        }
+    }
+
+    /// One row block against a range of panels, all of `k`.
+    @inline(__always)
+    static func block(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
+                      c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
+                      residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation, includeTail: Bool) {
+        let k = w.k
+        var k0 = 0
+        repeat {
+            let kc = min(kBlock, k - k0)
+            let first = k0 == 0, last = k0 + kc >= k
+            for p in panelRange {
+                let j0 = p * 16
+                let width = PackedWeights.panelWidth(at: j0, columns: w.panelColumns)
+                let panel = UnsafePointer(w.panels.baseAddress!) + j0 * k + k0 * width
+                var r = 0
+                while r < rows {
+                    let mrows = min(mr, rows - r)
+                    let tile = Tile(a: a + r * lda + k0, lda: lda, rows: mrows, b: panel, kc: kc,
+                                    c: c + r * ldc + j0, ldc: ldc,
+                                    initial: first ? .fresh(bias: bias.map { $0 + j0 },
+                                                            residual: residual.map { $0 + r * residualStride + j0 },
+                                                            residualStride: residualStride)
+                                                   : .accumulate,
+                                    activation: last ? activation : Activation.none)
+                    if width == 16 { tile.run(SIMD16<Float>.self) } else { tile.run(SIMD8<Float>.self) }
+                    r += mr
+                }
+            }
+            k0 += kc
+        } while k0 < k
+        if includeTail && w.panelColumns < w.n {
+            scalarTail(a: a, lda: lda, rows: rows, w: w, c: c, ldc: ldc, bias: bias, residual: residual,
+                       residualStride: residualStride, activation: activation)
+        }
+    }
+
+    /// Columns past the last multiple of 8: plain dot products (no model in the zoo has any).
+    static func scalarTail(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights,
+                           c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
+                           residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation) {
+        let k = w.k
+        for r in 0..<rows {
+            for j in w.panelColumns..<w.n {
+                let wr = UnsafePointer(w.tail.baseAddress!) + (j - w.panelColumns) * k
+                var s: Float = 0
+                for kk in 0..<k { s += a[r * lda + kk] * wr[kk] }
+                if let bias { s += bias[j] }
+                if let residual { s += residual[r * residualStride + j] }
+                c[r * ldc + j] = activate(s, activation)
+            }
+        }
+    }
+}
+
+/// One micro-tile: up to 6 rows of `A` against one weight panel over a `kc` slice of `k`.
+struct Tile {
+    enum Initial {
+        /// First `k` slice: start from bias + residual (or zero).
+        case fresh(bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, residualStride: Int)
+        /// Later slices: continue from what `c` holds.
+        case accumulate
+    }
+    let a: UnsafePointer<Float>, lda: Int, rows: Int
+    let b: UnsafePointer<Float>, kc: Int
+    let c: UnsafeMutablePointer<Float>, ldc: Int
+    let initial: Initial
+    let activation: Activation
+
+    /// `V` is the panel width as a SIMD type (16 or 8 floats). Rows past `rows` re-read the last
+    /// valid row (no out-of-bounds reads) and are not stored.
+    @inline(__always)
+    func run<V: GEMMVector>(_: V.Type) {
+        let last = rows - 1
+        let a0 = a, a1 = a + min(1, last) * lda, a2 = a + min(2, last) * lda
+        let a3 = a + min(3, last) * lda, a4 = a + min(4, last) * lda, a5 = a + min(5, last) * lda
+        var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
+        switch initial {
+        case let .fresh(bias, residual, rs):
+            if let bias {
+                let v = UnsafeRawPointer(bias).loadUnaligned(as: V.self)
+                c0 = v; c1 = v; c2 = v; c3 = v; c4 = v; c5 = v
+            }
+            if let residual {
+                c0 += load(residual, 0, rs, V.self)
+                if rows > 1 { c1 += load(residual, 1, rs, V.self) }
+                if rows > 2 { c2 += load(residual, 2, rs, V.self) }
+                if rows > 3 { c3 += load(residual, 3, rs, V.self) }
+                if rows > 4 { c4 += load(residual, 4, rs, V.self) }
+                if rows > 5 { c5 += load(residual, 5, rs, V.self) }
+            }
+        case .accumulate:
+            c0 = load(c, 0, ldc, V.self)
+            if rows > 1 { c1 = load(c, 1, ldc, V.self) }
+            if rows > 2 { c2 = load(c, 2, ldc, V.self) }
+            if rows > 3 { c3 = load(c, 3, ldc, V.self) }
+            if rows > 4 { c4 = load(c, 4, ldc, V.self) }
+            if rows > 5 { c5 = load(c, 5, ldc, V.self) }
+        }
+        var bp = b
+        for kk in 0..<kc {
+            let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
+            c0 = c0.addingProduct(V(repeating: a0[kk]), bv)
+            c1 = c1.addingProduct(V(repeating: a1[kk]), bv)
+            c2 = c2.addingProduct(V(repeating: a2[kk]), bv)
+            c3 = c3.addingProduct(V(repeating: a3[kk]), bv)
+            c4 = c4.addingProduct(V(repeating: a4[kk]), bv)
+            c5 = c5.addingProduct(V(repeating: a5[kk]), bv)
+            bp += V.scalarCount
+        }
+        store(c0, 0); if rows > 1 { store(c1, 1) }; if rows > 2 { store(c2, 2) }
+        if rows > 3 { store(c3, 3) }; if rows > 4 { store(c4, 4) }; if rows > 5 { store(c5, 5) }
+    }
+
+    @inline(__always)
+    private func load<V: SIMD>(_ p: UnsafePointer<Float>, _ row: Int, _ stride: Int, _: V.Type) -> V where V.Scalar == Float {
+        UnsafeRawPointer(p + row * stride).loadUnaligned(as: V.self)
+    }
+
+    @inline(__always)
+    private func load<V: SIMD>(_ p: UnsafeMutablePointer<Float>, _ row: Int, _ stride: Int, _: V.Type) -> V where V.Scalar == Float {
+        UnsafeRawPointer(p + row * stride).loadUnaligned(as: V.self)
+    }
+
+    @inline(__always)
+    private func store<V: GEMMVector>(_ v: V, _ row: Int) {
+        UnsafeMutableRawPointer(c + row * ldc).storeBytes(of: v.activated(activation), as: V.self)
+    }
+}
+
+/// The SIMD widths the micro-kernel runs at. Generic code calls the `SIMD` protocol's default
+/// (lane-by-lane) comparisons even when specialised; this requirement routes the activation to the
+/// concrete vector types' operations.
+protocol GEMMVector: SIMD where Scalar == Float {
+    /// `self` after the activation (ReLU, ReLU6 or none).
+    func activated(_ activation: Activation) -> Self
+}
+
+extension SIMD16: GEMMVector where Scalar == Float {
+    @inline(__always)
+    func activated(_ activation: Activation) -> SIMD16<Float> {
+        switch activation {
+        case .none: return self
+        case .relu: return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
+        case .relu6:
+            let six = SIMD16<Float>(repeating: 6)
+            return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>()).replacing(with: six, where: self .> six)
+        }
+    }
+}
+
+extension SIMD8: GEMMVector where Scalar == Float {
+    @inline(__always)
+    func activated(_ activation: Activation) -> SIMD8<Float> {
+        switch activation {
+        case .none: return self
+        case .relu: return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>())
+        case .relu6:
+            let six = SIMD8<Float>(repeating: 6)
+            return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>()).replacing(with: six, where: self .> six)
+        }
+    }
+}

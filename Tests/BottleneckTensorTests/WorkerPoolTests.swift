@@ -1,0 +1,49 @@
+import Foundation
+import XCTest
+@testable import BottleneckTensor
+
+/// The kernels' fork-join pool: every piece runs exactly once, back-to-back jobs never mix, and jobs
+/// posted from a second thread or from inside a job run inline instead of deadlocking.
+final class WorkerPoolTests: XCTestCase {
+    func testEveryPieceRunsOnceAcrossManyJobs() {
+        let pool = WorkerPool(extraThreads: 3)
+        defer { pool.shutDown() }
+        for job in 0..<2000 {
+            let pieces = 1 + job % 37
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: pieces)
+            counts.initialize(repeating: 0, count: pieces)
+            let countsAddress = UInt(bitPattern: counts)
+            pool.run(pieces: pieces) { i in
+                // Distinct pieces write distinct slots; a repeated piece would count 2.
+                UnsafeMutablePointer<Int>(bitPattern: countsAddress)![i] += 1
+            }
+            for i in 0..<pieces where counts[i] != 1 {
+                XCTFail("job \(job): piece \(i) ran \(counts[i]) times"); break
+            }
+            counts.deallocate()
+        }
+    }
+
+    func testNestedAndConcurrentCallersRunInline() {
+        let pool = WorkerPool(extraThreads: 1)
+        defer { pool.shutDown() }
+        let total = Atomic(0)
+        DispatchQueue.concurrentPerform(iterations: 4) { _ in
+            for _ in 0..<200 {
+                pool.run(pieces: 4) { _ in
+                    pool.run(pieces: 3) { _ in total.add() }
+                }
+            }
+        }
+        XCTAssertEqual(total.value, 4 * 200 * 4 * 3)
+    }
+
+    /// A minimal lock-protected counter (the test only needs correctness, not speed).
+    final class Atomic: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stored: Int
+        init(_ value: Int) { stored = value }
+        func add() { lock.lock(); stored += 1; lock.unlock() }
+        var value: Int { lock.lock(); defer { lock.unlock() }; return stored }
+    }
+}
