@@ -207,103 +207,159 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     }
 
     /// Runs the convolution: NHWC `input` to NHWC `output` (must not alias).
-    /// - Complexity: O(batch * oh * ow * kh * kw * C), parallel over output rows.
+    /// - Complexity: O(batch * oh * ow * kh * kw * C); parallel over output rows, and over channel
+    ///   blocks too when there are few rows (the 7x7 maps of batch 1).
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         output: UnsafeMutablePointer<Float>) {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
         let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
         let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
-        let c = channels, kh = kernelH, kw = kernelW, s = stride
-        let vec = c & ~7
-        let w = UnsafePointer(weights.baseAddress!), b = UnsafePointer(bias.baseAddress!)
-        let act = activation
-        let zero = SIMD8<Float>(repeating: 0), six = SIMD8<Float>(repeating: 6)
-        // Output columns whose window lies fully inside the image take the register-blocked path
-        // (4 pixels per 8-channel block, each weight vector loaded once per 4 outputs); the few edge
-        // columns take the bounds-checked path.
-        let interiorLo = min(ow, (p.left + s - 1) / s)
-        let interiorHi = max(interiorLo, min(ow, width + p.left - kw >= 0 ? (width + p.left - kw) / s + 1 : 0))
-        parallelRanges(batch * oh, grain: 1) { range in
-            for rowIndex in range {
-                let img = rowIndex / oh, oy = rowIndex - img * oh
-                let y0 = oy * s - p.top
-                let kyLo = max(0, -y0), kyHi = max(kyLo, min(kh, height - y0))
-                let inImage = input + img * height * width * c
-                let outRow = output + rowIndex * ow * c
-                var ox = interiorLo
-                while ox + 4 <= interiorHi {
-                    let x0 = ox * s - p.left
-                    var ch = 0
-                    while ch < vec {
-                        let bv = UnsafeRawPointer(b + ch).loadUnaligned(as: SIMD8<Float>.self)
-                        var a0 = bv, a1 = bv, a2 = bv, a3 = bv
-                        for ky in kyLo..<kyHi {
-                            let src = inImage + ((y0 + ky) * width + x0) * c + ch
-                            let wr = w + ky * kw * c + ch
-                            for kx in 0..<kw {
-                                let wv = UnsafeRawPointer(wr + kx * c).loadUnaligned(as: SIMD8<Float>.self)
-                                let q = src + kx * c
-                                a0 += UnsafeRawPointer(q).loadUnaligned(as: SIMD8<Float>.self) * wv
-                                a1 += UnsafeRawPointer(q + s * c).loadUnaligned(as: SIMD8<Float>.self) * wv
-                                a2 += UnsafeRawPointer(q + 2 * s * c).loadUnaligned(as: SIMD8<Float>.self) * wv
-                                a3 += UnsafeRawPointer(q + 3 * s * c).loadUnaligned(as: SIMD8<Float>.self) * wv
-                            }
-                        }
-                        let dst = outRow + ox * c + ch
-                        UnsafeMutableRawPointer(dst).storeBytes(of: clampActivation(a0, act, zero, six), as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(dst + c).storeBytes(of: clampActivation(a1, act, zero, six), as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: clampActivation(a2, act, zero, six), as: SIMD8<Float>.self)
-                        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: clampActivation(a3, act, zero, six), as: SIMD8<Float>.self)
-                        ch += 8
-                    }
-                    if vec < c {
-                        for j in 0..<4 { edgePixel(ox + j, vectorised: false) }
-                    }
-                    ox += 4
-                }
-                for x in 0..<ow where x < interiorLo || x >= ox { edgePixel(x, vectorised: true) }
-
-                /// One output pixel with clipped window; channels from 0 (or from `vec` for the tail only).
-                func edgePixel(_ ox: Int, vectorised: Bool) {
-                    let x0 = ox * s - p.left
-                    let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
-                    let dst = outRow + ox * c
-                    var ch = vectorised ? 0 : vec
-                    while ch < vec {
-                        var acc = UnsafeRawPointer(b + ch).loadUnaligned(as: SIMD8<Float>.self)
-                        for ky in kyLo..<kyHi {
-                            let src = inImage + ((y0 + ky) * width + x0) * c + ch
-                            let wr = w + ky * kw * c + ch
-                            for kx in kxLo..<kxHi {
-                                acc += UnsafeRawPointer(src + kx * c).loadUnaligned(as: SIMD8<Float>.self)
-                                    * UnsafeRawPointer(wr + kx * c).loadUnaligned(as: SIMD8<Float>.self)
-                            }
-                        }
-                        UnsafeMutableRawPointer(dst + ch).storeBytes(of: clampActivation(acc, act, zero, six), as: SIMD8<Float>.self)
-                        ch += 8
-                    }
-                    while ch < c {
-                        var acc = b[ch]
-                        for ky in kyLo..<kyHi {
-                            for kx in kxLo..<kxHi {
-                                acc += inImage[((y0 + ky) * width + x0 + kx) * c + ch] * w[(ky * kw + kx) * c + ch]
-                            }
-                        }
-                        dst[ch] = BottleneckTensor.activate(acc, act)
-                        ch += 1
-                    }
-                }
-            }
+        // Output columns whose window lies fully inside the image take the register-blocked path;
+        // the few edge columns take the clipped one.
+        let interiorLo = min(ow, (p.left + stride - 1) / stride)
+        let interiorHi = max(interiorLo, min(ow, width + p.left - kernelW >= 0 ? (width + p.left - kernelW) / stride + 1 : 0))
+        let geometry = DepthwiseRow(
+            input: input, output: output, weights: UnsafePointer(weights.baseAddress!), bias: UnsafePointer(bias.baseAddress!),
+            channels: channels, height: height, width: width, oh: oh, ow: ow, kh: kernelH, kw: kernelW, stride: stride,
+            padTop: p.top, padLeft: p.left, interior: interiorLo..<interiorHi, activation: activation)
+        let rows = batch * oh, threads = TensorThreads.count
+        let blocks = (channels + 15) / 16
+        let groups = threads == 1 || rows >= 4 * threads ? 1 : min(blocks, (4 * threads + rows - 1) / rows)
+        let task: (Int) -> Void = { t in
+            let row = t / groups, g = t - row * groups
+            let lo = g * blocks / groups * 16, hi = g == groups - 1 ? self.channels : (g + 1) * blocks / groups * 16
+            geometry.run(row: row, channels: lo..<hi)
         }
+        if threads == 1 { for t in 0..<(rows * groups) { task(t) } } else { TensorThreads.pool.run(pieces: rows * groups, task) }
     }
 }
 
-@inline(__always)
-func clampActivation(_ v: SIMD8<Float>, _ act: Activation, _ zero: SIMD8<Float>, _ six: SIMD8<Float>) -> SIMD8<Float> {
-    switch act {
-    case .none: return v
-    case .relu: return v.replacing(with: zero, where: v .< zero)
-    case .relu6: return v.replacing(with: zero, where: v .< zero).replacing(with: six, where: v .> six)
+/// One depthwise output row over a channel range: 4 pixels x 16 (or 8) channels per register block
+/// in the interior, each weight vector loaded once per 4 outputs; clipped windows at the edges;
+/// scalar code only for channels past the last multiple of 8.
+struct DepthwiseRow {
+    let input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>
+    let weights: UnsafePointer<Float>, bias: UnsafePointer<Float>
+    let channels: Int, height: Int, width: Int, oh: Int, ow: Int, kh: Int, kw: Int, stride: Int
+    let padTop: Int, padLeft: Int
+    let interior: Range<Int>
+    let activation: Activation
+
+    func run(row rowIndex: Int, channels range: Range<Int>) {
+        let img = rowIndex / oh, oy = rowIndex - img * oh
+        let y0 = oy * stride - padTop
+        let kyLo = max(0, -y0), kyHi = max(kyLo, min(kh, height - y0))
+        let image = input + img * height * width * channels
+        let outRow = output + rowIndex * ow * channels
+        let vec16 = range.lowerBound + (range.count & ~15), vec8 = range.lowerBound + (range.count & ~7)
+        var ox = interior.lowerBound
+        while ox + 4 <= interior.upperBound {
+            var ch = range.lowerBound
+            while ch < vec16 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD16<Float>.self); ch += 16 }
+            if ch < vec8 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD8<Float>.self); ch += 8 }
+            if ch < range.upperBound { for j in 0..<4 { scalarPixel(ox + j, ch..<range.upperBound, y0, kyLo..<kyHi, image, outRow) } }
+            ox += 4
+        }
+        for x in 0..<ow where x < interior.lowerBound || x >= ox {
+            var ch = range.lowerBound
+            while ch + 64 <= vec16 { edgePixel4(x, ch, y0, kyLo..<kyHi, image, outRow); ch += 64 }
+            while ch < vec16 { edgePixel(x, ch, y0, kyLo..<kyHi, image, outRow, SIMD16<Float>.self); ch += 16 }
+            if ch < vec8 { edgePixel(x, ch, y0, kyLo..<kyHi, image, outRow, SIMD8<Float>.self); ch += 8 }
+            if ch < range.upperBound { scalarPixel(x, ch..<range.upperBound, y0, kyLo..<kyHi, image, outRow) }
+        }
+    }
+
+    /// Four adjacent output pixels (full windows horizontally) for one channel block.
+    @inline(__always)
+    func quad<V: GEMMVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
+                             _ outRow: UnsafeMutablePointer<Float>, _: V.Type) {
+        let c = channels, s = stride * channels
+        let x0 = ox * stride - padLeft
+        let bv = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
+        var a0 = bv, a1 = bv, a2 = bv, a3 = bv
+        for y in ky {
+            let src = image + ((y0 + y) * width + x0) * c + ch
+            let wr = weights + y * kw * c + ch
+            for x in 0..<kw {
+                let wv = UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self)
+                let q = src + x * c
+                a0 = a0.addingProduct(UnsafeRawPointer(q).loadUnaligned(as: V.self), wv)
+                a1 = a1.addingProduct(UnsafeRawPointer(q + s).loadUnaligned(as: V.self), wv)
+                a2 = a2.addingProduct(UnsafeRawPointer(q + 2 * s).loadUnaligned(as: V.self), wv)
+                a3 = a3.addingProduct(UnsafeRawPointer(q + 3 * s).loadUnaligned(as: V.self), wv)
+            }
+        }
+        let dst = outRow + ox * c + ch
+        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: V.self)
+    }
+
+    /// One output pixel whose window is clipped by the image border, for one channel block.
+    @inline(__always)
+    func edgePixel<V: GEMMVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
+                                  _ outRow: UnsafeMutablePointer<Float>, _: V.Type) {
+        let c = channels
+        let x0 = ox * stride - padLeft
+        let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
+        var acc = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
+        for y in ky {
+            let src = image + ((y0 + y) * width + x0) * c + ch
+            let wr = weights + y * kw * c + ch
+            for x in kxLo..<kxHi {
+                acc = acc.addingProduct(UnsafeRawPointer(src + x * c).loadUnaligned(as: V.self),
+                                        UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self))
+            }
+        }
+        UnsafeMutableRawPointer(outRow + ox * c + ch).storeBytes(of: acc.activated(activation), as: V.self)
+    }
+
+    /// One clipped output pixel for four 16-channel blocks at once: four independent accumulator
+    /// chains instead of one, so the fused multiply-adds do not wait on each other's latency (edge
+    /// pixels are most of a 7x7 map under a 5x5 kernel).
+    @inline(__always)
+    func edgePixel4(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
+                    _ outRow: UnsafeMutablePointer<Float>) {
+        typealias V = SIMD16<Float>
+        let c = channels
+        let x0 = ox * stride - padLeft
+        let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
+        var a0 = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
+        var a1 = UnsafeRawPointer(bias + ch + 16).loadUnaligned(as: V.self)
+        var a2 = UnsafeRawPointer(bias + ch + 32).loadUnaligned(as: V.self)
+        var a3 = UnsafeRawPointer(bias + ch + 48).loadUnaligned(as: V.self)
+        for y in ky {
+            let src = image + ((y0 + y) * width + x0) * c + ch
+            let wr = weights + y * kw * c + ch
+            for x in kxLo..<kxHi {
+                let q = src + x * c, w = wr + x * c
+                a0 = a0.addingProduct(UnsafeRawPointer(q).loadUnaligned(as: V.self), UnsafeRawPointer(w).loadUnaligned(as: V.self))
+                a1 = a1.addingProduct(UnsafeRawPointer(q + 16).loadUnaligned(as: V.self), UnsafeRawPointer(w + 16).loadUnaligned(as: V.self))
+                a2 = a2.addingProduct(UnsafeRawPointer(q + 32).loadUnaligned(as: V.self), UnsafeRawPointer(w + 32).loadUnaligned(as: V.self))
+                a3 = a3.addingProduct(UnsafeRawPointer(q + 48).loadUnaligned(as: V.self), UnsafeRawPointer(w + 48).loadUnaligned(as: V.self))
+            }
+        }
+        let dst = outRow + ox * c + ch
+        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 16).storeBytes(of: a1.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 32).storeBytes(of: a2.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 48).storeBytes(of: a3.activated(activation), as: V.self)
+    }
+
+    /// Channels past the last multiple of 8 (none in the model zoo), one at a time.
+    func scalarPixel(_ ox: Int, _ chs: Range<Int>, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
+                     _ outRow: UnsafeMutablePointer<Float>) {
+        let c = channels
+        let x0 = ox * stride - padLeft
+        let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
+        for ch in chs {
+            var acc = bias[ch]
+            for y in ky {
+                for x in kxLo..<kxHi { acc += image[((y0 + y) * width + x0 + x) * c + ch] * weights[(y * kw + x) * c + ch] }
+            }
+            outRow[ox * c + ch] = BottleneckTensor.activate(acc, activation)
+        }
     }
 }
 

@@ -66,22 +66,30 @@ public enum PackedGEMM {
                            bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, residualStride: Int,
                            activation: Activation) {
         if m <= 0 { return }
-        let mBlocks = (m + mBlock - 1) / mBlock
         let panels = w.panelCount
         let threads = TensorThreads.count
-        // Enough tasks to keep every worker busy; column groups only when rows alone do not suffice.
-        let groups = mBlocks >= 2 * threads ? 1 : min(max(1, panels), (2 * threads + mBlocks - 1) / mBlocks)
-        let tasks = mBlocks * groups
-        parallelRanges(tasks, grain: 1) { range in
-            for task in range {
-                let mb = task / groups, g = task - mb * groups
-                let r0 = mb * mBlock, rows = min(mBlock, m - r0)
-                let p0 = g * panels / groups, p1 = (g + 1) * panels / groups
-                block(a: a + r0 * lda, lda: lda, rows: rows, w: w, panelRange: p0..<p1,
-                      c: c + r0 * ldc, ldc: ldc, bias: bias,
-                      residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
-                      activation: activation, includeTail: g == groups - 1)
-            }
+        // Row blocks of at most `mBlock` rows, evened out (196 rows: 66 + 66 + 64, not 96 + 96 + 4);
+        // column groups as well when there are too few row blocks to give every worker several tasks.
+        let rowBlocks = (m + mBlock - 1) / mBlock
+        let groups = threads == 1 ? 1 : min(max(1, panels), max(1, (4 * threads + rowBlocks - 1) / rowBlocks))
+        let blockRows = ((m + rowBlocks - 1) / rowBlocks + mr - 1) / mr * mr
+        let tasks = rowBlocks * groups
+        let task: (Int) -> Void = { task in
+            let mb = task / groups, g = task - mb * groups
+            let r0 = mb * blockRows
+            guard r0 < m else { return }
+            let rows = min(blockRows, m - r0)
+            let p0 = g * panels / groups, p1 = (g + 1) * panels / groups
+            block(a: a + r0 * lda, lda: lda, rows: rows, w: w, panelRange: p0..<p1,
+                  c: c + r0 * ldc, ldc: ldc, bias: bias,
+                  residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
+                  activation: activation, includeTail: g == groups - 1)
+        }
+        if threads == 1 || tasks == 1 {
+            for t in 0..<tasks { task(t) }
+        } else {
+            // One task per piece: workers claim them dynamically, so uneven tasks balance out.
+            TensorThreads.pool.run(pieces: tasks, task)
         }
     }
 

@@ -124,6 +124,9 @@ final class KernelParityTests: XCTestCase {
                                       bias: true, activation: .relu6), "depthwise3x3_s1_same_bias_relu6")
         try assertParity(runDepthwise("depthwise5x5_s2_same", n: 1, ch: 20, h: 9, w: 10, k: 5, stride: 2,
                                       bias: false, activation: .none), "depthwise5x5_s2_same")
+        // 92 channels: every channel-block width (4x16 edge blocks, 16, 8, scalar) on a mostly-edge map.
+        try assertParity(runDepthwise("depthwise5x5_s1_same_c92_bias_relu6", n: 1, ch: 92, h: 7, w: 11, k: 5, stride: 1,
+                                      bias: true, activation: .relu6), "depthwise5x5_s1_same_c92_bias_relu6")
         // 12 channels: the register-blocked interior path plus its 4-channel scalar tail.
         try assertParity(runDepthwise("depthwise3x3_s2_same_c12_relu", n: 2, ch: 12, h: 12, w: 16, k: 3, stride: 2,
                                       bias: true, activation: .relu), "depthwise3x3_s2_same_c12_relu")

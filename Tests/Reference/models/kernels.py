@@ -73,6 +73,9 @@ with torch.no_grad():
     save(c, F.relu6(F.conv2d(same_pad(x(c, (2, 12, 7, 8)), 3, 1), w(c, (12, 1, 3, 3)), b(c, 12), groups=12)))
     c = "depthwise5x5_s2_same"
     save(c, F.conv2d(same_pad(x(c, (1, 20, 9, 10)), 5, 2), w(c, (20, 1, 5, 5)), None, stride=2, groups=20))
+    # 92 channels = 64 (four-block edge path) + 16 + 8 + 4 scalar; 7x7 map, so most pixels are edges.
+    c = "depthwise5x5_s1_same_c92_bias_relu6"
+    save(c, F.relu6(F.conv2d(same_pad(x(c, (1, 92, 7, 11)), 5, 1), w(c, (92, 1, 5, 5)), b(c, 92), groups=92)))
     c = "depthwise3x3_s2_same_c12_relu"
     save(c, F.relu(F.conv2d(same_pad(x(c, (2, 12, 12, 16)), 3, 2), w(c, (12, 1, 3, 3)), b(c, 12), stride=2, groups=12)))
     c = "maxpool3_s2_p1"
