@@ -1,7 +1,7 @@
 #!/bin/sh
 # Forward-pass speed of every architecture with synthetic weights (no weight files needed).
 # Usage (repository root): Benchmarks/model/run.sh [THREADS] [BATCH]  -> one JSON line per model.
-# Peers (PyTorch eager, ONNX Runtime) side by side: /opt/refvenv/bin/python Benchmarks/model/compare.py
+# Peers (PyTorch eager, ONNX Runtime) side by side: Benchmarks/peers/run.sh
 set -e
 THREADS=${1:-2}
 BATCH=${2:-8}

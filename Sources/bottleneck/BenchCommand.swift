@@ -33,6 +33,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Reduce a spatial output: avg, max or none.")
     var pool: String = "none"
 
+    @Option(help: ArgumentHelp("Checkpoint (.pth or .safetensors) to time instead of synthetic weights (same speed; for side-by-side runs with real weights).", valueName: "path"))
+    var weights: String?
+
     @Option(help: "Input side in pixels (default: the model's native size).")
     var size: Int?
 
@@ -61,6 +64,7 @@ struct BenchCommand: ParsableCommand {
         if cut != nil && layer != nil { throw ValidationError("give either --cut or --layer, not both") }
         guard Pooling(rawValue: pool) != nil else { throw ValidationError("--pool must be avg, max or none") }
         if let size, size < 32 { throw ValidationError("--size must be at least 32 pixels") }
+        if let weights, !FileManager.default.fileExists(atPath: weights) { throw ValidationError("--weights \(weights): no such file") }
     }
 
     func run() throws {
@@ -68,8 +72,14 @@ struct BenchCommand: ParsableCommand {
         let arch = try ModelZoo.architecture(model)
         let selection: StageSelection = layer.map { .layer($0) } ?? .cut(cut ?? 0)
         let loadStart = Date()
-        let net = try Network(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: selection,
+        let net: Network
+        if let weights {
+            net = try PretrainedModel.load(model: model, weights: URL(fileURLWithPath: weights), selection: selection,
+                                           pool: Pooling(rawValue: pool)!).network
+        } else {
+            net = try Network(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: selection,
                               pool: Pooling(rawValue: pool)!, sourceName: "synthetic weights")
+        }
         let loadSeconds = Date().timeIntervalSince(loadStart)
         if let sliceMib { net.sliceBudget = max(1, sliceMib) << 18 }
         let side = size ?? arch.inputSize

@@ -1,5 +1,5 @@
 /* Roofline reference: sgemm GFLOP/s of the system OpenBLAS (the library bottleneck links).
-   Build/run: cc -O2 Benchmarks/model/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-pthread -lopenblas -o /tmp/sgemm_peak
+   Build/run: cc -O2 Benchmarks/peers/sgemm_peak.c -I/usr/include/x86_64-linux-gnu/openblas-pthread -lopenblas -o /tmp/sgemm_peak
               /tmp/sgemm_peak THREADS [N]
    Prints wall and CPU-time based GFLOP/s for an N x N x N sgemm (best of 5). */
 #include <cblas.h>

