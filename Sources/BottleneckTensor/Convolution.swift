@@ -105,64 +105,24 @@ public final class Conv2D: @unchecked Sendable {
     ///   - output: NHWC `[batch][oh][ow][outChannels]`; must not alias `input`.
     ///   - residual: optional NHWC tensor of the output's shape added before the activation
     ///     (ResNet's skip connection, fused into the output pass). May alias neither.
-    ///   - workspace: scratch for im2col, grown on demand and reused.
-    /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds.
+    /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds; no im2col matrix (the
+    ///   GEMM gathers receptive fields block by block).
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                        output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil,
-                        workspace: Workspace) {
+                        output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil) {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
         let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
         let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
-        let m = batch * oh * ow, k = kernelH * kernelW * inChannels, n = outChannels
-        let biasPointer = bias.map { UnsafePointer($0.baseAddress!) }
+        let operand: GEMMOperand
         if kernelH == 1 && kernelW == 1 && stride == 1 && p == (0, 0, 0, 0) {
-            PackedGEMM.run(a: input, lda: k, m: m, weights: weights, c: output, ldc: n, bias: biasPointer,
-                           residual: residual, residualStride: n, activation: activation)
-            return
+            operand = .matrix(input, rowStride: inChannels)
+        } else {
+            operand = .patches(PatchGeometry(input: input, height: height, width: width, channels: inChannels,
+                                             kernelH: kernelH, kernelW: kernelW, stride: stride, padTop: p.top,
+                                             padLeft: p.left, outHeight: oh, outWidth: ow))
         }
-        // im2col in row chunks of about 1 MB so the chunk is still cache-resident when the GEMM reads it.
-        let chunk = max(PackedGEMM.mBlock, min(m, (1 << 18) / k / PackedGEMM.mBlock * PackedGEMM.mBlock))
-        let scratch = workspace.pointer(minimumCount: min(chunk, m) * k)
-        var r0 = 0
-        while r0 < m {
-            let rows = min(chunk, m - r0)
-            im2col(input: input, height: height, width: width, oh: oh, ow: ow, pad: (p.top, p.left),
-                   rowStart: r0, rows: rows, into: scratch)
-            PackedGEMM.run(a: scratch, lda: k, m: rows, weights: weights, c: output + r0 * n, ldc: n, bias: biasPointer,
-                           residual: residual.map { $0 + r0 * n }, residualStride: n, activation: activation)
-            r0 += rows
-        }
-    }
-
-    /// Fills `rows` im2col rows starting at output pixel `rowStart`. Each row is the receptive field
-    /// `[kh][kw][Cin]`; within one kernel row the in-bounds pixels are contiguous in NHWC, so each
-    /// kernel row is one copy plus zero fill for the padded edges.
-    private func im2col(input: UnsafePointer<Float>, height: Int, width: Int, oh: Int, ow: Int, pad: (Int, Int),
-                        rowStart: Int, rows: Int, into dst: UnsafeMutablePointer<Float>) {
-        let cin = inChannels, kw = kernelW, kh = kernelH, s = stride
-        let k = kh * kw * cin
-        parallelRanges(rows, grain: max(1, 8192 / k)) { range in
-            for r in range {
-                let g = rowStart + r
-                let img = g / (oh * ow), rem = g - img * oh * ow
-                let oy = rem / ow, ox = rem - oy * ow
-                let row = dst + r * k
-                let x0 = ox * s - pad.1
-                let kxLo = max(0, -x0), kxHi = min(kw, width - x0)
-                for ky in 0..<kh {
-                    let iy = oy * s - pad.0 + ky
-                    let seg = row + ky * kw * cin
-                    if iy < 0 || iy >= height || kxLo >= kxHi {
-                        seg.update(repeating: 0, count: kw * cin)
-                        continue
-                    }
-                    if kxLo > 0 { seg.update(repeating: 0, count: kxLo * cin) }
-                    seg.advanced(by: kxLo * cin).update(
-                        from: input + ((img * height + iy) * width + x0 + kxLo) * cin, count: (kxHi - kxLo) * cin)
-                    if kxHi < kw { seg.advanced(by: kxHi * cin).update(repeating: 0, count: (kw - kxHi) * cin) }
-                }
-            }
-        }
+        PackedGEMM.run(operand, m: batch * oh * ow, weights: weights, c: output, ldc: outChannels,
+                       bias: bias.map { UnsafePointer($0.baseAddress!) }, residual: residual,
+                       residualStride: outChannels, activation: activation)
     }
 }
 

@@ -58,10 +58,13 @@ public enum PackedGEMM {
     static let kBlock = 256
     static let mBlock = 96
     static let mr = 6
+    /// Row stride of the gathered patch block: one slice plus 16 floats, so rows do not fall on
+    /// 4 KiB multiples of each other (set conflicts in L1).
+    static let gatherStride = kBlock + 16
 
-    /// Runs the product. `c` (row stride `ldc`) must not alias `a`; `residual` (row stride
+    /// Runs the product. `c` (row stride `ldc`) must not alias the operand; `residual` (row stride
     /// `residualStride`) may alias neither. `bias` has `n` entries.
-    public static func run(a: UnsafePointer<Float>, lda: Int, m: Int, weights w: PackedWeights,
+    public static func run(_ operand: GEMMOperand, m: Int, weights w: PackedWeights,
                            c: UnsafeMutablePointer<Float>, ldc: Int,
                            bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, residualStride: Int,
                            activation: Activation) {
@@ -80,7 +83,7 @@ public enum PackedGEMM {
             guard r0 < m else { return }
             let rows = min(blockRows, m - r0)
             let p0 = g * panels / groups, p1 = (g + 1) * panels / groups
-            block(a: a + r0 * lda, lda: lda, rows: rows, w: w, panelRange: p0..<p1,
+            block(operand, row0: r0, rows: rows, w: w, panelRange: p0..<p1,
                   c: c + r0 * ldc, ldc: ldc, bias: bias,
                   residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
                   activation: activation, includeTail: g == groups - 1)
@@ -93,55 +96,128 @@ public enum PackedGEMM {
         }
     }
 
-    /// One row block against a range of panels, all of `k`.
-    @inline(__always)
-    static func block(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
+    /// One row block against a range of panels, all of `k`, one `kBlock` slice at a time. Patch
+    /// operands are gathered per slice into a block-sized buffer that stays in L2 (no im2col matrix).
+    static func block(_ operand: GEMMOperand, row0: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                       c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                       residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation, includeTail: Bool) {
-        let k = w.k
-        var k0 = 0
-        repeat {
-            let kc = min(kBlock, k - k0)
-            let first = k0 == 0, last = k0 + kc >= k
-            for p in panelRange {
-                let j0 = p * 16
-                let width = PackedWeights.panelWidth(at: j0, columns: w.panelColumns)
-                let panel = UnsafePointer(w.panels.baseAddress!) + j0 * k + k0 * width
-                var r = 0
-                while r < rows {
-                    let mrows = min(mr, rows - r)
-                    let tile = Tile(a: a + r * lda + k0, lda: lda, rows: mrows, b: panel, kc: kc,
-                                    c: c + r * ldc + j0, ldc: ldc,
-                                    initial: first ? .fresh(bias: bias.map { $0 + j0 },
-                                                            residual: residual.map { $0 + r * residualStride + j0 },
-                                                            residualStride: residualStride)
-                                                   : .accumulate,
-                                    activation: last ? activation : Activation.none)
-                    if width == 16 { tile.run(SIMD16<Float>.self) } else { tile.run(SIMD8<Float>.self) }
-                    r += mr
+        let gatherCount: Int
+        switch operand {
+        case .patches: gatherCount = rows * gatherStride
+        case let .matrix(_, stride): gatherCount = stride % 1024 == 0 ? rows * gatherStride : 0
+        }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, gatherCount)) { buffer in
+            let k = w.k
+            var k0 = 0
+            repeat {
+                let kc = min(kBlock, k - k0)
+                let first = k0 == 0, last = k0 + kc >= k
+                let a: UnsafePointer<Float>, lda: Int
+                switch operand {
+                case let .matrix(base, stride) where gatherCount > 0:
+                    // Rows 4 KiB apart (K = 1024, 2048) would all share one L1 set: copy the slice to
+                    // the padded block first.
+                    let dst = buffer.baseAddress!
+                    for r in 0..<rows { (dst + r * gatherStride).update(from: base + (row0 + r) * stride + k0, count: kc) }
+                    a = UnsafePointer(dst); lda = gatherStride
+                case let .matrix(base, stride):
+                    a = base + row0 * stride + k0; lda = stride
+                case let .patches(geometry):
+                    geometry.gather(row0: row0, rows: rows, k0: k0, kc: kc, into: buffer.baseAddress!, rowStride: gatherStride)
+                    a = UnsafePointer(buffer.baseAddress!); lda = gatherStride
                 }
-            }
-            k0 += kc
-        } while k0 < k
-        if includeTail && w.panelColumns < w.n {
-            scalarTail(a: a, lda: lda, rows: rows, w: w, c: c, ldc: ldc, bias: bias, residual: residual,
-                       residualStride: residualStride, activation: activation)
+                for p in panelRange {
+                    let j0 = p * 16
+                    let width = PackedWeights.panelWidth(at: j0, columns: w.panelColumns)
+                    let panel = UnsafePointer(w.panels.baseAddress!) + j0 * k + k0 * width
+                    var r = 0
+                    while r < rows {
+                        let tile = Tile(a: a + r * lda, lda: lda, rows: min(mr, rows - r), b: panel, kc: kc,
+                                        c: c + r * ldc + j0, ldc: ldc,
+                                        initial: first ? .fresh(bias: bias.map { $0 + j0 },
+                                                                residual: residual.map { $0 + r * residualStride + j0 },
+                                                                residualStride: residualStride)
+                                                       : .accumulate,
+                                        activation: last ? activation : Activation.none)
+                        if width == 16 { tile.run(SIMD16<Float>.self) } else { tile.run(SIMD8<Float>.self) }
+                        r += mr
+                    }
+                }
+                if includeTail && w.panelColumns < w.n {
+                    scalarTail(a: a, lda: lda, rows: rows, k0: k0, kc: kc, w: w, c: c, ldc: ldc, bias: first ? bias : nil,
+                               residual: first ? residual : nil, residualStride: residualStride,
+                               accumulate: !first, activation: last ? activation : .none)
+                }
+                k0 += kc
+            } while k0 < k
         }
     }
 
-    /// Columns past the last multiple of 8: plain dot products (no model in the zoo has any).
-    static func scalarTail(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights,
+    /// Columns past the last multiple of 8, one `k` slice: plain dot products (no model in the zoo
+    /// has any).
+    static func scalarTail(a: UnsafePointer<Float>, lda: Int, rows: Int, k0: Int, kc: Int, w: PackedWeights,
                            c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
-                           residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation) {
-        let k = w.k
+                           residual: UnsafePointer<Float>?, residualStride: Int, accumulate: Bool, activation: Activation) {
         for r in 0..<rows {
             for j in w.panelColumns..<w.n {
-                let wr = UnsafePointer(w.tail.baseAddress!) + (j - w.panelColumns) * k
-                var s: Float = 0
-                for kk in 0..<k { s += a[r * lda + kk] * wr[kk] }
+                let wr = UnsafePointer(w.tail.baseAddress!) + (j - w.panelColumns) * w.k + k0
+                var s: Float = accumulate ? c[r * ldc + j] : 0
+                for kk in 0..<kc { s += a[r * lda + kk] * wr[kk] }
                 if let bias { s += bias[j] }
                 if let residual { s += residual[r * residualStride + j] }
                 c[r * ldc + j] = activate(s, activation)
+            }
+        }
+    }
+}
+
+/// The left operand of `PackedGEMM`.
+public enum GEMMOperand {
+    /// A row-major `[m][k]` matrix (an NHWC activation for a 1x1 convolution), read in place.
+    case matrix(UnsafePointer<Float>, rowStride: Int)
+    /// The receptive fields of a convolution's output pixels (the im2col matrix, never materialised).
+    case patches(PatchGeometry)
+}
+
+/// Where the im2col rows of a convolution come from: row `r` is output pixel `r` (batch-major,
+/// then y, x) and holds its receptive field `[kh][kw][Cin]` with zeros for padding.
+public struct PatchGeometry {
+    let input: UnsafePointer<Float>
+    let height: Int, width: Int, channels: Int
+    let kernelH: Int, kernelW: Int, stride: Int, padTop: Int, padLeft: Int
+    let outHeight: Int, outWidth: Int
+
+    /// Writes the `kc` columns from `k0` of rows `row0..<row0+rows` into `dst` (row stride `rowStride`).
+    /// Within one kernel row the in-bounds pixels are adjacent in NHWC, so each piece is one copy.
+    func gather(row0: Int, rows: Int, k0: Int, kc: Int, into dst: UnsafeMutablePointer<Float>, rowStride: Int) {
+        let cin = channels, rowLength = kernelW * cin
+        let kEnd = k0 + kc
+        for r in 0..<rows {
+            let g = row0 + r
+            let img = g / (outHeight * outWidth), rem = g - img * outHeight * outWidth
+            let oy = rem / outWidth, ox = rem - oy * outWidth
+            let x0 = ox * stride - padLeft, yBase = oy * stride - padTop
+            let xLo = max(0, -x0), xHi = min(kernelW, width - x0)   // in-bounds kernel columns
+            let image = input + img * height * width * cin
+            var out = dst + r * rowStride
+            var kpos = k0
+            while kpos < kEnd {
+                let ky = kpos / rowLength, within = kpos - ky * rowLength
+                let kx = within / cin
+                let iy = yBase + ky
+                let length: Int
+                if iy < 0 || iy >= height || kx < xLo || kx >= xHi {
+                    // Padding: up to the end of this kernel row (row out of bounds) or of this pixel.
+                    let span = (iy < 0 || iy >= height) ? rowLength - within
+                        : (kx < xLo ? min(xLo, kernelW) * cin - within : rowLength - within)
+                    length = min(span, kEnd - kpos)
+                    out.update(repeating: 0, count: length)
+                } else {
+                    length = min(xHi * cin - within, kEnd - kpos)
+                    out.update(from: image + (iy * width + x0) * cin + within, count: length)
+                }
+                out += length
+                kpos += length
             }
         }
     }

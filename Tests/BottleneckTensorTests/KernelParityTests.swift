@@ -9,7 +9,6 @@ import BottleneckTensor
 /// of the sums separates the two).
 final class KernelParityTests: XCTestCase {
     let tolerance: Float = 1e-5
-    let workspace = Workspace()
 
     func fixture(_ name: String) throws -> NumpyArray {
         guard let url = Bundle.module.url(forResource: name, withExtension: "npy", subdirectory: "Fixtures/kernels") else {
@@ -60,7 +59,7 @@ final class KernelParityTests: XCTestCase {
         let r = residual ? inputNHWC(c + ".r", n, cout, oh, ow) : []
         x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in r.withUnsafeBufferPointer { rp in
             conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!,
-                         residual: residual ? rp.baseAddress! : nil, workspace: workspace)
+                         residual: residual ? rp.baseAddress! : nil)
         } } }
         return toNCHW(out, n, oh, ow, cout)
     }

@@ -30,7 +30,6 @@ public final class Network: @unchecked Sendable {
 
     private let stages: [[CompiledLayer]]
     private let arena = (0..<5).map { _ in Workspace() }
-    private let scratch = Workspace()
 
     /// Loads `weights` for the stages up to `cut`.
     /// - Throws: `ModelLoadingError` for an invalid cut/layer, a missing key, a shape mismatch, or
@@ -137,7 +136,6 @@ public final class Network: @unchecked Sendable {
     /// Frees the activation buffers (they are reallocated by the next call).
     public func releaseBuffers() {
         for w in arena { w.release() }
-        scratch.release()
     }
 
     // MARK: - Execution
@@ -193,7 +191,7 @@ public final class Network: @unchecked Sendable {
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: conv.outChannels, isVector: false)
             conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch),
-                         residual: residual, workspace: scratch)
+                         residual: residual)
             return out
         case let .depthwise(conv):
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
