@@ -2,7 +2,7 @@
 # Runs every benchmark harness in sequence (make bench). Each prints its own table.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-for h in decode model extract heads; do
+for h in decode peers extract heads; do
   echo "=== Benchmarks/$h"
-  sh "Benchmarks/$h/run.sh" || echo "Benchmarks/$h failed (exit $?)"
+  bash "Benchmarks/$h/run.sh" || echo "Benchmarks/$h failed (exit $?)"
 done
