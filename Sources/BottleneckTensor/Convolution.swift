@@ -231,7 +231,7 @@ struct DepthwiseRow {
 
     /// Four adjacent output pixels (full windows horizontally) for one channel block.
     @inline(__always)
-    func quad<V: GEMMVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
+    func quad<V: KernelVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
                              _ outRow: UnsafeMutablePointer<Float>, _: V.Type) {
         let c = channels, s = stride * channels
         let x0 = ox * stride - padLeft
@@ -258,7 +258,7 @@ struct DepthwiseRow {
 
     /// One output pixel whose window is clipped by the image border, for one channel block.
     @inline(__always)
-    func edgePixel<V: GEMMVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
+    func edgePixel<V: KernelVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
                                   _ outRow: UnsafeMutablePointer<Float>, _: V.Type) {
         let c = channels
         let x0 = ox * stride - padLeft

@@ -18,7 +18,6 @@ public func applyEpilogue(_ out: UnsafeMutablePointer<Float>, rows: Int, cols: I
                           activation: Activation) {
     if bias == nil && residual == nil && activation == .none { return }
     let vecCols = cols & ~7
-    let lo = SIMD8<Float>(repeating: 0), hi = SIMD8<Float>(repeating: 6)
     for r in 0..<rows {
         let row = out + r * cols
         let res = residual.map { $0 + r * cols }
@@ -27,12 +26,7 @@ public func applyEpilogue(_ out: UnsafeMutablePointer<Float>, rows: Int, cols: I
             var v = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD8<Float>.self)
             if let bias { v += UnsafeRawPointer(bias + c).loadUnaligned(as: SIMD8<Float>.self) }
             if let res { v += UnsafeRawPointer(res + c).loadUnaligned(as: SIMD8<Float>.self) }
-            switch activation {
-            case .none: break
-            case .relu: v = v.replacing(with: lo, where: v .< lo)
-            case .relu6: v = v.replacing(with: lo, where: v .< lo).replacing(with: hi, where: v .> hi)
-            }
-            UnsafeMutableRawPointer(row + c).storeBytes(of: v, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(row + c).storeBytes(of: v.activated(activation), as: SIMD8<Float>.self)
             c += 8
         }
         while c < cols {
@@ -140,3 +134,37 @@ import Foundation
 #else
 import Glibc
 #endif
+
+/// The SIMD widths the kernels (GEMM tiles, depthwise, epilogues) run at. Generic code calls the
+/// `SIMD` protocol's default (lane-by-lane) comparisons even when specialised; this requirement routes
+/// the activation to the concrete vector types' operations.
+protocol KernelVector: SIMD where Scalar == Float {
+    /// `self` after the activation (ReLU, ReLU6 or none).
+    func activated(_ activation: Activation) -> Self
+}
+
+extension SIMD16: KernelVector where Scalar == Float {
+    @inline(__always)
+    func activated(_ activation: Activation) -> SIMD16<Float> {
+        switch activation {
+        case .none: return self
+        case .relu: return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
+        case .relu6:
+            let six = SIMD16<Float>(repeating: 6)
+            return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>()).replacing(with: six, where: self .> six)
+        }
+    }
+}
+
+extension SIMD8: KernelVector where Scalar == Float {
+    @inline(__always)
+    func activated(_ activation: Activation) -> SIMD8<Float> {
+        switch activation {
+        case .none: return self
+        case .relu: return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>())
+        case .relu6:
+            let six = SIMD8<Float>(repeating: 6)
+            return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>()).replacing(with: six, where: self .> six)
+        }
+    }
+}

@@ -240,7 +240,7 @@ struct Tile {
     /// `V` is the panel width as a SIMD type (16 or 8 floats). Rows past `rows` re-read the last
     /// valid row (no out-of-bounds reads) and are not stored.
     @inline(__always)
-    func run<V: GEMMVector>(_: V.Type) {
+    func run<V: KernelVector>(_: V.Type) {
         let last = rows - 1
         let a0 = a, a1 = a + min(1, last) * lda, a2 = a + min(2, last) * lda
         let a3 = a + min(3, last) * lda, a4 = a + min(4, last) * lda, a5 = a + min(5, last) * lda
@@ -260,12 +260,13 @@ struct Tile {
                 if rows > 5 { c5 += load(residual, 5, rs, V.self) }
             }
         case .accumulate:
-            c0 = load(c, 0, ldc, V.self)
-            if rows > 1 { c1 = load(c, 1, ldc, V.self) }
-            if rows > 2 { c2 = load(c, 2, ldc, V.self) }
-            if rows > 3 { c3 = load(c, 3, ldc, V.self) }
-            if rows > 4 { c4 = load(c, 4, ldc, V.self) }
-            if rows > 5 { c5 = load(c, 5, ldc, V.self) }
+            let partial = UnsafePointer(c)
+            c0 = load(partial, 0, ldc, V.self)
+            if rows > 1 { c1 = load(partial, 1, ldc, V.self) }
+            if rows > 2 { c2 = load(partial, 2, ldc, V.self) }
+            if rows > 3 { c3 = load(partial, 3, ldc, V.self) }
+            if rows > 4 { c4 = load(partial, 4, ldc, V.self) }
+            if rows > 5 { c5 = load(partial, 5, ldc, V.self) }
         }
         var bp = b
         for kk in 0..<kc {
@@ -288,46 +289,7 @@ struct Tile {
     }
 
     @inline(__always)
-    private func load<V: SIMD>(_ p: UnsafeMutablePointer<Float>, _ row: Int, _ stride: Int, _: V.Type) -> V where V.Scalar == Float {
-        UnsafeRawPointer(p + row * stride).loadUnaligned(as: V.self)
-    }
-
-    @inline(__always)
-    private func store<V: GEMMVector>(_ v: V, _ row: Int) {
+    private func store<V: KernelVector>(_ v: V, _ row: Int) {
         UnsafeMutableRawPointer(c + row * ldc).storeBytes(of: v.activated(activation), as: V.self)
-    }
-}
-
-/// The SIMD widths the micro-kernel runs at. Generic code calls the `SIMD` protocol's default
-/// (lane-by-lane) comparisons even when specialised; this requirement routes the activation to the
-/// concrete vector types' operations.
-protocol GEMMVector: SIMD where Scalar == Float {
-    /// `self` after the activation (ReLU, ReLU6 or none).
-    func activated(_ activation: Activation) -> Self
-}
-
-extension SIMD16: GEMMVector where Scalar == Float {
-    @inline(__always)
-    func activated(_ activation: Activation) -> SIMD16<Float> {
-        switch activation {
-        case .none: return self
-        case .relu: return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
-        case .relu6:
-            let six = SIMD16<Float>(repeating: 6)
-            return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>()).replacing(with: six, where: self .> six)
-        }
-    }
-}
-
-extension SIMD8: GEMMVector where Scalar == Float {
-    @inline(__always)
-    func activated(_ activation: Activation) -> SIMD8<Float> {
-        switch activation {
-        case .none: return self
-        case .relu: return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>())
-        case .relu6:
-            let six = SIMD8<Float>(repeating: 6)
-            return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>()).replacing(with: six, where: self .> six)
-        }
     }
 }

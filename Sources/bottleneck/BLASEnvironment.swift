@@ -24,12 +24,13 @@ enum BLASEnvironment {
     /// Whether /proc/cpuinfo lists the `avx512f` flag (false where the file is absent).
     static var cpuHasAVX512: Bool { cpuFlags?.contains("avx512f") ?? false }
 
-    /// The CPU feature flags from /proc/cpuinfo (nil where the file is absent, e.g. macOS).
-    static var cpuFlags: Set<Substring>? {
+    /// The CPU feature flags from /proc/cpuinfo (nil where the file is absent, e.g. macOS); read once,
+    /// for both start-up checks.
+    static let cpuFlags: Set<Substring>? = {
         guard let info = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8) else { return nil }
         guard let flags = info.split(separator: "\n").first(where: { $0.hasPrefix("flags") }) else { return nil }
         return Set(flags.split(separator: " "))
-    }
+    }()
 
     /// Stops with an explanation when the binary was built for AVX2 + FMA (the x86-64 default, see
     /// Package.swift) and the CPU lacks them: better than an illegal-instruction crash mid-run.
