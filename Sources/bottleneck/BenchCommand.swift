@@ -9,9 +9,10 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Time the forward pass (to the chosen stage) with synthetic weights of the right shapes.",
         discussion: """
-        Weights are generated deterministically (no files needed), inputs are random in [-2, 2). After
+        Weights are generated deterministically (no files needed) unless --weights names a checkpoint
+        (same speed; used by Benchmarks/peers for real EfficientNet-Lite0 weights). Inputs are random in [-2, 2). After
         --warmup untimed passes, --iterations passes are timed; images/s uses the median pass. Peak RSS is
-        the process's maximum resident set (getrusage). GFLOP/s counts 2 FLOPs per multiply-accumulate of
+        the process's maximum resident set (VmHWM on Linux, else getrusage). GFLOP/s counts 2 FLOPs per multiply-accumulate of
         the convolutions and linear layers that run.
         """)
 
@@ -21,7 +22,7 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Images per forward pass.")
     var batch: Int = 1
 
-    @Option(help: "Worker threads for OpenBLAS and the other kernels (default: all cores).")
+    @Option(help: "Worker threads for the kernel pool and OpenBLAS (default: all cores).")
     var threads: Int?
 
     @Option(help: "Remove the top N stages (0 = logits).")
