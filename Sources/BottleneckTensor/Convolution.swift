@@ -166,11 +166,9 @@ public final class DepthwiseConv2D: @unchecked Sendable {
                 windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
     }
 
-    /// Runs the convolution: NHWC `input` to NHWC `output` (must not alias).
-    /// - Complexity: O(batch * oh * ow * kh * kw * C); parallel over output rows, and over channel
-    ///   blocks too when there are few rows (the 7x7 maps of batch 1).
-    public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                        output: UnsafeMutablePointer<Float>) {
+    /// The row kernel for `height x width` inputs: row `i` of its output is image `i / oh`, output
+    /// row `i % oh`, read from `input` and written to `output` (both NHWC, batch-major).
+    func rowKernel(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, height: Int, width: Int) -> DepthwiseRow {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
         let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
         let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
@@ -178,11 +176,19 @@ public final class DepthwiseConv2D: @unchecked Sendable {
         // the few edge columns take the clipped one.
         let interiorLo = min(ow, (p.left + stride - 1) / stride)
         let interiorHi = max(interiorLo, min(ow, width + p.left - kernelW >= 0 ? (width + p.left - kernelW) / stride + 1 : 0))
-        let geometry = DepthwiseRow(
+        return DepthwiseRow(
             input: input, output: output, weights: UnsafePointer(weights.baseAddress!), bias: UnsafePointer(bias.baseAddress!),
             channels: channels, height: height, width: width, oh: oh, ow: ow, kh: kernelH, kw: kernelW, stride: stride,
             padTop: p.top, padLeft: p.left, interior: interiorLo..<interiorHi, activation: activation)
-        let rows = batch * oh, threads = TensorThreads.count
+    }
+
+    /// Runs the convolution: NHWC `input` to NHWC `output` (must not alias).
+    /// - Complexity: O(batch * oh * ow * kh * kw * C); parallel over output rows, and over channel
+    ///   blocks too when there are few rows (the 7x7 maps of batch 1).
+    public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+                        output: UnsafeMutablePointer<Float>) {
+        let geometry = rowKernel(input: input, output: output, height: height, width: width)
+        let rows = batch * geometry.oh, threads = TensorThreads.count
         let blocks = (channels + 15) / 16
         let groups = threads == 1 || rows >= 4 * threads ? 1 : min(blocks, (4 * threads + rows - 1) / rows)
         let task: (Int) -> Void = { t in

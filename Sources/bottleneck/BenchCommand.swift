@@ -52,6 +52,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Activation budget per batch slice in MiB (default 16; larger = bigger slices).")
     var sliceMib: Int?
 
+    @Flag(help: "Run MBConv blocks layer by layer instead of fused (A/B timing of the fused kernel).")
+    var unfusedBlocks = false
+
     @Flag(help: "Also print the time spent in each stage (median pass is not separated; totals over timed passes).")
     var profile = false
 
@@ -83,6 +86,7 @@ struct BenchCommand: ParsableCommand {
         }
         let loadSeconds = Date().timeIntervalSince(loadStart)
         if let sliceMib { net.sliceBudget = max(1, sliceMib) << 18 }
+        net.fusesInvertedResiduals = !unfusedBlocks
         let side = size ?? arch.inputSize
         let input = SyntheticFill.input(name: "bench", shape: [batch, 3, side, side])
         var output = [Float](repeating: 0, count: batch * net.outputShape(height: side, width: side).count)

@@ -25,6 +25,9 @@ public final class Network: @unchecked Sendable {
 
     /// When true, `forward` adds each stage's wall time to `stageSeconds` (for `bench --profile`).
     public var recordStageTimes = false
+    /// When false, MBConv blocks run layer by layer instead of as one fused `InvertedResidual`
+    /// kernel (same results; for A/B timing).
+    public var fusesInvertedResiduals = true
     /// Accumulated wall seconds per stage (index = stage index) while `recordStageTimes` is on.
     public private(set) var stageSeconds: [Double] = []
 
@@ -54,7 +57,7 @@ public final class Network: @unchecked Sendable {
                 layers.append(try loader.compile(spec, input: shape, fusedActivation: nil))
                 shape = Architecture.infer(spec, shape).shape
             }
-            compiled.append(layers)
+            compiled.append(Network.fusingInvertedResiduals(layers))
         }
         stages = compiled
     }
@@ -183,6 +186,32 @@ public final class Network: @unchecked Sendable {
         }
     }
 
+    /// Replaces each expand → depthwise → project run of layers (with or without a skip connection)
+    /// by a fused `InvertedResidual`, keeping the layers for when fusion does not pay.
+    static func fusingInvertedResiduals(_ layers: [CompiledLayer]) -> [CompiledLayer] {
+        func block(_ run: ArraySlice<CompiledLayer>, addsInput: Bool) -> InvertedResidual? {
+            guard run.count == 3, case let .conv(e) = run[run.startIndex], case let .depthwise(d) = run[run.startIndex + 1],
+                  case let .conv(p) = run[run.startIndex + 2], InvertedResidual.isPointwise(e), InvertedResidual.isPointwise(p)
+            else { return nil }
+            return InvertedResidual(expand: e, depthwise: d, project: p, addsInput: addsInput)
+        }
+        var result: [CompiledLayer] = []
+        var i = 0
+        while i < layers.count {
+            if case let .residual(body, nil) = layers[i], let fused = block(body[...], addsInput: true) {
+                result.append(.invertedResidual(fused, unfused: [layers[i]]))
+                i += 1
+            } else if i + 3 <= layers.count, let fused = block(layers[i..<(i + 3)], addsInput: false) {
+                result.append(.invertedResidual(fused, unfused: Array(layers[i..<(i + 3)])))
+                i += 3
+            } else {
+                result.append(layers[i])
+                i += 1
+            }
+        }
+        return result
+    }
+
     private func execute(_ layer: CompiledLayer, _ act: Act, batch: Int, protected: [Int],
                          residual: UnsafePointer<Float>? = nil) -> Act {
         let src = UnsafePointer(pointer(act, batch: batch))
@@ -219,6 +248,17 @@ public final class Network: @unchecked Sendable {
             let out = Act(slot: acquire(excluding: protected + [act.slot]), h: 1, w: 1, c: linear.outFeatures, isVector: true)
             linear.forward(input: src, batch: batch, output: pointer(out, batch: batch))
             return out
+        case let .invertedResidual(block, unfused):
+            let bands = fusesInvertedResiduals ? block.bandsPerImage(batch: batch, height: act.h, width: act.w) : 0
+            if bands == 0 {
+                var x = act
+                for l in unfused { x = execute(l, x, batch: batch, protected: protected) }
+                return x
+            }
+            let (oh, ow) = block.outputSize(height: act.h, width: act.w)
+            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: block.outChannels, isVector: false)
+            block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch), bands: bands)
+            return out
         case let .residual(body, shortcut):
             var keep = protected + [act.slot]
             var skip = act
@@ -244,6 +284,9 @@ enum CompiledLayer {
     /// The body's last layer is a convolution compiled with the block's activation; the skip tensor
     /// is added in its output pass.
     indirect case residual(body: [CompiledLayer], shortcut: [CompiledLayer]?)
+    /// An MBConv block run as one fused kernel; `unfused` is the same block as separate layers, run
+    /// instead when fusion does not pay (thin bands at small batch) or is switched off.
+    indirect case invertedResidual(InvertedResidual, unfused: [CompiledLayer])
 }
 
 /// Reads tensors one at a time from a `WeightSource`, validates shapes and builds kernels.

@@ -1,0 +1,165 @@
+import Foundation
+import Synchronization
+
+/// A MobileNetV2/EfficientNet inverted-residual block (MBConv) run as one fused kernel:
+/// 1x1 expand (+ BN + activation) → k x k depthwise (+ BN + activation) → 1x1 project (+ BN, plus the
+/// block input when `addsInput`), on NHWC activations.
+///
+/// Run layer by layer, the expanded tensor (6x the block's input channels, up to 112x112x96 floats =
+/// 4.8 MB per image in EfficientNet-Lite0) is written to memory by the expand convolution, read
+/// back by the depthwise one, written again and read by the projection: the early blocks are bound
+/// by that traffic, not by arithmetic. Here each task walks the output rows of one image (or one
+/// band of it) a few rows at a time and keeps only the expanded rows the depthwise window needs,
+/// plus the depthwise output of those rows, in a scratch buffer sized to stay in L2. Each value is
+/// computed by the same kernels in the same order as the unfused layers, so results are identical.
+public final class InvertedResidual: @unchecked Sendable {
+    /// The 1x1 expansion (stride 1, no padding).
+    public let expand: Conv2D
+    /// The depthwise convolution over the expanded channels.
+    public let depthwise: DepthwiseConv2D
+    /// The 1x1 projection (stride 1, no padding).
+    public let project: Conv2D
+    /// Whether the block input is added to the projection (stride 1 and equal channel counts).
+    public let addsInput: Bool
+
+    /// Bytes of expanded rows plus depthwise output one task keeps in flight (about half of a
+    /// 512 KB L2, leaving room for the weight panels).
+    static let scratchBudget = 256 << 10
+
+    /// Scratch for each concurrent task slot (one per worker thread).
+    private var slots: [Workspace] = []
+
+    /// Builds the fused block from its three layers.
+    /// - Precondition: `expand` and `project` are 1x1 stride-1 unpadded convolutions whose channels
+    ///   chain through `depthwise`; `addsInput` requires a stride-1 depthwise and
+    ///   `project.outChannels == expand.inChannels`.
+    public init(expand: Conv2D, depthwise: DepthwiseConv2D, project: Conv2D, addsInput: Bool) {
+        precondition(InvertedResidual.isPointwise(expand) && InvertedResidual.isPointwise(project),
+                     "InvertedResidual: expand and project must be 1x1 stride-1 convolutions")
+        precondition(expand.outChannels == depthwise.channels && project.inChannels == depthwise.channels,
+                     "InvertedResidual: channel counts do not chain")
+        precondition(!addsInput || (depthwise.stride == 1 && project.outChannels == expand.inChannels),
+                     "InvertedResidual: a skip connection needs stride 1 and equal channels")
+        self.expand = expand; self.depthwise = depthwise; self.project = project; self.addsInput = addsInput
+    }
+
+    /// True for a 1x1, stride-1 convolution without padding (one that reads NHWC rows in place).
+    public static func isPointwise(_ conv: Conv2D) -> Bool {
+        guard conv.kernelH == 1 && conv.kernelW == 1 && conv.stride == 1 else { return false }
+        return conv.padding.resolve(height: 8, width: 8, kernelH: 1, kernelW: 1, stride: 1) == (0, 0, 0, 0)
+    }
+
+    /// Output spatial size for an input of `height x width`.
+    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
+        depthwise.outputSize(height: height, width: width)
+    }
+
+    /// Output channels.
+    public var outChannels: Int { project.outChannels }
+
+    /// Bands per image: one per image when the batch alone gives every worker a few images,
+    /// otherwise enough bands to keep the workers busy. Returns 0 when the bands would be so thin
+    /// that recomputing the expanded rows they share costs more than fusion saves; run the layers
+    /// one by one then.
+    public func bandsPerImage(batch: Int, height: Int, width: Int) -> Int {
+        let threads = TensorThreads.count
+        if threads == 1 || batch >= 2 * threads { return 1 }
+        let bands = (2 * threads + batch - 1) / batch
+        let oh = outputSize(height: height, width: width).height
+        // Each band recomputes k - stride expanded rows it shares with the one above.
+        return oh / bands >= 2 * depthwise.kernelH ? bands : 0
+    }
+
+    /// Runs the block.
+    /// - Parameters:
+    ///   - input: NHWC `[batch][height][width][expand.inChannels]`.
+    ///   - output: NHWC `[batch][oh][ow][project.outChannels]`; must not alias `input`.
+    ///   - bands: horizontal bands each image is split into (`bandsPerImage`), at least 1.
+    /// - Complexity: the three layers' multiply-adds, plus `(bands - 1) * (k - stride)` expanded
+    ///   rows per image recomputed at band edges. Scratch: about `scratchBudget` bytes per thread.
+    public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+                        output: UnsafeMutablePointer<Float>, bands: Int = 1) {
+        let dw = depthwise
+        let cin = expand.inChannels, mid = dw.channels, cout = project.outChannels
+        let top = dw.padding.resolve(height: height, width: width, kernelH: dw.kernelH, kernelW: dw.kernelW, stride: dw.stride).top
+        let (oh, ow) = outputSize(height: height, width: width)
+        let s = dw.stride, k = dw.kernelH
+        // Output rows per step: as many as keep the expanded rows they need plus their depthwise
+        // output within the budget (at least one).
+        let bytes = { (rows: Int) in (((rows - 1) * s + k) * width + rows * ow) * mid * 4 }
+        var step = 1
+        while step < oh && bytes(step + 1) <= InvertedResidual.scratchBudget { step += 1 }
+        let expandedRows = (step - 1) * s + k
+        let bands = max(1, min(bands, oh))
+        let tasks = batch * bands
+        let workers = min(TensorThreads.count, tasks)
+        while slots.count < workers { slots.append(Workspace()) }
+        let scratch = (0..<workers).map { slots[$0].pointer(minimumCount: bytes(step) / 4) }
+
+        let runTask: (Int, UnsafeMutablePointer<Float>) -> Void = { task, buffer in
+            let img = task / bands, band = task - img * bands
+            let y0 = band * oh / bands, y1 = (band + 1) * oh / bands
+            let image = input + img * height * width * cin
+            let expanded = buffer, dwOut = buffer + expandedRows * width * mid
+            var held = 0..<0                                   // expanded rows now in `expanded`
+            var oy = y0
+            while oy < y1 {
+                let rows = min(step, y1 - oy)
+                let need = max(0, oy * s - top)..<min(height, (oy + rows - 1) * s - top + k)
+                // Keep the rows shared with the previous step, compute the rest.
+                let kept = max(need.lowerBound, held.lowerBound)..<max(need.lowerBound, held.upperBound)
+                if !kept.isEmpty && kept.lowerBound != held.lowerBound {
+                    memmove(expanded, expanded + (kept.lowerBound - held.lowerBound) * width * mid, kept.count * width * mid * 4)
+                }
+                let fresh = kept.upperBound..<need.upperBound
+                if !fresh.isEmpty {
+                    self.pointwise(self.expand, a: image + fresh.lowerBound * width * cin, lda: cin, rows: fresh.count * width,
+                                   c: expanded + (fresh.lowerBound - need.lowerBound) * width * mid, residual: nil)
+                }
+                held = need
+                // The depthwise kernel indexes rows from the image's first row: offset its base
+                // pointers so that row `need.lowerBound` lands at the buffer's start (only rows in
+                // `need` are read) and output row `oy` at `dwOut`.
+                let rowsView = dw.rowKernel(input: UnsafePointer(expanded) - need.lowerBound * width * mid,
+                                            output: dwOut - oy * ow * mid, height: height, width: width)
+                for y in oy..<(oy + rows) { rowsView.run(row: y, channels: 0..<mid) }
+                let outOffset = (img * oh + oy) * ow
+                self.pointwise(self.project, a: dwOut, lda: mid, rows: rows * ow, c: output + outOffset * cout,
+                               residual: self.addsInput ? input + outOffset * cin : nil)
+                oy += rows
+            }
+        }
+        if workers == 1 {
+            for t in 0..<tasks { runTask(t, scratch[0]) }
+        } else {
+            // One piece per worker, each with its own scratch, claiming tasks from a shared counter
+            // so that uneven images (or a busy core) balance out.
+            let next = TaskCounter()
+            TensorThreads.pool.run(pieces: workers) { slot in
+                while true {
+                    let t = next.claim()
+                    if t >= tasks { break }
+                    runTask(t, scratch[slot])
+                }
+            }
+        }
+    }
+
+    /// One 1x1 convolution on `rows` NHWC pixels, single-threaded (the caller's task is the unit of
+    /// parallelism), with the layer's bias and activation fused.
+    @inline(__always)
+    private func pointwise(_ conv: Conv2D, a: UnsafePointer<Float>, lda: Int, rows: Int,
+                           c: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?) {
+        PackedGEMM.block(.matrix(a, rowStride: lda), row0: 0, rows: rows, w: conv.weights,
+                         panelRange: 0..<conv.weights.panelCount, c: c, ldc: conv.outChannels,
+                         bias: conv.bias.map { UnsafePointer($0.baseAddress!) }, residual: residual,
+                         residualStride: conv.outChannels, activation: conv.activation, includeTail: true)
+    }
+}
+
+/// A shared task counter for self-scheduling workers.
+final class TaskCounter: Sendable {
+    private let value = Atomic<Int>(0)
+    /// The next unclaimed index (each index is returned once).
+    func claim() -> Int { value.add(1, ordering: .relaxed).oldValue }
+}

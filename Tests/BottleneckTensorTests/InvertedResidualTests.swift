@@ -1,0 +1,76 @@
+import XCTest
+import BottleneckTensor
+
+/// The fused MBConv kernel against the same three layers run one by one. Both paths run the same
+/// kernels over the same k slices in the same order, so the outputs must be identical (tolerance 0).
+final class InvertedResidualTests: XCTestCase {
+    struct Case { let name: String; let cin: Int; let mid: Int; let cout: Int; let k: Int; let stride: Int; let h: Int; let w: Int; let batch: Int }
+
+    func layers(_ c: Case) -> (Conv2D, DepthwiseConv2D, Conv2D) {
+        let e = SyntheticFill.values(name: c.name + ".e", kind: .weight, shape: [c.mid, c.cin, 1, 1])
+        let d = SyntheticFill.values(name: c.name + ".d", kind: .weight, shape: [c.mid, 1, c.k, c.k])
+        let p = SyntheticFill.values(name: c.name + ".p", kind: .weight, shape: [c.cout, c.mid, 1, 1])
+        let b1 = SyntheticFill.values(name: c.name + ".b1", kind: .bias, shape: [c.mid])
+        let b2 = SyntheticFill.values(name: c.name + ".b2", kind: .bias, shape: [c.mid])
+        let b3 = SyntheticFill.values(name: c.name + ".b3", kind: .bias, shape: [c.cout])
+        let expand = e.withUnsafeBufferPointer {
+            Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.mid, inChannels: c.cin, kernelH: 1, kernelW: 1, padding: .same,
+                   bias: b1, activation: .relu6)
+        }
+        let dw = d.withUnsafeBufferPointer {
+            DepthwiseConv2D(weightC1HW: $0.baseAddress!, channels: c.mid, kernelH: c.k, kernelW: c.k, stride: c.stride,
+                            padding: .same, bias: b2, activation: .relu6)
+        }
+        let project = p.withUnsafeBufferPointer {
+            Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.cout, inChannels: c.mid, kernelH: 1, kernelW: 1, padding: .same, bias: b3)
+        }
+        return (expand, dw, project)
+    }
+
+    func check(_ c: Case, bands: Int) {
+        let (expand, dw, project) = layers(c)
+        let skip = c.stride == 1 && c.cin == c.cout
+        let block = InvertedResidual(expand: expand, depthwise: dw, project: project, addsInput: skip)
+        let x = SyntheticFill.input(name: c.name + ".x", shape: [c.batch, c.h, c.w, c.cin])
+        let (oh, ow) = block.outputSize(height: c.h, width: c.w)
+        var mid1 = [Float](repeating: 0, count: c.batch * c.h * c.w * c.mid)
+        var mid2 = [Float](repeating: 0, count: c.batch * oh * ow * c.mid)
+        var reference = [Float](repeating: 0, count: c.batch * oh * ow * c.cout)
+        var fused = [Float](repeating: .nan, count: reference.count)
+        x.withUnsafeBufferPointer { xp in
+            mid1.withUnsafeMutableBufferPointer { expand.forward(input: xp.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!) }
+            mid1.withUnsafeBufferPointer { m1 in mid2.withUnsafeMutableBufferPointer {
+                dw.forward(input: m1.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!) } }
+            mid2.withUnsafeBufferPointer { m2 in reference.withUnsafeMutableBufferPointer {
+                project.forward(input: m2.baseAddress!, batch: c.batch, height: oh, width: ow, output: $0.baseAddress!,
+                                residual: skip ? xp.baseAddress! : nil) } }
+            fused.withUnsafeMutableBufferPointer {
+                block.forward(input: xp.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!, bands: bands)
+            }
+        }
+        var worst: Float = 0
+        for i in 0..<reference.count { worst = max(worst, abs(fused[i] - reference[i])) }
+        XCTAssertFalse(fused.contains { $0.isNaN }, "\(c.name) bands \(bands): output not fully written")
+        XCTAssertEqual(worst, 0, "\(c.name) bands \(bands): fused differs from layer-by-layer by \(worst)")
+    }
+
+    func testFusedBlockEqualsLayerByLayer() {
+        let cases = [
+            Case(name: "ir.skip3", cin: 24, mid: 144, cout: 24, k: 3, stride: 1, h: 19, w: 17, batch: 2),
+            Case(name: "ir.down5", cin: 24, mid: 144, cout: 40, k: 5, stride: 2, h: 23, w: 21, batch: 3),
+            Case(name: "ir.down3", cin: 16, mid: 96, cout: 24, k: 3, stride: 2, h: 40, w: 40, batch: 1),
+            Case(name: "ir.wide", cin: 40, mid: 1160, cout: 40, k: 5, stride: 1, h: 9, w: 7, batch: 2),
+        ]
+        for c in cases { for bands in [1, 2, 5] { check(c, bands: bands) } }
+    }
+
+    func testBandsPerImageFallsBackForThinBands() {
+        let (expand, dw, project) = layers(Case(name: "ir.b", cin: 8, mid: 48, cout: 8, k: 5, stride: 1, h: 7, w: 7, batch: 1))
+        let block = InvertedResidual(expand: expand, depthwise: dw, project: project, addsInput: true)
+        TensorThreads.configure(threads: 2)
+        defer { TensorThreads.configure(threads: ProcessInfo.processInfo.activeProcessorCount) }
+        XCTAssertEqual(block.bandsPerImage(batch: 8, height: 7, width: 7), 1)
+        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 7, width: 7), 0, "7 rows in 4 bands under a 5x5 window")
+        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 112, width: 112), 4)
+    }
+}
