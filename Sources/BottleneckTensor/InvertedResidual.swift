@@ -12,9 +12,11 @@ import Synchronization
 /// band of it) a few rows at a time and keeps only the expanded rows the depthwise window needs,
 /// plus the depthwise output of those rows, in a scratch buffer sized to stay in L2. Each value is
 /// computed by the same kernels in the same order as the unfused layers, so results are identical.
+/// Blocks without expansion (the first MBConv of EfficientNet) fuse depthwise → project the same
+/// way, reading the input rows in place.
 public final class InvertedResidual: @unchecked Sendable {
-    /// The 1x1 expansion (stride 1, no padding).
-    public let expand: Conv2D
+    /// The 1x1 expansion (stride 1, no padding); nil for a block with expansion ratio 1.
+    public let expand: Conv2D?
     /// The depthwise convolution over the expanded channels.
     public let depthwise: DepthwiseConv2D
     /// The 1x1 projection (stride 1, no padding).
@@ -32,13 +34,13 @@ public final class InvertedResidual: @unchecked Sendable {
     /// Builds the fused block from its three layers.
     /// - Precondition: `expand` and `project` are 1x1 stride-1 unpadded convolutions whose channels
     ///   chain through `depthwise`; `addsInput` requires a stride-1 depthwise and
-    ///   `project.outChannels == expand.inChannels`.
-    public init(expand: Conv2D, depthwise: DepthwiseConv2D, project: Conv2D, addsInput: Bool) {
-        precondition(InvertedResidual.isPointwise(expand) && InvertedResidual.isPointwise(project),
+    ///   `project.outChannels == inChannels`.
+    public init(expand: Conv2D?, depthwise: DepthwiseConv2D, project: Conv2D, addsInput: Bool) {
+        precondition(expand.map(InvertedResidual.isPointwise) != false && InvertedResidual.isPointwise(project),
                      "InvertedResidual: expand and project must be 1x1 stride-1 convolutions")
-        precondition(expand.outChannels == depthwise.channels && project.inChannels == depthwise.channels,
+        precondition((expand?.outChannels ?? depthwise.channels) == depthwise.channels && project.inChannels == depthwise.channels,
                      "InvertedResidual: channel counts do not chain")
-        precondition(!addsInput || (depthwise.stride == 1 && project.outChannels == expand.inChannels),
+        precondition(!addsInput || (depthwise.stride == 1 && project.outChannels == (expand?.inChannels ?? depthwise.channels)),
                      "InvertedResidual: a skip connection needs stride 1 and equal channels")
         self.expand = expand; self.depthwise = depthwise; self.project = project; self.addsInput = addsInput
     }
@@ -53,6 +55,9 @@ public final class InvertedResidual: @unchecked Sendable {
     public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
         depthwise.outputSize(height: height, width: width)
     }
+
+    /// Input channels.
+    public var inChannels: Int { expand?.inChannels ?? depthwise.channels }
 
     /// Output channels.
     public var outChannels: Int { project.outChannels }
@@ -72,7 +77,7 @@ public final class InvertedResidual: @unchecked Sendable {
 
     /// Runs the block.
     /// - Parameters:
-    ///   - input: NHWC `[batch][height][width][expand.inChannels]`.
+    ///   - input: NHWC `[batch][height][width][inChannels]`.
     ///   - output: NHWC `[batch][oh][ow][project.outChannels]`; must not alias `input`.
     ///   - bands: horizontal bands each image is split into (`bandsPerImage`), at least 1.
     /// - Complexity: the three layers' multiply-adds, plus `(bands - 1) * (k - stride)` expanded
@@ -80,16 +85,16 @@ public final class InvertedResidual: @unchecked Sendable {
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         output: UnsafeMutablePointer<Float>, bands: Int = 1) {
         let dw = depthwise
-        let cin = expand.inChannels, mid = dw.channels, cout = project.outChannels
+        let cin = inChannels, mid = dw.channels, cout = project.outChannels
         let top = dw.padding.resolve(height: height, width: width, kernelH: dw.kernelH, kernelW: dw.kernelW, stride: dw.stride).top
         let (oh, ow) = outputSize(height: height, width: width)
         let s = dw.stride, k = dw.kernelH
         // Output rows per step: as many as keep the expanded rows they need plus their depthwise
         // output within the budget (at least one).
-        let bytes = { (rows: Int) in (((rows - 1) * s + k) * width + rows * ow) * mid * 4 }
+        let bytes = { (rows: Int) in ((self.expand == nil ? 0 : ((rows - 1) * s + k) * width) + rows * ow) * mid * 4 }
         var step = 1
         while step < oh && bytes(step + 1) <= InvertedResidual.scratchBudget { step += 1 }
-        let expandedRows = (step - 1) * s + k
+        let expandedRows = expand == nil ? 0 : (step - 1) * s + k
         let bands = max(1, min(bands, oh))
         let tasks = batch * bands
         let workers = min(TensorThreads.count, tasks)
@@ -106,21 +111,27 @@ public final class InvertedResidual: @unchecked Sendable {
             while oy < y1 {
                 let rows = min(step, y1 - oy)
                 let need = max(0, oy * s - top)..<min(height, (oy + rows - 1) * s - top + k)
-                // Keep the rows shared with the previous step, compute the rest.
-                let kept = max(need.lowerBound, held.lowerBound)..<max(need.lowerBound, held.upperBound)
-                if !kept.isEmpty && kept.lowerBound != held.lowerBound {
-                    memmove(expanded, expanded + (kept.lowerBound - held.lowerBound) * width * mid, kept.count * width * mid * 4)
-                }
-                let fresh = kept.upperBound..<need.upperBound
-                if !fresh.isEmpty {
-                    self.pointwise(self.expand, a: image + fresh.lowerBound * width * cin, lda: cin, rows: fresh.count * width,
-                                   c: expanded + (fresh.lowerBound - need.lowerBound) * width * mid, residual: nil)
+                let rowsIn: UnsafePointer<Float>
+                if let expand = self.expand {
+                    // Keep the rows shared with the previous step, compute the rest.
+                    let kept = max(need.lowerBound, held.lowerBound)..<max(need.lowerBound, held.upperBound)
+                    if !kept.isEmpty && kept.lowerBound != held.lowerBound {
+                        memmove(expanded, expanded + (kept.lowerBound - held.lowerBound) * width * mid, kept.count * width * mid * 4)
+                    }
+                    let fresh = kept.upperBound..<need.upperBound
+                    if !fresh.isEmpty {
+                        self.pointwise(expand, a: image + fresh.lowerBound * width * cin, lda: cin, rows: fresh.count * width,
+                                       c: expanded + (fresh.lowerBound - need.lowerBound) * width * mid, residual: nil)
+                    }
+                    rowsIn = UnsafePointer(expanded)
+                } else {
+                    rowsIn = image + need.lowerBound * width * mid
                 }
                 held = need
                 // The depthwise kernel indexes rows from the image's first row: offset its base
                 // pointers so that row `need.lowerBound` lands at the buffer's start (only rows in
                 // `need` are read) and output row `oy` at `dwOut`.
-                let rowsView = dw.rowKernel(input: UnsafePointer(expanded) - need.lowerBound * width * mid,
+                let rowsView = dw.rowKernel(input: rowsIn - need.lowerBound * width * mid,
                                             output: dwOut - oy * ow * mid, height: height, width: width)
                 for y in oy..<(oy + rows) { rowsView.run(row: y, channels: 0..<mid) }
                 let outOffset = (img * oh + oy) * ow

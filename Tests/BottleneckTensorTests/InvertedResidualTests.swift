@@ -27,8 +27,10 @@ final class InvertedResidualTests: XCTestCase {
         return (expand, dw, project)
     }
 
+    /// `c.cin == c.mid` builds a block without expansion (depthwise reads the input directly).
     func check(_ c: Case, bands: Int) {
-        let (expand, dw, project) = layers(c)
+        let (expandLayer, dw, project) = layers(c)
+        let expand: Conv2D? = c.cin == c.mid ? nil : expandLayer
         let skip = c.stride == 1 && c.cin == c.cout
         let block = InvertedResidual(expand: expand, depthwise: dw, project: project, addsInput: skip)
         let x = SyntheticFill.input(name: c.name + ".x", shape: [c.batch, c.h, c.w, c.cin])
@@ -38,7 +40,10 @@ final class InvertedResidualTests: XCTestCase {
         var reference = [Float](repeating: 0, count: c.batch * oh * ow * c.cout)
         var fused = [Float](repeating: .nan, count: reference.count)
         x.withUnsafeBufferPointer { xp in
-            mid1.withUnsafeMutableBufferPointer { expand.forward(input: xp.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!) }
+            mid1.withUnsafeMutableBufferPointer {
+                if let expand { expand.forward(input: xp.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!) }
+                else { $0.baseAddress!.update(from: xp.baseAddress!, count: xp.count) }
+            }
             mid1.withUnsafeBufferPointer { m1 in mid2.withUnsafeMutableBufferPointer {
                 dw.forward(input: m1.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!) } }
             mid2.withUnsafeBufferPointer { m2 in reference.withUnsafeMutableBufferPointer {
@@ -60,6 +65,8 @@ final class InvertedResidualTests: XCTestCase {
             Case(name: "ir.down5", cin: 24, mid: 144, cout: 40, k: 5, stride: 2, h: 23, w: 21, batch: 3),
             Case(name: "ir.down3", cin: 16, mid: 96, cout: 24, k: 3, stride: 2, h: 40, w: 40, batch: 1),
             Case(name: "ir.wide", cin: 40, mid: 1160, cout: 40, k: 5, stride: 1, h: 9, w: 7, batch: 2),
+            Case(name: "ir.noexpand", cin: 32, mid: 32, cout: 16, k: 3, stride: 1, h: 30, w: 29, batch: 2),
+            Case(name: "ir.noexpand.skip", cin: 24, mid: 24, cout: 24, k: 3, stride: 1, h: 12, w: 12, batch: 1),
         ]
         for c in cases { for bands in [1, 2, 5] { check(c, bands: bands) } }
     }

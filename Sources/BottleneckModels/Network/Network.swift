@@ -186,13 +186,16 @@ public final class Network: @unchecked Sendable {
         }
     }
 
-    /// Replaces each expand → depthwise → project run of layers (with or without a skip connection)
+    /// Replaces each [expand →] depthwise → project run of layers (with or without a skip connection)
     /// by a fused `InvertedResidual`, keeping the layers for when fusion does not pay.
     static func fusingInvertedResiduals(_ layers: [CompiledLayer]) -> [CompiledLayer] {
+        /// The fused block for `run` if it is [expand,] depthwise, project.
         func block(_ run: ArraySlice<CompiledLayer>, addsInput: Bool) -> InvertedResidual? {
-            guard run.count == 3, case let .conv(e) = run[run.startIndex], case let .depthwise(d) = run[run.startIndex + 1],
-                  case let .conv(p) = run[run.startIndex + 2], InvertedResidual.isPointwise(e), InvertedResidual.isPointwise(p)
-            else { return nil }
+            let layers = Array(run)
+            guard layers.count == 2 || layers.count == 3, case let .conv(p) = layers.last!, InvertedResidual.isPointwise(p),
+                  case let .depthwise(d) = layers[layers.count - 2] else { return nil }
+            if layers.count == 2 { return InvertedResidual(expand: nil, depthwise: d, project: p, addsInput: addsInput) }
+            guard case let .conv(e) = layers[0], InvertedResidual.isPointwise(e) else { return nil }
             return InvertedResidual(expand: e, depthwise: d, project: p, addsInput: addsInput)
         }
         var result: [CompiledLayer] = []
@@ -201,9 +204,10 @@ public final class Network: @unchecked Sendable {
             if case let .residual(body, nil) = layers[i], let fused = block(body[...], addsInput: true) {
                 result.append(.invertedResidual(fused, unfused: [layers[i]]))
                 i += 1
-            } else if i + 3 <= layers.count, let fused = block(layers[i..<(i + 3)], addsInput: false) {
-                result.append(.invertedResidual(fused, unfused: Array(layers[i..<(i + 3)])))
-                i += 3
+            } else if let (fused, n) = [3, 2].lazy.compactMap({ n in
+                          i + n <= layers.count ? block(layers[i..<(i + n)], addsInput: false).map { ($0, n) } : nil }).first {
+                result.append(.invertedResidual(fused, unfused: Array(layers[i..<(i + n)])))
+                i += n
             } else {
                 result.append(layers[i])
                 i += 1
