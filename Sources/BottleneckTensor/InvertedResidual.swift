@@ -62,15 +62,37 @@ public final class InvertedResidual: @unchecked Sendable {
     /// Output channels.
     public var outChannels: Int { project.outChannels }
 
+    /// Output rows each task step produces for a `height x width` input: as many as keep the
+    /// expanded rows they need plus their depthwise output within `scratchBudget` (at least one).
+    func rowsPerStep(height: Int, width: Int) -> Int {
+        let (oh, ow) = outputSize(height: height, width: width)
+        var step = 1
+        while step < oh && scratchFloats(rows: step + 1, width: width, outWidth: ow) * 4 <= InvertedResidual.scratchBudget { step += 1 }
+        return step
+    }
+
+    /// Floats of scratch for a step of `rows` output rows.
+    func scratchFloats(rows: Int, width: Int, outWidth: Int) -> Int {
+        let expanded = expand == nil ? 0 : ((rows - 1) * depthwise.stride + depthwise.kernelH) * width
+        return (expanded + rows * outWidth) * depthwise.channels
+    }
+
+    /// GEMM rows below which a step's projection runs too few full 6-row tiles per pass over its
+    /// weights (the late, narrow-map, wide-channel blocks): those blocks run layer by layer, where
+    /// the GEMMs see the whole batch.
+    static let minimumStepPixels = 40
+
     /// Bands per image: one per image when the batch alone gives every worker a few images,
-    /// otherwise enough bands to keep the workers busy. Returns 0 when the bands would be so thin
-    /// that recomputing the expanded rows they share costs more than fusion saves; run the layers
-    /// one by one then.
+    /// otherwise enough bands to keep the workers busy. Returns 0 when fusion does not pay and the
+    /// layers should run one by one: when a step would cover fewer than `minimumStepPixels`
+    /// output pixels, or when bands would be so thin that recomputing the expanded rows they share
+    /// costs more than fusion saves.
     public func bandsPerImage(batch: Int, height: Int, width: Int) -> Int {
+        let (oh, ow) = outputSize(height: height, width: width)
+        if rowsPerStep(height: height, width: width) * ow < InvertedResidual.minimumStepPixels { return 0 }
         let threads = TensorThreads.count
         if threads == 1 || batch >= 2 * threads { return 1 }
         let bands = (2 * threads + batch - 1) / batch
-        let oh = outputSize(height: height, width: width).height
         // Each band recomputes k - stride expanded rows it shares with the one above.
         return oh / bands >= 2 * depthwise.kernelH ? bands : 0
     }
@@ -89,17 +111,13 @@ public final class InvertedResidual: @unchecked Sendable {
         let top = dw.padding.resolve(height: height, width: width, kernelH: dw.kernelH, kernelW: dw.kernelW, stride: dw.stride).top
         let (oh, ow) = outputSize(height: height, width: width)
         let s = dw.stride, k = dw.kernelH
-        // Output rows per step: as many as keep the expanded rows they need plus their depthwise
-        // output within the budget (at least one).
-        let bytes = { (rows: Int) in ((self.expand == nil ? 0 : ((rows - 1) * s + k) * width) + rows * ow) * mid * 4 }
-        var step = 1
-        while step < oh && bytes(step + 1) <= InvertedResidual.scratchBudget { step += 1 }
+        let step = rowsPerStep(height: height, width: width)
         let expandedRows = expand == nil ? 0 : (step - 1) * s + k
         let bands = max(1, min(bands, oh))
         let tasks = batch * bands
         let workers = min(TensorThreads.count, tasks)
         while slots.count < workers { slots.append(Workspace()) }
-        let scratch = (0..<workers).map { slots[$0].pointer(minimumCount: bytes(step) / 4) }
+        let scratch = (0..<workers).map { slots[$0].pointer(minimumCount: scratchFloats(rows: step, width: width, outWidth: ow)) }
 
         let runTask: (Int, UnsafeMutablePointer<Float>) -> Void = { task, buffer in
             let img = task / bands, band = task - img * bands
