@@ -40,7 +40,9 @@ func windowOutput(_ input: Int, pad: Int, kernel: Int, stride: Int) -> Int {
 /// A batch-norm that follows the convolution is folded in via `channelScale` (multiplied into the
 /// weights) and `bias`; bias, residual add and activation run in the GEMM's output pass.
 /// 1x1 stride-1 unpadded convolutions skip im2col entirely: the NHWC input already is the
-/// `[N*H*W, Cin]` GEMM operand.
+/// `[N*H*W, Cin]` GEMM operand. 3x3 stride-1 padding-1 convolutions with enough channels run as
+/// Winograd F(4x4, 3x3) instead (`WinogradConvolution`, about 4x fewer multiply-adds); such a layer
+/// keeps only the Winograd-transformed weights.
 public final class Conv2D: @unchecked Sendable {
     /// Input channels.
     public let inChannels: Int
@@ -54,19 +56,63 @@ public final class Conv2D: @unchecked Sendable {
     public let padding: Padding
     /// Activation fused into the output pass.
     public let activation: Activation
-    let weights: PackedWeights
+    /// Whether `forward` runs Winograd F(4x4, 3x3) (decided at init from the algorithm and geometry).
+    public var usesWinograd: Bool { winograd != nil }
+    /// The direct path's packed weights; nil when the layer runs Winograd (one weight copy only).
+    let weights: PackedWeights?
+    let winograd: WinogradConvolution?
     let bias: UnsafeMutableBufferPointer<Float>?
+
+    /// Process-wide default for `.automatic`: false when the environment has `BOTTLENECK_WINOGRAD=0`
+    /// (read once; for A/B timing of the same binary).
+    public static let winogradEnabled = ProcessInfo.processInfo.environment["BOTTLENECK_WINOGRAD"] != "0"
+
+    /// Fewest input and output channels for which `.automatic` picks Winograd. Below it the input and
+    /// output transforms (O(C) per tile each, against O(Cin * Cout) for the GEMMs) eat the saving.
+    public static let winogradMinimumChannels = 32
+
+    /// Whether `.automatic` uses Winograd for this geometry: 3x3, stride 1, padding 1, channel counts
+    /// multiples of 8 and at least `winogradMinimumChannels`, and `winogradEnabled`.
+    public static func prefersWinograd(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
+                                       padding: Padding) -> Bool {
+        winogradEnabled && min(inChannels, outChannels) >= winogradMinimumChannels
+            && WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
+                                            kernelW: kernelW, stride: stride, padding: padding)
+    }
 
     /// Builds the layer from PyTorch-layout weights `[Cout][Cin][kh][kw]`.
     /// - Parameters:
     ///   - channelScale: optional per-output-channel factor multiplied into the weights (folded BN).
     ///   - bias: optional per-output-channel bias (folded BN shift plus any conv bias, already scaled).
+    ///   - algorithm: `.automatic` (default) picks Winograd where `prefersWinograd` says so; `.direct`
+    ///     and `.winograd` force one (`.winograd` traps unless the geometry is supported: 3x3,
+    ///     stride 1, padding 1, channels multiples of 8).
     public init(weightOIHW: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
                 stride: Int = 1, padding: Padding = .symmetric(0), channelScale: [Float]? = nil, bias: [Float]? = nil,
-                activation: Activation = .none) {
+                activation: Activation = .none, algorithm: ConvolutionAlgorithm = .automatic) {
         self.inChannels = inChannels; self.outChannels = outChannels
         self.kernelH = kernelH; self.kernelW = kernelW; self.stride = stride
         self.padding = padding; self.activation = activation
+        self.bias = bias.map(AlignedBuffer.copy(of:))
+        let useWinograd: Bool
+        switch algorithm {
+        case .direct: useWinograd = false
+        case .automatic:
+            useWinograd = Conv2D.prefersWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
+                                                 kernelW: kernelW, stride: stride, padding: padding)
+        case .winograd:
+            precondition(WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
+                                                      kernelW: kernelW, stride: stride, padding: padding),
+                         "Conv2D: Winograd needs a 3x3 stride-1 padding-1 kernel and channels that are multiples of 8")
+            useWinograd = true
+        }
+        if useWinograd {
+            winograd = WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels,
+                                           channelScale: channelScale)
+            weights = nil
+            return
+        }
+        winograd = nil
         let k = kernelH * kernelW * inChannels
         let rows = AlignedBuffer.allocate(outChannels * k)
         defer { AlignedBuffer.free(rows) }
@@ -82,7 +128,6 @@ public final class Conv2D: @unchecked Sendable {
             }
         }
         weights = PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k)
-        self.bias = bias.map(AlignedBuffer.copy(of:))
     }
 
     deinit {
@@ -106,9 +151,15 @@ public final class Conv2D: @unchecked Sendable {
     ///   - residual: optional NHWC tensor of the output's shape added before the activation
     ///     (ResNet's skip connection, fused into the output pass). May alias neither.
     /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds; no im2col matrix (the
-    ///   GEMM gathers receptive fields block by block).
+    ///   GEMM gathers receptive fields block by block). About a quarter of that on the Winograd path.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil) {
+        let bias = self.bias.map { UnsafePointer($0.baseAddress!) }
+        if let winograd {
+            winograd.forward(input: input, batch: batch, height: height, width: width, output: output, bias: bias,
+                             residual: residual, activation: activation)
+            return
+        }
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
         let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
         let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
@@ -120,8 +171,8 @@ public final class Conv2D: @unchecked Sendable {
                                              kernelH: kernelH, kernelW: kernelW, stride: stride, padTop: p.top,
                                              padLeft: p.left, outHeight: oh, outWidth: ow))
         }
-        PackedGEMM.run(operand, m: batch * oh * ow, weights: weights, c: output, ldc: outChannels,
-                       bias: bias.map { UnsafePointer($0.baseAddress!) }, residual: residual,
+        PackedGEMM.run(operand, m: batch * oh * ow, weights: weights!, c: output, ldc: outChannels,
+                       bias: bias, residual: residual,
                        residualStride: outChannels, activation: activation)
     }
 }
