@@ -174,6 +174,28 @@ final class KernelParityTests: XCTestCase {
         }
     }
 
+    /// `.automatic` keeps the direct path where Winograd does not pay: other geometries, and large
+    /// transformed weights on small expected maps (ResNet's 512-channel 7x7 stage).
+    func testWinogradSelection() {
+        func prefers(_ cin: Int, _ cout: Int, k: Int = 3, stride: Int = 1, padding: Padding = .symmetric(1),
+                     expected: (height: Int, width: Int)? = nil) -> Bool {
+            Conv2D.prefersWinograd(inChannels: cin, outChannels: cout, kernelH: k, kernelW: k, stride: stride,
+                                   padding: padding, expectedInput: expected)
+        }
+        guard Conv2D.winogradEnabled else { return }
+        XCTAssertTrue(prefers(64, 64))
+        XCTAssertTrue(prefers(64, 64, padding: .same))
+        XCTAssertTrue(prefers(512, 512, expected: (14, 14)))
+        XCTAssertTrue(prefers(128, 128, expected: (7, 7)))
+        XCTAssertTrue(prefers(512, 512))
+        XCTAssertFalse(prefers(512, 512, expected: (7, 7)))
+        XCTAssertFalse(prefers(64, 64, stride: 2))
+        XCTAssertFalse(prefers(64, 64, k: 1, padding: .symmetric(0)))
+        XCTAssertFalse(prefers(64, 64, padding: .symmetric(0)))
+        XCTAssertFalse(prefers(3, 64))
+        XCTAssertFalse(prefers(60, 64))
+    }
+
     func testConvolutionWithFoldedBatchNorm() throws {
         let c = "conv3x3_bn_relu"
         let (scale, shift) = foldBatchNorm(
