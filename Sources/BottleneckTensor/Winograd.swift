@@ -7,8 +7,8 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
     case automatic
     /// Always the direct GEMM (im2col rows gathered block by block).
     case direct
-    /// Winograd F(4x4, 3x3) (`WinogradConvolution`); the layer must be eligible
-    /// (`WinogradConvolution.supports`), else the initialiser traps.
+    /// Winograd F(4x4, 3x3); the layer must be 3x3, stride 1, padding 1 (or SAME) with channel
+    /// counts that are multiples of 8, else the initialiser traps.
     case winograd
 }
 
@@ -24,15 +24,18 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
 /// (O(tiles * 36 * C) adds, vectorised over channels) and with 4x the weight storage.
 ///
 /// Rounding: the transforms have entries up to 8 (Aᵀ) and 5 (Bᵀ), so the result carries errors of
-/// about 1e-5 relative to the output's magnitude instead of the direct path's 1e-6
+/// up to about 1e-5 relative to the output's magnitude instead of the direct path's ~1e-6
 /// (`KernelParityTests.winogradTolerance`).
 ///
-/// Tiles are processed in blocks of `blockTiles` (a multiple of the GEMM's 6-row micro-tile); one
-/// task transforms its block's input into `V[36][tiles][Cin]`, runs the 36 GEMMs for its group of
-/// output-channel panels into `M[36][tiles][cols]`, then transforms `M` back with bias, residual and
-/// activation fused, writing only the in-bounds pixels. Tasks are blocks x column groups, so the
-/// 2x2-tile maps of batch 1 still keep every worker busy (each group redoes the cheap input
-/// transform instead of waiting on a barrier).
+/// Tiles are processed in blocks of `blockTiles` (a multiple of the GEMM's 6-row micro-tile): the
+/// block's input is transformed into `V[36][tiles][Cin]`, the 36 GEMMs for a group of
+/// output-channel panels write `M[36][tiles][cols]`, and `M` is transformed back with bias, residual
+/// and activation fused, writing only the in-bounds pixels. Tasks are blocks x column groups, so
+/// the few-tile maps of batch 1 still keep every worker busy (`plan(tiles:threads:)`).
+///
+/// The planner's constants below were tuned on a 2-core Zen 3 (512 KiB L2 per core, shared L3) with
+/// the layer timings of `WinogradTimingTests` (ResNet's 3x3 shapes, batch 1 and 5); they are
+/// variables only so that test can sweep them.
 final class WinogradConvolution: @unchecked Sendable {
     /// Input channels (a multiple of 8).
     let inChannels: Int
@@ -42,9 +45,12 @@ final class WinogradConvolution: @unchecked Sendable {
     let transformed: [PackedWeights]
 
     /// Upper bound on one task's transformed input block `V`, `36 * blockTiles * Cin` floats (`M`
-    /// is smaller when the columns are split into groups).
+    /// is about as large): 512 KiB, so `V` and `M` stay in or near L2 between the transforms and the
+    /// GEMMs (64 channels: 54 tiles; 2x and 4x the budget measured no faster, and up to 30% slower, on
+    /// 64-128 channels).
     nonisolated(unsafe) static var blockBudget = 1 << 17
-    /// `blockBudget` for layers whose weights are streamed (see `cachedWeights`).
+    /// `blockBudget` for layers whose weights are streamed (see `cachedWeights`): 2 MiB, blocks of
+    /// 42-56 tiles at 256 channels, each streaming all of `U` once.
     nonisolated(unsafe) static var streamedBlockBudget = 1 << 19
     /// Smallest block the planner cuts to make more tasks (below it the weights are re-read too often).
     nonisolated(unsafe) static var minimumBlockTiles = 24
