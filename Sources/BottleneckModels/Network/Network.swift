@@ -325,9 +325,12 @@ struct Loader {
             let w = try tensor(name + ".weight", [cout, cin, k, k])
             let bias = hasBias ? try tensor(name + ".bias", [cout]) : nil
             let (scale, shift) = try fold(bn, channels: cout, convBias: bias)
+            var expected: (height: Int, width: Int)? = nil
+            if case let .map(_, h, wd) = input { expected = (h, wd) }
             return .conv(w.withUnsafeBufferPointer {
                 Conv2D(weightOIHW: $0.baseAddress!, outChannels: cout, inChannels: cin, kernelH: k, kernelW: k, stride: stride,
-                       padding: padding, channelScale: scale, bias: shift, activation: fusedActivation ?? activation)
+                       padding: padding, channelScale: scale, bias: shift, activation: fusedActivation ?? activation,
+                       expectedInput: expected)
             })
         case let .depthwise(name, c, k, stride, padding, bn, activation):
             let w = try tensor(name + ".weight", [c, 1, k, k])

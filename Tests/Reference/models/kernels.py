@@ -64,6 +64,18 @@ with torch.no_grad():
                         + T(synthetic_input(c + ".r", (2, 44, 11, 9))), 0, 6))
     c = "conv3x3_k288_n24_s1_p1_bias_relu"
     save(c, F.relu(F.conv2d(x(c, (1, 32, 13, 14)), w(c, (24, 32, 3, 3)), b(c, 24), padding=1)))
+    # Winograd F(4x4, 3x3) path: 13x11 maps (the last tile row and column overhang the image),
+    # 40 output channels (16 + 16 + 8 panels), batch 2, bias + residual + ReLU fused.
+    c = "wino3x3_c64_n40_13x11_bias_residual_relu"
+    save(c, F.relu(F.conv2d(x(c, (2, 64, 13, 11)), w(c, (40, 64, 3, 3)), b(c, 40), padding=1)
+                   + T(synthetic_input(c + ".r", (2, 40, 13, 11)))))
+    # Cin = 320 (two K slices of the GEMM), folded BN (scale multiplied into the transformed weights),
+    # TF "SAME" padding (resolves to 1), ReLU6; 7x10 map = 2x3 tiles, most of them overhanging.
+    c = "wino3x3_c320_n48_7x10_same_bn_relu6"
+    gamma, beta = T(fill(c + ".g", "bn_weight", (48,))), T(fill(c + ".be", "bn_bias", (48,)))
+    mean, var = T(fill(c + ".m", "bn_mean", (48,))), T(fill(c + ".v", "bn_var", (48,)))
+    y = F.conv2d(same_pad(x(c, (1, 320, 7, 10)), 3, 1), w(c, (48, 320, 3, 3)), None)
+    save(c, F.relu6(F.batch_norm(y, mean, var, gamma, beta, False, 0.0, 1e-5)))
     c = "conv3x3_bn_relu"
     gamma, beta = T(fill(c + ".g", "bn_weight", (6,))), T(fill(c + ".be", "bn_bias", (6,)))
     mean, var = T(fill(c + ".m", "bn_mean", (6,))), T(fill(c + ".v", "bn_var", (6,)))

@@ -1,0 +1,438 @@
+import Foundation
+
+/// How `Conv2D` computes its output.
+public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
+    /// Winograd for the shapes where it was measured to win (see `Conv2D.prefersWinograd`), direct
+    /// otherwise; `BOTTLENECK_WINOGRAD=0` in the environment turns Winograd off process-wide.
+    case automatic
+    /// Always the direct GEMM (im2col rows gathered block by block).
+    case direct
+    /// Winograd F(4x4, 3x3); the layer must be 3x3, stride 1, padding 1 (or SAME) with channel
+    /// counts that are multiples of 8, else the initialiser traps.
+    case winograd
+}
+
+/// A 3x3, stride-1, padding-1 convolution computed with Winograd's minimal filtering algorithm
+/// F(4x4, 3x3) (Lavin & Gray 2015, interpolation points 0, ±1, ±2, ∞) on NHWC activations.
+///
+/// Each 4x4 block of output pixels ("tile") is computed from the 6x6 input patch around it:
+/// `Y = Aᵀ [ Σ_cin (G g Gᵀ) ⊙ (Bᵀ d B) ] A`. The element-wise products over the 36 transform
+/// positions ξ, summed over input channels, are 36 independent GEMMs
+/// `M[ξ] (tiles x Cout) = V[ξ] (tiles x Cin) · U[ξ]ᵀ`, run by `PackedGEMM.block`. That is 36
+/// multiply-adds per tile per channel pair instead of 16 * 9 = 144: a 4x reduction (about 3x on
+/// 7x7 maps, whose 2x2 tiles overhang to 8x8), paid for with the input and output transforms
+/// (O(tiles * 36 * C) adds, vectorised over channels) and with 4x the weight storage.
+///
+/// Rounding: the transforms have entries up to 8 (Aᵀ) and 5 (Bᵀ), so the result carries errors of
+/// up to about 1e-5 relative to the output's magnitude instead of the direct path's ~1e-6
+/// (`KernelParityTests.winogradTolerance`).
+///
+/// Tiles are processed in blocks of `blockTiles` (a multiple of the GEMM's 6-row micro-tile): the
+/// block's input is transformed into `V[36][tiles][Cin]`, the 36 GEMMs for a group of
+/// output-channel panels write `M[36][tiles][cols]`, and `M` is transformed back with bias, residual
+/// and activation fused, writing only the in-bounds pixels. Tasks are blocks x column groups, so
+/// the few-tile maps of batch 1 still keep every worker busy (`plan(tiles:threads:)`).
+///
+/// The planner's constants below were tuned on a 2-core Zen 3 (512 KiB L2 per core, shared L3) with
+/// the layer timings of `WinogradTimingTests` (ResNet's 3x3 shapes, batch 1 and 5); they are
+/// variables only so that test can sweep them.
+final class WinogradConvolution: @unchecked Sendable {
+    /// Input channels (a multiple of 8).
+    let inChannels: Int
+    /// Output channels (a multiple of 8).
+    let outChannels: Int
+    /// `U[ξ]` packed as `[Cout][Cin]` GEMM weights, ξ = 6 * row + column of the 6x6 transform.
+    let transformed: [PackedWeights]
+
+    /// Upper bound on one task's transformed input block `V`, `36 * blockTiles * Cin` floats (`M`
+    /// is about as large): 512 KiB, so `V` and `M` stay in or near L2 between the transforms and the
+    /// GEMMs (64 channels: 54 tiles; 2x and 4x the budget measured no faster, and up to 30% slower, on
+    /// 64-128 channels).
+    nonisolated(unsafe) static var blockBudget = 1 << 17
+    /// `blockBudget` for layers whose weights are streamed (see `cachedWeights`): 2 MiB, blocks of
+    /// 42-56 tiles at 256 channels, each streaming all of `U` once.
+    nonisolated(unsafe) static var streamedBlockBudget = 1 << 19
+    /// Smallest block the planner cuts to make more tasks (below it the weights are re-read too often).
+    nonisolated(unsafe) static var minimumBlockTiles = 24
+    /// Tasks per worker the planner aims for (more balance dynamically; fewer repeat less of the input
+    /// transform when column groups are needed).
+    nonisolated(unsafe) static var tasksPerThread = 2
+    /// Transformed weights (floats) up to which re-reading them once per block is cheap (they stay in
+    /// L2/L3); larger ones are streamed from memory, so their layers use as few blocks as possible and
+    /// split the output columns among the workers instead.
+    nonisolated(unsafe) static var cachedWeights = 1 << 20
+
+    /// Whether a layer of this geometry can run here: 3x3 kernel, stride 1, one pixel of zero padding
+    /// on every side, channel counts multiples of 8 (the transforms run 16 or 8 channels at a time and
+    /// the weights then have no scalar GEMM tail).
+    static func supports(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
+                         padding: Padding) -> Bool {
+        guard kernelH == 3, kernelW == 3, stride == 1, inChannels % 8 == 0, outChannels % 8 == 0,
+              inChannels > 0, outChannels > 0 else { return false }
+        // `.same` with k = 3, s = 1 always resolves to one pixel per side.
+        return padding.resolve(height: 8, width: 8, kernelH: 3, kernelW: 3, stride: 1) == (1, 1, 1, 1)
+    }
+
+    /// Transforms PyTorch-layout weights `[Cout][Cin][3][3]`, each output channel's filters scaled by
+    /// `channelScale[o]` first (folded BN). Computed in Double, rounded once.
+    /// - Complexity: O(Cout * Cin * 36) at init; 36 * Cout * Cin floats kept.
+    init(weightOIHW w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, channelScale: [Float]?) {
+        self.inChannels = inChannels; self.outChannels = outChannels
+        let plane = outChannels * inChannels
+        let u = AlignedBuffer.allocate(36 * plane)
+        defer { AlignedBuffer.free(u) }
+        // G (6x3) of F(4x4, 3x3).
+        let g: [Double] = [1.0 / 4, 0, 0,
+                           -1.0 / 6, -1.0 / 6, -1.0 / 6,
+                           -1.0 / 6, 1.0 / 6, -1.0 / 6,
+                           1.0 / 24, 1.0 / 12, 1.0 / 6,
+                           1.0 / 24, -1.0 / 12, 1.0 / 6,
+                           0, 0, 1]
+        g.withUnsafeBufferPointer { gp in
+            let G = gp.baseAddress!
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: 18) { tb in
+                let t = tb.baseAddress!   // G g, 6x3
+                for o in 0..<outChannels {
+                    let s = Double(channelScale?[o] ?? 1)
+                    for i in 0..<inChannels {
+                        let k = w + (o * inChannels + i) * 9
+                        for a in 0..<6 {
+                            for x in 0..<3 {
+                                t[a * 3 + x] = G[a * 3] * Double(k[x]) + G[a * 3 + 1] * Double(k[3 + x])
+                                    + G[a * 3 + 2] * Double(k[6 + x])
+                            }
+                        }
+                        for a in 0..<6 {
+                            for b in 0..<6 {
+                                let v = t[a * 3] * G[b * 3] + t[a * 3 + 1] * G[b * 3 + 1] + t[a * 3 + 2] * G[b * 3 + 2]
+                                u[(a * 6 + b) * plane + o * inChannels + i] = Float(v * s)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        transformed = (0..<36).map { xi in
+            PackedWeights(rowsNK: u.baseAddress! + xi * plane, n: outChannels, k: inChannels)
+        }
+    }
+
+    /// How `forward` splits the work: `blocks * groups` tasks.
+    struct Plan: Equatable {
+        /// Tiles per block (a multiple of 6, except that the last block may be shorter).
+        let blockTiles: Int
+        /// Number of tile blocks.
+        let blocks: Int
+        /// Output-channel panel groups per block.
+        let groups: Int
+    }
+
+    /// The split for `tiles` tiles on `threads` workers. Small weights (`cachedWeights`): blocks as
+    /// large as `blockBudget` allows, cut smaller (down to `minimumBlockTiles`) until every worker
+    /// has `tasksPerThread`. Large weights: the fewest blocks `streamedBlockBudget` allows (each
+    /// block streams all of `U` once). Either way, when there are still too few blocks, column groups
+    /// (twice as many tasks then: they cost no repeated work, see `forward`).
+    func plan(tiles: Int, threads: Int) -> Plan {
+        let panels = transformed[0].panelCount
+        let streamed = 36 * inChannels * outChannels > Self.cachedWeights
+        let budget = streamed ? Self.streamedBlockBudget : Self.blockBudget
+        let largest = max(6, budget / (36 * inChannels) / 6 * 6)
+        var blocks = (tiles + largest - 1) / largest
+        let wanted = Self.tasksPerThread * threads
+        if threads > 1 && blocks < wanted && !streamed {
+            let smallest = max(6, Self.minimumBlockTiles)
+            blocks = max(blocks, min(wanted, (tiles + smallest - 1) / smallest))
+        }
+        let blockTiles = ((tiles + blocks - 1) / blocks + 5) / 6 * 6
+        blocks = (tiles + blockTiles - 1) / blockTiles
+        let groups = threads == 1 || blocks >= wanted ? 1 : min(panels, (2 * wanted + blocks - 1) / blocks)
+        return Plan(blockTiles: blockTiles, blocks: blocks, groups: groups)
+    }
+
+    /// Runs the convolution (same contract as `Conv2D.forward`): NHWC `input` `[batch][height][width][Cin]`
+    /// to NHWC `output` `[batch][height][width][Cout]`, `act(conv + bias + residual)`.
+    ///
+    /// With one column group, each task transforms its own block's input into private scratch (it
+    /// stays in L2 for the GEMMs). With several, the input transform of all tiles runs first as its
+    /// own parallel pass into a shared `V` (so groups do not repeat it), then the (block, group) tasks.
+    /// - Complexity: 36 * ceil(h/4) * ceil(w/4) * batch * Cin * Cout multiply-adds plus O(tiles * 36 *
+    ///   (Cin + Cout)) for the transforms; scratch of `36 * blockTiles * (Cin + cols)` floats per
+    ///   concurrent task (or `36 * tiles * Cin` shared), reused across calls.
+    func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
+                 output: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?,
+                 residual: UnsafePointer<Float>?, activation: Activation) {
+        let tilesX = (width + 3) / 4, tilesY = (height + 3) / 4
+        let tiles = batch * tilesY * tilesX
+        if tiles == 0 { return }
+        let threads = TensorThreads.count
+        let plan = self.plan(tiles: tiles, threads: threads)
+        let panels = transformed[0].panelCount
+        let cin = inChannels
+        let geometry = WinogradGeometry(input: input, output: output, residual: residual, bias: bias,
+                                        height: height, width: width, tilesX: tilesX, tilesPerImage: tilesY * tilesX,
+                                        inChannels: inChannels, outChannels: outChannels, activation: activation)
+        if plan.groups == 1 {
+            Self.parallel(plan.blocks) { b in
+                let tile0 = b * plan.blockTiles
+                guard tile0 < tiles else { return }
+                let count = min(plan.blockTiles, tiles - tile0)
+                let vSlice = count * cin
+                WinogradScratch.with(count: 36 * vSlice) { v in
+                    withUnsafeTemporaryAllocation(byteCount: 36 * 64, alignment: 64) { tmp in
+                        geometry.transformInput(tile0: tile0, count: count, channels: 0..<cin, into: v, slice: vSlice,
+                                                scratch: tmp.baseAddress!)
+                    }
+                    self.multiply(geometry, v: UnsafePointer(v), slice: vSlice, tile0: tile0, count: count,
+                                  panels: 0..<panels, lastGroup: true)
+                }
+            }
+            return
+        }
+        let vSlice = tiles * cin
+        WinogradScratch.with(count: 36 * vSlice) { v in
+            // Pass 1: pieces of tiles, and of channels too when there are only a few tiles.
+            let tilePieces = min(tiles, 4 * threads)
+            let chunks = tiles >= 2 * threads ? 1 : min(cin / 8, (4 * threads + tiles - 1) / tiles)
+            Self.parallel(tilePieces * chunks) { piece in
+                let p = piece / chunks, q = piece - p * chunks
+                let t0 = p * tiles / tilePieces, t1 = (p + 1) * tiles / tilePieces
+                let c0 = q * (cin / 8) / chunks * 8, c1 = (q + 1) * (cin / 8) / chunks * 8
+                guard t0 < t1, c0 < c1 else { return }
+                withUnsafeTemporaryAllocation(byteCount: 36 * 64, alignment: 64) { tmp in
+                    geometry.transformInput(tile0: t0, count: t1 - t0, channels: c0..<c1, into: v + t0 * cin,
+                                            slice: vSlice, scratch: tmp.baseAddress!)
+                }
+            }
+            // Pass 2: (block, column group) tasks.
+            Self.parallel(plan.blocks * plan.groups) { index in
+                let b = index / plan.groups, g = index - b * plan.groups
+                let tile0 = b * plan.blockTiles
+                guard tile0 < tiles else { return }
+                let p0 = g * panels / plan.groups, p1 = (g + 1) * panels / plan.groups
+                guard p0 < p1 else { return }
+                self.multiply(geometry, v: UnsafePointer(v + tile0 * cin), slice: vSlice, tile0: tile0,
+                              count: min(plan.blockTiles, tiles - tile0), panels: p0..<p1, lastGroup: p1 == panels)
+            }
+        }
+    }
+
+    /// Runs `body(0..<count)` on the kernel pool (inline when single-threaded or a single piece).
+    private static func parallel(_ count: Int, _ body: @escaping (Int) -> Void) {
+        if TensorThreads.count == 1 || count <= 1 {
+            for i in 0..<count { body(i) }
+        } else {
+            TensorThreads.pool.run(pieces: count, body)
+        }
+    }
+
+    /// The 36 GEMMs and the output transform for tiles `tile0..<tile0+count` and the output columns
+    /// of `panels`. `v` holds those tiles' transformed input (row stride Cin, ξ planes `slice` apart).
+    private func multiply(_ geo: WinogradGeometry, v: UnsafePointer<Float>, slice: Int, tile0: Int, count: Int,
+                          panels: Range<Int>, lastGroup: Bool) {
+        let colLo = panels.lowerBound * 16
+        let colHi = lastGroup ? outChannels : panels.upperBound * 16
+        let cols = colHi - colLo
+        // M's row stride is the group's width (a multiple of 8, so every vector starts 32-byte
+        // aligned), one plane of `count` rows per ξ.
+        let mSlice = count * cols
+        WinogradScratch.with(count: 36 * mSlice + 36 * 16) { m in
+            for xi in 0..<36 {
+                // `c` is offset so the GEMM's absolute column j lands at M column j - colLo.
+                PackedGEMM.block(.matrix(v + xi * slice, rowStride: inChannels), row0: 0, rows: count,
+                                 w: transformed[xi], panelRange: panels, c: m + xi * mSlice - colLo, ldc: cols,
+                                 bias: nil, residual: nil, residualStride: 0, activation: .none, includeTail: lastGroup)
+            }
+            geo.transformOutput(tile0: tile0, count: count, from: UnsafePointer(m), slice: mSlice,
+                                columns: colLo..<colHi, scratch: UnsafeMutableRawPointer(m + 36 * mSlice))
+        }
+    }
+}
+
+/// The tensors and shape of one Winograd forward call, with the two transforms.
+struct WinogradGeometry {
+    let input: UnsafePointer<Float>
+    let output: UnsafeMutablePointer<Float>
+    let residual: UnsafePointer<Float>?
+    let bias: UnsafePointer<Float>?
+    let height: Int, width: Int, tilesX: Int, tilesPerImage: Int
+    let inChannels: Int, outChannels: Int
+    let activation: Activation
+
+    /// `V[ξ][t][c] = (Bᵀ d B)[ξ]` for tiles `tile0..<tile0+count` (row `t` = tile `tile0 + t`, row
+    /// stride Cin) and channels `channels` (multiples of 8), where
+    /// `d` is the 6x6 input patch starting one pixel above and left of the tile, zero outside the
+    /// image (the padding, and the overhang of the last tiles when a side is not a multiple of 4).
+    /// `slice` is the distance between ξ planes; `scratch` holds 36 vectors.
+    func transformInput(tile0: Int, count: Int, channels: Range<Int>, into v: UnsafeMutablePointer<Float>, slice: Int,
+                        scratch: UnsafeMutableRawPointer) {
+        let c = inChannels, rowStride = width * c, end = channels.upperBound
+        for t in 0..<count {
+            let tile = tile0 + t
+            let img = tile / tilesPerImage, rem = tile - img * tilesPerImage
+            let ty = rem / tilesX, tx = rem - ty * tilesX
+            let y0 = ty * 4 - 1, x0 = tx * 4 - 1
+            let rows = max(0, -y0)..<min(6, height - y0), cols = max(0, -x0)..<min(6, width - x0)
+            // May point before the image for the first row/column of tiles; only in-bounds offsets are read.
+            let src = input + img * height * rowStride + y0 * rowStride + x0 * c
+            let dst = v + t * c
+            let full = rows == 0..<6 && cols == 0..<6
+            var ch = channels.lowerBound
+            if full {
+                while ch + 16 <= end {
+                    inputTile(src + ch, rowStride, rows, cols, true, dst + ch, slice, scratch, SIMD16<Float>.self); ch += 16
+                }
+                if ch < end { inputTile(src + ch, rowStride, rows, cols, true, dst + ch, slice, scratch, SIMD8<Float>.self) }
+            } else {
+                while ch + 16 <= end {
+                    inputTile(src + ch, rowStride, rows, cols, false, dst + ch, slice, scratch, SIMD16<Float>.self); ch += 16
+                }
+                if ch < end { inputTile(src + ch, rowStride, rows, cols, false, dst + ch, slice, scratch, SIMD8<Float>.self) }
+            }
+        }
+    }
+
+    /// `Bᵀ z` for one column (or row) `z` of the patch: the six rows of Bᵀ,
+    /// `[4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]`,
+    /// with the shared sums factored out (15 vector ops instead of 20).
+    @inline(__always)
+    private func bt<V: KernelVector>(_ z0: V, _ z1: V, _ z2: V, _ z3: V, _ z4: V, _ z5: V)
+        -> (V, V, V, V, V, V) {
+        let p = z4 - z2, q = (z3 - z1) * 2
+        return (z4.addingProduct(z0, 4).addingProduct(z2, -5),
+                (z3 + z4).addingProduct(z1 + z2, -4),
+                (z4 - z3).addingProduct(z1 - z2, 4),
+                p + q,
+                p - q,
+                z5.addingProduct(z1, 4).addingProduct(z3, -5))
+    }
+
+    @inline(__always)
+    private func inputTile<V: KernelVector>(_ src: UnsafePointer<Float>, _ rowStride: Int, _ rows: Range<Int>,
+                                          _ cols: Range<Int>, _ full: Bool, _ dst: UnsafeMutablePointer<Float>,
+                                          _ slice: Int, _ scratch: UnsafeMutableRawPointer, _: V.Type) {
+        let c = inChannels, size = MemoryLayout<V>.stride
+        @inline(__always) func load(_ i: Int, _ j: Int) -> V {
+            if full || (rows.contains(i) && cols.contains(j)) {
+                return UnsafeRawPointer(src + i * rowStride + j * c).loadUnaligned(as: V.self)
+            }
+            return V()
+        }
+        // Columns: t[.][j] = Bᵀ d[.][j].
+        for j in 0..<6 {
+            let r = bt(load(0, j), load(1, j), load(2, j), load(3, j), load(4, j), load(5, j))
+            scratch.storeBytes(of: r.0, toByteOffset: (0 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.1, toByteOffset: (1 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.2, toByteOffset: (2 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.3, toByteOffset: (3 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.4, toByteOffset: (4 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.5, toByteOffset: (5 * 6 + j) * size, as: V.self)
+        }
+        // Rows: V[i][.] = t[i][.] B.
+        for i in 0..<6 {
+            @inline(__always) func t(_ j: Int) -> V { scratch.load(fromByteOffset: (i * 6 + j) * size, as: V.self) }
+            let r = bt(t(0), t(1), t(2), t(3), t(4), t(5))
+            let row = dst + i * 6 * slice
+            UnsafeMutableRawPointer(row).storeBytes(of: r.0, as: V.self)
+            UnsafeMutableRawPointer(row + slice).storeBytes(of: r.1, as: V.self)
+            UnsafeMutableRawPointer(row + 2 * slice).storeBytes(of: r.2, as: V.self)
+            UnsafeMutableRawPointer(row + 3 * slice).storeBytes(of: r.3, as: V.self)
+            UnsafeMutableRawPointer(row + 4 * slice).storeBytes(of: r.4, as: V.self)
+            UnsafeMutableRawPointer(row + 5 * slice).storeBytes(of: r.5, as: V.self)
+        }
+    }
+
+    /// `Y = act(Aᵀ m A + bias + residual)` for output columns `columns` of tiles `tile0..<tile0+count`,
+    /// `m` holding `M[ξ][t][columns]` (row stride `columns.count`, ξ planes `slice` apart). Pixels
+    /// of the tile past the image's bottom or right edge are not written.
+    func transformOutput(tile0: Int, count: Int, from m: UnsafePointer<Float>, slice: Int, columns: Range<Int>,
+                         scratch: UnsafeMutableRawPointer) {
+        let ld = columns.count
+        let vec16 = columns.lowerBound + (ld & ~15)
+        for t in 0..<count {
+            let tile = tile0 + t
+            let img = tile / tilesPerImage, rem = tile - img * tilesPerImage
+            let ty = rem / tilesX, tx = rem - ty * tilesX
+            let oy = ty * 4, ox = tx * 4
+            let rows = min(4, height - oy), cols = min(4, width - ox)
+            let pixel = (img * height + oy) * width + ox
+            let src = m + t * ld - columns.lowerBound
+            var ch = columns.lowerBound
+            while ch < vec16 { outputTile(src + ch, slice, pixel, ch, rows, cols, scratch, SIMD16<Float>.self); ch += 16 }
+            if ch < columns.upperBound { outputTile(src + ch, slice, pixel, ch, rows, cols, scratch, SIMD8<Float>.self) }
+        }
+    }
+
+    @inline(__always)
+    private func outputTile<V: KernelVector>(_ src: UnsafePointer<Float>, _ slice: Int, _ pixel: Int, _ ch: Int,
+                                           _ rows: Int, _ cols: Int, _ scratch: UnsafeMutableRawPointer, _: V.Type) {
+        let size = MemoryLayout<V>.stride
+        // Columns: s[.][j] = Aᵀ m[.][j], Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+        for j in 0..<6 {
+            @inline(__always) func ld(_ i: Int) -> V { UnsafeRawPointer(src + (i * 6 + j) * slice).loadUnaligned(as: V.self) }
+            let r = at(ld(0), ld(1), ld(2), ld(3), ld(4), ld(5))
+            scratch.storeBytes(of: r.0, toByteOffset: (0 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.1, toByteOffset: (1 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.2, toByteOffset: (2 * 6 + j) * size, as: V.self)
+            scratch.storeBytes(of: r.3, toByteOffset: (3 * 6 + j) * size, as: V.self)
+        }
+        let b = bias.map { UnsafeRawPointer($0 + ch).loadUnaligned(as: V.self) } ?? V()
+        let c = outChannels
+        for i in 0..<rows {
+            @inline(__always) func s(_ j: Int) -> V { scratch.load(fromByteOffset: (i * 6 + j) * size, as: V.self) }
+            let r = at(s(0), s(1), s(2), s(3), s(4), s(5))
+            let offset = (pixel + i * width) * c + ch
+            let dst = output + offset
+            var y0 = r.0 + b, y1 = r.1 + b, y2 = r.2 + b, y3 = r.3 + b
+            if let residual {
+                let res = residual + offset
+                y0 += UnsafeRawPointer(res).loadUnaligned(as: V.self)
+                if cols > 1 { y1 += UnsafeRawPointer(res + c).loadUnaligned(as: V.self) }
+                if cols > 2 { y2 += UnsafeRawPointer(res + 2 * c).loadUnaligned(as: V.self) }
+                if cols > 3 { y3 += UnsafeRawPointer(res + 3 * c).loadUnaligned(as: V.self) }
+            }
+            UnsafeMutableRawPointer(dst).storeBytes(of: y0.activated(activation), as: V.self)
+            if cols > 1 { UnsafeMutableRawPointer(dst + c).storeBytes(of: y1.activated(activation), as: V.self) }
+            if cols > 2 { UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: y2.activated(activation), as: V.self) }
+            if cols > 3 { UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: y3.activated(activation), as: V.self) }
+        }
+    }
+
+    /// `Aᵀ z` for one column (or row) of the 6x6 product, with the shared sums factored out.
+    @inline(__always)
+    private func at<V: KernelVector>(_ z0: V, _ z1: V, _ z2: V, _ z3: V, _ z4: V, _ z5: V) -> (V, V, V, V) {
+        let a = z1 + z2, b = z1 - z2, c = z3 + z4, d = z3 - z4
+        return (z0 + a + c, b.addingProduct(d, 2), a.addingProduct(c, 4), (b + z5).addingProduct(d, 8))
+    }
+}
+
+/// Per-task scratch for `WinogradConvolution`, reused across calls and layers: a small free list of
+/// buffers (a couple per concurrently running task), each grown to the largest request it has
+/// served. A request takes the smallest free buffer that fits (else the largest, regrown), so the
+/// large shared `V` and the small per-task `M` keep separate buffers. Steady-state inference
+/// therefore allocates nothing; the lock is held for a few instructions, twice per request.
+enum WinogradScratch {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var free: [UnsafeMutableBufferPointer<Float>] = []
+
+    /// Runs `body` with at least `count` floats of 64-byte-aligned scratch (contents unspecified).
+    static func with(count: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+        lock.lock()
+        var pick = -1
+        for i in free.indices {
+            if pick < 0 { pick = i; continue }
+            let fits = free[i].count >= count, pickFits = free[pick].count >= count
+            // Smallest that fits; if none fits yet, the largest (least to regrow).
+            if fits ? (!pickFits || free[i].count < free[pick].count) : (!pickFits && free[i].count > free[pick].count) {
+                pick = i
+            }
+        }
+        var buffer = pick >= 0 ? free.remove(at: pick) : nil
+        lock.unlock()
+        if let b = buffer, b.count < count { AlignedBuffer.free(b); buffer = nil }
+        let scratch = buffer ?? AlignedBuffer.allocate(count)
+        body(scratch.baseAddress!)
+        lock.lock()
+        free.append(scratch)
+        lock.unlock()
+    }
+}
