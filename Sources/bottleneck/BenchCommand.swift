@@ -13,7 +13,10 @@ struct BenchCommand: ParsableCommand {
         (same speed; used by Benchmarks/peers for real EfficientNet-Lite0 weights). Inputs are random in [-2, 2). After
         --warmup untimed passes, --iterations passes are timed; images/s uses the median pass. Peak RSS is
         the process's maximum resident set (VmHWM on Linux, else getrusage). GFLOP/s counts 2 FLOPs per multiply-accumulate of
-        the convolutions and linear layers that run.
+        the convolutions and linear layers that run, as a direct convolution would (Winograd layers do fewer
+        multiplies, so a ResNet's rate can exceed the machine's sgemm peak). For A/B timing of the same binary:
+        --unfused-blocks runs MBConv blocks layer by layer, and BOTTLENECK_WINOGRAD=0 in the environment keeps
+        3x3 convolutions on the direct path.
         """)
 
     @Option(help: "Model name (see `bottleneck models`).")
