@@ -110,11 +110,7 @@ final class KernelParityTests: XCTestCase {
                                           bias: true, activation: .relu, residual: true, algorithm: .winograd),
                                   a, tolerance: winogradTolerance)
         let c = "wino3x3_c320_n48_7x10_same_bn_relu6"
-        let (scale, shift) = foldBatchNorm(
-            gamma: SyntheticFill.values(name: c + ".g", kind: .bnWeight, shape: [48]),
-            beta: SyntheticFill.values(name: c + ".be", kind: .bnBias, shape: [48]),
-            mean: SyntheticFill.values(name: c + ".m", kind: .bnMean, shape: [48]),
-            variance: SyntheticFill.values(name: c + ".v", kind: .bnVar, shape: [48]), eps: 1e-5)
+        let (scale, shift) = syntheticBatchNorm(c, channels: 48)
         let e2 = try assertParity(runConv(c, n: 1, cin: 320, h: 7, w: 10, cout: 48, k: 3, stride: 1, padding: .same,
                                           bias: false, activation: .relu6, scale: scale, shift: shift, algorithm: .winograd),
                                   c, tolerance: winogradTolerance)
@@ -196,13 +192,17 @@ final class KernelParityTests: XCTestCase {
         XCTAssertFalse(prefers(60, 64))
     }
 
+    /// A folded BN (eps 1e-5) from the fixture's "<case>.g/.be/.m/.v" streams, as kernels.py draws them.
+    func syntheticBatchNorm(_ c: String, channels: Int) -> (scale: [Float], shift: [Float]) {
+        foldBatchNorm(gamma: SyntheticFill.values(name: c + ".g", kind: .bnWeight, shape: [channels]),
+                      beta: SyntheticFill.values(name: c + ".be", kind: .bnBias, shape: [channels]),
+                      mean: SyntheticFill.values(name: c + ".m", kind: .bnMean, shape: [channels]),
+                      variance: SyntheticFill.values(name: c + ".v", kind: .bnVar, shape: [channels]), eps: 1e-5)
+    }
+
     func testConvolutionWithFoldedBatchNorm() throws {
         let c = "conv3x3_bn_relu"
-        let (scale, shift) = foldBatchNorm(
-            gamma: SyntheticFill.values(name: c + ".g", kind: .bnWeight, shape: [6]),
-            beta: SyntheticFill.values(name: c + ".be", kind: .bnBias, shape: [6]),
-            mean: SyntheticFill.values(name: c + ".m", kind: .bnMean, shape: [6]),
-            variance: SyntheticFill.values(name: c + ".v", kind: .bnVar, shape: [6]), eps: 1e-5)
+        let (scale, shift) = syntheticBatchNorm(c, channels: 6)
         try assertParity(runConv(c, n: 2, cin: 3, h: 6, w: 5, cout: 6, k: 3, stride: 1, padding: .symmetric(1),
                                  bias: false, activation: .relu, scale: scale, shift: shift), c)
     }
