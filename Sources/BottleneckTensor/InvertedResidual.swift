@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 
 /// A MobileNetV2/EfficientNet inverted-residual block (MBConv) run as one fused kernel:
 /// 1x1 expand (+ BN + activation) → k x k depthwise (+ BN + activation) → 1x1 project (+ BN, plus the
@@ -27,9 +26,6 @@ public final class InvertedResidual: @unchecked Sendable {
     /// Bytes of expanded rows plus depthwise output one task keeps in flight (about half of a
     /// 512 KB L2, leaving room for the weight panels).
     static let scratchBudget = 256 << 10
-
-    /// Scratch for each concurrent task slot (one per worker thread).
-    private var slots: [Workspace] = []
 
     /// Builds the fused block from its three layers.
     /// - Precondition: `expand` and `project` are 1x1 stride-1 unpadded convolutions whose channels
@@ -115,9 +111,7 @@ public final class InvertedResidual: @unchecked Sendable {
         let expandedRows = expand == nil ? 0 : (step - 1) * s + k
         let bands = max(1, min(bands, oh))
         let tasks = batch * bands
-        let workers = min(TensorThreads.count, tasks)
-        while slots.count < workers { slots.append(Workspace()) }
-        let scratch = (0..<workers).map { slots[$0].pointer(minimumCount: scratchFloats(rows: step, width: width, outWidth: ow)) }
+        let scratchCount = scratchFloats(rows: step, width: width, outWidth: ow)
 
         let runTask: (Int, UnsafeMutablePointer<Float>) -> Void = { task, buffer in
             let img = task / bands, band = task - img * bands
@@ -158,19 +152,11 @@ public final class InvertedResidual: @unchecked Sendable {
                 oy += rows
             }
         }
-        if workers == 1 {
-            for t in 0..<tasks { runTask(t, scratch[0]) }
+        let task: (Int) -> Void = { t in KernelScratch.with(count: scratchCount) { runTask(t, $0) } }
+        if TensorThreads.count == 1 || tasks == 1 {
+            for t in 0..<tasks { task(t) }
         } else {
-            // One piece per worker, each with its own scratch, claiming tasks from a shared counter
-            // so that uneven images (or a busy core) balance out.
-            let next = TaskCounter()
-            TensorThreads.pool.run(pieces: workers) { slot in
-                while true {
-                    let t = next.claim()
-                    if t >= tasks { break }
-                    runTask(t, scratch[slot])
-                }
-            }
+            TensorThreads.pool.run(pieces: tasks, task)
         }
     }
 
@@ -184,11 +170,4 @@ public final class InvertedResidual: @unchecked Sendable {
                          bias: conv.bias.map { UnsafePointer($0.baseAddress!) }, residual: residual,
                          residualStride: conv.outChannels, activation: conv.activation, includeTail: true)
     }
-}
-
-/// A shared task counter for self-scheduling workers.
-final class TaskCounter: Sendable {
-    private let value = Atomic<Int>(0)
-    /// The next unclaimed index (each index is returned once).
-    func claim() -> Int { value.add(1, ordering: .relaxed).oldValue }
 }

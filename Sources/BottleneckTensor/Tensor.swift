@@ -102,3 +102,36 @@ public final class Workspace: @unchecked Sendable {
         buffer = AlignedBuffer.allocate(0)
     }
 }
+
+/// Per-task scratch for kernels that split work into tasks (`WinogradConvolution`, `InvertedResidual`),
+/// reused across calls and layers: a small free list of
+/// buffers (a couple per concurrently running task), each grown to the largest request it has
+/// served. A request takes the smallest free buffer that fits (else the largest, regrown), so the
+/// large and small requests of one kernel (Winograd's shared `V` and per-task `M`) keep separate buffers. Steady-state inference
+/// therefore allocates nothing; the lock is held for a few instructions, twice per request.
+enum KernelScratch {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var free: [UnsafeMutableBufferPointer<Float>] = []
+
+    /// Runs `body` with at least `count` floats of 64-byte-aligned scratch (contents unspecified).
+    static func with(count: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
+        lock.lock()
+        var pick = -1
+        for i in free.indices {
+            if pick < 0 { pick = i; continue }
+            let fits = free[i].count >= count, pickFits = free[pick].count >= count
+            // Smallest that fits; if none fits yet, the largest (least to regrow).
+            if fits ? (!pickFits || free[i].count < free[pick].count) : (!pickFits && free[i].count > free[pick].count) {
+                pick = i
+            }
+        }
+        var buffer = pick >= 0 ? free.remove(at: pick) : nil
+        lock.unlock()
+        if let b = buffer, b.count < count { AlignedBuffer.free(b); buffer = nil }
+        let scratch = buffer ?? AlignedBuffer.allocate(count)
+        body(scratch.baseAddress!)
+        lock.lock()
+        free.append(scratch)
+        lock.unlock()
+    }
+}

@@ -177,7 +177,7 @@ final class WinogradConvolution: @unchecked Sendable {
                 guard tile0 < tiles else { return }
                 let count = min(plan.blockTiles, tiles - tile0)
                 let vSlice = count * cin
-                WinogradScratch.with(count: 36 * vSlice) { v in
+                KernelScratch.with(count: 36 * vSlice) { v in
                     withUnsafeTemporaryAllocation(byteCount: 36 * 64, alignment: 64) { tmp in
                         geometry.transformInput(tile0: tile0, count: count, channels: 0..<cin, into: v, slice: vSlice,
                                                 scratch: tmp.baseAddress!)
@@ -189,7 +189,7 @@ final class WinogradConvolution: @unchecked Sendable {
             return
         }
         let vSlice = tiles * cin
-        WinogradScratch.with(count: 36 * vSlice) { v in
+        KernelScratch.with(count: 36 * vSlice) { v in
             // Pass 1: pieces of tiles, and of channels too when there are only a few tiles.
             let tilePieces = min(tiles, 4 * threads)
             let chunks = tiles >= 2 * threads ? 1 : min(cin / 8, (4 * threads + tiles - 1) / tiles)
@@ -235,7 +235,7 @@ final class WinogradConvolution: @unchecked Sendable {
         // M's row stride is the group's width (a multiple of 8, so every vector starts 32-byte
         // aligned), one plane of `count` rows per ξ.
         let mSlice = count * cols
-        WinogradScratch.with(count: 36 * mSlice + 36 * 16) { m in
+        KernelScratch.with(count: 36 * mSlice + 36 * 16) { m in
             for xi in 0..<36 {
                 // `c` is offset so the GEMM's absolute column j lands at M column j - colLo.
                 PackedGEMM.block(.matrix(v + xi * slice, rowStride: inChannels), row0: 0, rows: count,
@@ -402,37 +402,5 @@ struct WinogradGeometry {
     private func at<V: KernelVector>(_ z0: V, _ z1: V, _ z2: V, _ z3: V, _ z4: V, _ z5: V) -> (V, V, V, V) {
         let a = z1 + z2, b = z1 - z2, c = z3 + z4, d = z3 - z4
         return (z0 + a + c, b.addingProduct(d, 2), a.addingProduct(c, 4), (b + z5).addingProduct(d, 8))
-    }
-}
-
-/// Per-task scratch for `WinogradConvolution`, reused across calls and layers: a small free list of
-/// buffers (a couple per concurrently running task), each grown to the largest request it has
-/// served. A request takes the smallest free buffer that fits (else the largest, regrown), so the
-/// large shared `V` and the small per-task `M` keep separate buffers. Steady-state inference
-/// therefore allocates nothing; the lock is held for a few instructions, twice per request.
-enum WinogradScratch {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var free: [UnsafeMutableBufferPointer<Float>] = []
-
-    /// Runs `body` with at least `count` floats of 64-byte-aligned scratch (contents unspecified).
-    static func with(count: Int, _ body: (UnsafeMutablePointer<Float>) -> Void) {
-        lock.lock()
-        var pick = -1
-        for i in free.indices {
-            if pick < 0 { pick = i; continue }
-            let fits = free[i].count >= count, pickFits = free[pick].count >= count
-            // Smallest that fits; if none fits yet, the largest (least to regrow).
-            if fits ? (!pickFits || free[i].count < free[pick].count) : (!pickFits && free[i].count > free[pick].count) {
-                pick = i
-            }
-        }
-        var buffer = pick >= 0 ? free.remove(at: pick) : nil
-        lock.unlock()
-        if let b = buffer, b.count < count { AlignedBuffer.free(b); buffer = nil }
-        let scratch = buffer ?? AlignedBuffer.allocate(count)
-        body(scratch.baseAddress!)
-        lock.lock()
-        free.append(scratch)
-        lock.unlock()
     }
 }
