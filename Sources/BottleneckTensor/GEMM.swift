@@ -61,6 +61,9 @@ public enum PackedGEMM {
     /// Row stride of the gathered patch block: one slice plus 16 floats, so rows do not fall on
     /// 4 KiB multiples of each other (set conflicts in L1).
     static let gatherStride = kBlock + 16
+    /// Whether convolutions with few input channels read their windows in place (`windowBlock`);
+    /// false gathers them like any other (for tests that compare the two paths, and A/B timing).
+    nonisolated(unsafe) static var windowReads = true
 
     /// Runs the product. `c` (row stride `ldc`) must not alias the operand; `residual` (row stride
     /// `residualStride`) may alias neither. `bias` has `n` entries.
@@ -101,6 +104,11 @@ public enum PackedGEMM {
     static func block(_ operand: GEMMOperand, row0: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                       c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                       residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation, includeTail: Bool) {
+        if case let .patches(geometry) = operand, geometry.readsWindowsInPlace(k: w.k), !includeTail || w.panelColumns == w.n {
+            windowBlock(geometry, row0: row0, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc, bias: bias,
+                        residual: residual, residualStride: residualStride, activation: activation)
+            return
+        }
         let gatherCount: Int
         switch operand {
         case .patches: gatherCount = rows * gatherStride
@@ -139,7 +147,7 @@ public enum PackedGEMM {
                                                                 residualStride: residualStride)
                                                        : .accumulate,
                                         activation: last ? activation : Activation.none)
-                        if width == 16 { tile.run(SIMD16<Float>.self) } else { tile.run(SIMD8<Float>.self) }
+                        tile.run(width: width)
                         r += mr
                     }
                 }
@@ -150,6 +158,48 @@ public enum PackedGEMM {
                 }
                 k0 += kc
             } while k0 < k
+        }
+    }
+
+    /// `block` for convolutions whose receptive fields are gathered in short pieces (few input
+    /// channels: the stem layers, `Cin = 3`): a micro-tile whose windows lie inside the image reads
+    /// them where they are, through a table of `k` element offsets, instead of copying each kernel
+    /// row (a 9-float copy per row of the stem's 27-long patches costs more than its multiply-adds).
+    /// Micro-tiles touching the padding are gathered as usual. Same products in the same order as
+    /// the gathered path, so the results are identical.
+    static func windowBlock(_ geometry: PatchGeometry, row0: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
+                            c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
+                            residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation) {
+        let k = w.k
+        withUnsafeTemporaryAllocation(of: Int32.self, capacity: k) { offsets in
+            geometry.windowOffsets(into: offsets.baseAddress!)
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: mr * gatherStride) { buffer in
+                var r = 0
+                var pixel = geometry.pixel(ofRow: row0)
+                while r < rows {
+                    let tileRows = min(mr, rows - r)
+                    var tile: Tile
+                    let initial = Tile.Initial.fresh(bias: bias, residual: residual.map { $0 + r * residualStride },
+                                                     residualStride: residualStride)
+                    if let window = geometry.interiorWindows(from: &pixel, rows: tileRows) {
+                        tile = Tile(windows: window, offsets: UnsafePointer(offsets.baseAddress!), rows: tileRows,
+                                    b: UnsafePointer(w.panels.baseAddress!), kc: k, c: c + r * ldc, ldc: ldc,
+                                    initial: initial, activation: activation)
+                    } else {
+                        geometry.gather(row0: row0 + r, rows: tileRows, k0: 0, kc: k, into: buffer.baseAddress!,
+                                        rowStride: gatherStride)
+                        tile = Tile(a: UnsafePointer(buffer.baseAddress!), lda: gatherStride, rows: tileRows,
+                                    b: UnsafePointer(w.panels.baseAddress!), kc: k, c: c + r * ldc, ldc: ldc,
+                                    initial: initial, activation: activation)
+                    }
+                    for p in panelRange {
+                        let j0 = p * 16
+                        tile.moveToPanel(at: j0, weights: w, bias: bias, residual: residual.map { $0 + r * residualStride })
+                        tile.run(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))
+                    }
+                    r += mr
+                }
+            }
         }
     }
 
@@ -187,6 +237,48 @@ public struct PatchGeometry {
     let kernelH: Int, kernelW: Int, stride: Int, padTop: Int, padLeft: Int
     let outHeight: Int, outWidth: Int
 
+    /// Whether `PackedGEMM` reads this convolution's windows in place (`windowBlock`): the pieces a
+    /// gather would copy (one kernel row of pixels, `kernelW * channels` floats) are short, and the
+    /// whole patch fits one `kBlock` slice.
+    func readsWindowsInPlace(k: Int) -> Bool {
+        PackedGEMM.windowReads && kernelW * channels <= 32 && k <= PackedGEMM.kBlock
+    }
+
+    /// Element offsets, from a window's top-left input element, of the patch's `k` entries
+    /// (`[kh][kw][Cin]` order, rows `width * channels` apart).
+    func windowOffsets(into offsets: UnsafeMutablePointer<Int32>) {
+        var i = 0
+        for ky in 0..<kernelH {
+            for x in 0..<(kernelW * channels) { offsets[i] = Int32(ky * width * channels + x); i += 1 }
+        }
+    }
+
+    /// Output pixel `(image, y, x)` of GEMM row `row`.
+    func pixel(ofRow row: Int) -> (image: Int, y: Int, x: Int) {
+        let plane = outHeight * outWidth
+        let img = row / plane, rem = row - img * plane
+        let oy = rem / outWidth
+        return (img, oy, rem - oy * outWidth)
+    }
+
+    /// The top-left input elements of the next `rows` output pixels (at most 6) from `pixel`, if all
+    /// their windows lie inside the image (no padding), else nil; `pixel` moves past them either way.
+    func interiorWindows(from pixel: inout (image: Int, y: Int, x: Int), rows: Int) -> TileWindows? {
+        var windows = TileWindows(input)
+        var interior = true
+        for r in 0..<rows {
+            let iy = pixel.y * stride - padTop, ix = pixel.x * stride - padLeft
+            if iy < 0 || ix < 0 || iy + kernelH > height || ix + kernelW > width { interior = false }
+            windows[r] = input + ((pixel.image * height + iy) * width + ix) * channels
+            pixel.x += 1
+            if pixel.x == outWidth {
+                pixel.x = 0; pixel.y += 1
+                if pixel.y == outHeight { pixel.y = 0; pixel.image += 1 }
+            }
+        }
+        return interior ? windows : nil
+    }
+
     /// Writes the `kc` columns from `k0` of rows `row0..<row0+rows` into `dst` (row stride `rowStride`).
     /// Within one kernel row the in-bounds pixels are adjacent in NHWC, so each piece is one copy.
     func gather(row0: Int, rows: Int, k0: Int, kc: Int, into dst: UnsafeMutablePointer<Float>, rowStride: Int) {
@@ -223,6 +315,17 @@ public struct PatchGeometry {
     }
 }
 
+/// The first elements of a micro-tile's (up to) six `A` rows.
+struct TileWindows {
+    var a0, a1, a2, a3, a4, a5: UnsafePointer<Float>
+    init(_ p: UnsafePointer<Float>) { (a0, a1, a2, a3, a4, a5) = (p, p, p, p, p, p) }
+    subscript(row: Int) -> UnsafePointer<Float> {
+        get { switch row { case 0: a0; case 1: a1; case 2: a2; case 3: a3; case 4: a4; default: a5 } }
+        set { switch row { case 0: a0 = newValue; case 1: a1 = newValue; case 2: a2 = newValue
+                           case 3: a3 = newValue; case 4: a4 = newValue; default: a5 = newValue } }
+    }
+}
+
 /// One micro-tile: up to 6 rows of `A` against one weight panel over a `kc` slice of `k`.
 struct Tile {
     enum Initial {
@@ -231,19 +334,60 @@ struct Tile {
         /// Later slices: continue from what `c` holds.
         case accumulate
     }
-    let a: UnsafePointer<Float>, lda: Int, rows: Int
-    let b: UnsafePointer<Float>, kc: Int
-    let c: UnsafeMutablePointer<Float>, ldc: Int
-    let initial: Initial
+    /// Row `r`'s reduction step `kk` reads `windows[r][kk]`, or `windows[r][offsets[kk]]` with offsets.
+    /// Rows past `rows` repeat the last valid row (no out-of-bounds reads) and are not stored.
+    var windows: TileWindows
+    let offsets: UnsafePointer<Int32>?
+    let rows: Int
+    var b: UnsafePointer<Float>
+    let kc: Int
+    var c: UnsafeMutablePointer<Float>
+    let ldc: Int
+    var initial: Initial
     let activation: Activation
 
-    /// `V` is the panel width as a SIMD type (16 or 8 floats). Rows past `rows` re-read the last
-    /// valid row (no out-of-bounds reads) and are not stored.
+    /// Rows `lda` apart, read contiguously.
+    init(a: UnsafePointer<Float>, lda: Int, rows: Int, b: UnsafePointer<Float>, kc: Int,
+         c: UnsafeMutablePointer<Float>, ldc: Int, initial: Initial, activation: Activation) {
+        windows = TileWindows(a)
+        for r in 1..<PackedGEMM.mr { windows[r] = a + min(r, rows - 1) * lda }
+        offsets = nil
+        self.rows = rows; self.b = b; self.kc = kc; self.c = c; self.ldc = ldc
+        self.initial = initial; self.activation = activation
+    }
+
+    /// Rows read in place from convolution windows through a table of `kc` element offsets.
+    init(windows: TileWindows, offsets: UnsafePointer<Int32>, rows: Int, b: UnsafePointer<Float>, kc: Int,
+         c: UnsafeMutablePointer<Float>, ldc: Int, initial: Initial, activation: Activation) {
+        self.windows = windows
+        for r in rows..<PackedGEMM.mr { self.windows[r] = windows[rows - 1] }
+        self.offsets = offsets
+        self.rows = rows; self.b = b; self.kc = kc; self.c = c; self.ldc = ldc
+        self.initial = initial; self.activation = activation
+    }
+
+    /// Points the tile at the weight panel starting at column `j0` (all of `k`), with the bias and
+    /// residual of a fresh start shifted to match.
+    mutating func moveToPanel(at j0: Int, weights w: PackedWeights, bias: UnsafePointer<Float>?,
+                              residual: UnsafePointer<Float>?) {
+        b = UnsafePointer(w.panels.baseAddress!) + j0 * w.k
+        if case let .fresh(_, _, rs) = initial {
+            initial = .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + j0 }, residualStride: rs)
+        }
+        c = c - columnOffset + j0
+        columnOffset = j0
+    }
+    private var columnOffset = 0
+
+    /// Runs the tile on a panel `width` (16 or 8) columns wide.
+    @inline(__always)
+    func run(width: Int) {
+        if width == 16 { run(SIMD16<Float>.self) } else { run(SIMD8<Float>.self) }
+    }
+
+    /// `V` is the panel width as a SIMD type (16 or 8 floats).
     @inline(__always)
     func run<V: KernelVector>(_: V.Type) {
-        let last = rows - 1
-        let a0 = a, a1 = a + min(1, last) * lda, a2 = a + min(2, last) * lda
-        let a3 = a + min(3, last) * lda, a4 = a + min(4, last) * lda, a5 = a + min(5, last) * lda
         var c0 = V(), c1 = V(), c2 = V(), c3 = V(), c4 = V(), c5 = V()
         switch initial {
         case let .fresh(bias, residual, rs):
@@ -268,16 +412,31 @@ struct Tile {
             if rows > 4 { c4 = load(partial, 4, ldc, V.self) }
             if rows > 5 { c5 = load(partial, 5, ldc, V.self) }
         }
+        let (a0, a1, a2, a3, a4, a5) = (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5)
         var bp = b
-        for kk in 0..<kc {
-            let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
-            c0 = c0.addingProduct(V(repeating: a0[kk]), bv)
-            c1 = c1.addingProduct(V(repeating: a1[kk]), bv)
-            c2 = c2.addingProduct(V(repeating: a2[kk]), bv)
-            c3 = c3.addingProduct(V(repeating: a3[kk]), bv)
-            c4 = c4.addingProduct(V(repeating: a4[kk]), bv)
-            c5 = c5.addingProduct(V(repeating: a5[kk]), bv)
-            bp += V.scalarCount
+        if let offsets {
+            for kk in 0..<kc {
+                let o = Int(offsets[kk])
+                let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
+                c0 = c0.addingProduct(V(repeating: a0[o]), bv)
+                c1 = c1.addingProduct(V(repeating: a1[o]), bv)
+                c2 = c2.addingProduct(V(repeating: a2[o]), bv)
+                c3 = c3.addingProduct(V(repeating: a3[o]), bv)
+                c4 = c4.addingProduct(V(repeating: a4[o]), bv)
+                c5 = c5.addingProduct(V(repeating: a5[o]), bv)
+                bp += V.scalarCount
+            }
+        } else {
+            for kk in 0..<kc {
+                let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
+                c0 = c0.addingProduct(V(repeating: a0[kk]), bv)
+                c1 = c1.addingProduct(V(repeating: a1[kk]), bv)
+                c2 = c2.addingProduct(V(repeating: a2[kk]), bv)
+                c3 = c3.addingProduct(V(repeating: a3[kk]), bv)
+                c4 = c4.addingProduct(V(repeating: a4[kk]), bv)
+                c5 = c5.addingProduct(V(repeating: a5[kk]), bv)
+                bp += V.scalarCount
+            }
         }
         store(c0, 0); if rows > 1 { store(c1, 1) }; if rows > 2 { store(c2, 2) }
         if rows > 3 { store(c3, 3) }; if rows > 4 { store(c4, 4) }; if rows > 5 { store(c5, 5) }

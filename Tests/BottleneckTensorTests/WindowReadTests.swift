@@ -1,0 +1,47 @@
+import Foundation
+import XCTest
+@testable import BottleneckTensor
+
+/// The GEMM's in-place window reads for few-channel convolutions (`PackedGEMM.windowBlock`, the
+/// stem layers) must give exactly the gathered path's results (tolerance 0: same products, same
+/// order). The torch fixtures `conv7x7_s2_p3` and `conv3x3_residual_relu` in `KernelParityTests`
+/// also run through it; these shapes add maps large enough for interior micro-tiles next to padded
+/// ones, 16/8 column panels, SAME padding, stride 2, residual, bias and both activations.
+final class WindowReadTests: XCTestCase {
+    func testWindowReadsMatchGatheredPatches() {
+        let cases: [(n: Int, cin: Int, h: Int, w: Int, cout: Int, k: Int, stride: Int, padding: Padding,
+                     activation: Activation, residual: Bool)] = [
+            (2, 3, 23, 19, 24, 3, 2, .same, .relu6, true),          // Lite stem
+            (1, 3, 30, 33, 64, 7, 2, .symmetric(3), .relu, false),  // ResNet stem
+            (1, 4, 11, 13, 40, 3, 1, .symmetric(1), .none, true),   // VGG conv1_1-like, 16/16/8 panels
+            (3, 2, 9, 7, 8, 5, 1, .symmetric(0), .relu, false),     // no padding at all
+        ]
+        let saved = PackedGEMM.windowReads
+        defer { PackedGEMM.windowReads = saved }
+        for (i, c) in cases.enumerated() {
+            let name = "window.\(i)"
+            let x = SyntheticFill.input(name: name + ".x", shape: [c.n, c.h, c.w, c.cin])
+            let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [c.cout, c.cin, c.k, c.k])
+            let bias = SyntheticFill.values(name: name + ".b", kind: .bias, shape: [c.cout])
+            let conv = weight.withUnsafeBufferPointer {
+                Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.cout, inChannels: c.cin, kernelH: c.k, kernelW: c.k,
+                       stride: c.stride, padding: c.padding, bias: bias, activation: c.activation)
+            }
+            let (oh, ow) = conv.outputSize(height: c.h, width: c.w)
+            let residual = SyntheticFill.input(name: name + ".r", shape: [c.n, oh, ow, c.cout])
+            var outputs: [[Float]] = []
+            for windowReads in [false, true] {
+                PackedGEMM.windowReads = windowReads
+                var out = [Float](repeating: .nan, count: c.n * oh * ow * c.cout)
+                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
+                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.h, width: c.w, output: op.baseAddress!,
+                                 residual: c.residual ? rp.baseAddress! : nil)
+                } } }
+                outputs.append(out)
+            }
+            XCTAssertFalse(outputs[1].contains { $0.isNaN }, "case \(i): unwritten outputs")
+            let mismatch = outputs[0].indices.first { outputs[0][$0] != outputs[1][$0] }
+            XCTAssertNil(mismatch, "case \(i): window reads differ from gathered patches at element \(mismatch ?? -1)")
+        }
+    }
+}
