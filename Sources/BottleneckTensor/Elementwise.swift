@@ -144,7 +144,7 @@ protocol KernelVector: SIMD where Scalar == Float {
 }
 
 extension SIMD16: KernelVector where Scalar == Float {
-    @inline(__always)
+    @_transparent
     func activated(_ activation: Activation) -> SIMD16<Float> {
         switch activation {
         case .none: return self
@@ -157,7 +157,7 @@ extension SIMD16: KernelVector where Scalar == Float {
 }
 
 extension SIMD8: KernelVector where Scalar == Float {
-    @inline(__always)
+    @_transparent
     func activated(_ activation: Activation) -> SIMD8<Float> {
         switch activation {
         case .none: return self
