@@ -11,8 +11,32 @@ public enum TensorThreads {
     nonisolated(unsafe) private static var sharedPool: WorkerPool?
     private static let poolLock = NSLock()
 
-    /// The number of worker threads kernels use.
-    public static var count: Int { current }
+    /// The number of worker threads kernels use: 1 on a thread inside `concurrentImages` (each
+    /// such thread runs its kernels alone), else the configured count.
+    public static var count: Int { pthread_getspecific(serialKey) == nil ? current : 1 }
+
+    /// Per-thread mark "kernels run inline here" (set for the duration of a `concurrentImages` piece).
+    private static let serialKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// Runs `body(i)` for every `i` in `0..<pieces` on the kernel pool's threads (the caller
+    /// included), each piece with single-threaded kernels; returns when all are done.
+    ///
+    /// For work that splits into independent parts, such as the images of a batch: every thread
+    /// runs whole parts with no synchronisation between layers, instead of all threads meeting at
+    /// the end of every layer. Pieces are claimed dynamically, so make them several per thread
+    /// or equal in size.
+    public static func concurrentImages(pieces: Int, _ body: @escaping (Int) -> Void) {
+        pool.run(pieces: pieces, patient: true) { piece in
+            let previous = pthread_getspecific(serialKey)
+            pthread_setspecific(serialKey, UnsafeRawPointer(bitPattern: 1))
+            defer { pthread_setspecific(serialKey, previous) }
+            body(piece)
+        }
+    }
 
     /// Sets the thread count for OpenBLAS and the kernels (clamped to at least 1).
     public static func configure(threads: Int) {
@@ -83,9 +107,12 @@ final class WorkerPool: @unchecked Sendable {
     private let sleepers = Atomic<Int>(0)
     private let stopping = Atomic<Bool>(false)
     private let wake = NSCondition()
+    /// Signalled when a worker finishes pieces of a patient job (see `run`).
+    private let completion = NSCondition()
     // Written by the caller before the ticket is published, read by workers registered in `readers`.
     nonisolated(unsafe) private var job: Job?
     nonisolated(unsafe) private var pieces = 0
+    nonisolated(unsafe) private var patient = false
 
     private final class Job {
         let body: (Int) -> Void
@@ -109,8 +136,10 @@ final class WorkerPool: @unchecked Sendable {
     }
 
     /// Runs `body(i)` for every `i` in `0..<pieces`, spread over the workers and the caller; returns
-    /// when all have finished.
-    func run(pieces count: Int, _ body: @escaping (Int) -> Void) {
+    /// when all have finished. A caller left without pieces spins until the others finish, unless
+    /// the job is `patient` (pieces of many milliseconds): then it sleeps, leaving its core to other
+    /// threads (decoders) meanwhile.
+    func run(pieces count: Int, patient: Bool = false, _ body: @escaping (Int) -> Void) {
         guard extraThreads > 0, count > 1,
               busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             for i in 0..<count { body(i) }
@@ -120,6 +149,7 @@ final class WorkerPool: @unchecked Sendable {
         let current = Job(body)
         job = current
         pieces = count
+        self.patient = patient
         finished.store(0, ordering: .relaxed)
         let generation = (ticket.load(ordering: .relaxed) >> 32) &+ 1
         ticket.store(generation << 32, ordering: .sequentiallyConsistent)
@@ -127,7 +157,13 @@ final class WorkerPool: @unchecked Sendable {
         let done = takePieces(generation: generation, job: current, count: count)
         if done < count {
             finished.add(done, ordering: .releasing)
-            waitUntil { self.finished.load(ordering: .acquiring) >= count }
+            if patient {
+                completion.lock()
+                while finished.load(ordering: .acquiring) < count { completion.wait() }
+                completion.unlock()
+            } else {
+                waitUntil { self.finished.load(ordering: .acquiring) >= count }
+            }
         }
         ticket.store(generation << 32 | Self.closed, ordering: .sequentiallyConsistent)
         waitUntil { self.readers.load(ordering: .sequentiallyConsistent) == 0 }
@@ -186,13 +222,24 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// Runs pieces of the published job if it is still job `generation` and open. Kept out of line so
-    /// the job reference is released before the caller leaves `readers`.
+    /// Runs pieces of the published job if it is still job `generation` and open; returns how many
+    /// it ran that are not yet counted in `finished` (a patient job's are counted here, with the
+    /// caller woken). Kept out of line so the job reference is released before the caller leaves
+    /// `readers`.
     @inline(never)
     private func joinCurrentJob(generation: UInt64) -> Int {
         let value = ticket.load(ordering: .sequentiallyConsistent)
         guard value >> 32 == generation, value & 0xFFFF_FFFF != Self.closed, let current = job else { return 0 }
-        return takePieces(generation: generation, job: current, count: pieces)
+        let done = takePieces(generation: generation, job: current, count: pieces)
+        if done > 0 && patient {
+            // Counted under the lock, so the sleeping caller cannot miss it between check and wait.
+            completion.lock()
+            finished.add(done, ordering: .releasing)
+            completion.broadcast()
+            completion.unlock()
+            return 0
+        }
+        return done
     }
 
     private func sleep(whileGeneration generation: UInt64) {

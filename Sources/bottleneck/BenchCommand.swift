@@ -9,14 +9,11 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Time the forward pass (to the chosen stage) with synthetic weights of the right shapes.",
         discussion: """
-        Weights are generated deterministically (no files needed) unless --weights names a checkpoint
-        (same speed; used by Benchmarks/peers for real EfficientNet-Lite0 weights). Inputs are random in [-2, 2). After
-        --warmup untimed passes, --iterations passes are timed; images/s uses the median pass. Peak RSS is
-        the process's maximum resident set (VmHWM on Linux, else getrusage). GFLOP/s counts 2 FLOPs per multiply-accumulate of
-        the convolutions and linear layers that run, as a direct convolution would (Winograd layers do fewer
-        multiplies, so a ResNet's rate can exceed the machine's sgemm peak). For A/B timing of the same binary:
-        --unfused-blocks runs MBConv blocks layer by layer, and BOTTLENECK_WINOGRAD=0 in the environment keeps
-        3x3 convolutions on the direct path.
+        Weights are generated deterministically (no files needed) unless --weights names a checkpoint (same speed; used by Benchmarks/peers for real EfficientNet-Lite0 weights). Inputs are random in [-2, 2). After --warmup untimed passes, --iterations passes are timed; images/s uses the median pass. Peak RSS is the process's maximum resident set (VmHWM on Linux, else getrusage).
+
+        GFLOP/s counts 2 FLOPs per multiply-accumulate of the convolutions and linear layers that run, as a direct convolution would (Winograd layers do fewer multiplies, so a ResNet's rate can exceed the machine's sgemm peak).
+
+        A/B switches for timing the same binary: --unfused-blocks runs MBConv blocks layer by layer; --layer-parallel splits every layer over the threads even when the batch is large enough to run slices of images concurrently (the default from two images per thread; --profile also implies it); BOTTLENECK_WINOGRAD=0 in the environment keeps 3x3 convolutions on the direct path.
         """)
 
     @Option(help: "Model name (see `bottleneck models`).")
@@ -58,6 +55,9 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Run MBConv blocks layer by layer instead of fused (A/B timing of the fused kernel).")
     var unfusedBlocks = false
 
+    @Flag(help: "Split every layer over the threads instead of running slices of the batch concurrently (A/B timing).")
+    var layerParallel = false
+
     @Flag(help: "Also print the time spent in each stage (median pass is not separated; totals over timed passes).")
     var profile = false
 
@@ -90,6 +90,7 @@ struct BenchCommand: ParsableCommand {
         let loadSeconds = Date().timeIntervalSince(loadStart)
         if let sliceMib { net.sliceBudget = max(1, sliceMib) << 18 }
         net.fusesInvertedResiduals = !unfusedBlocks
+        net.runsImagesConcurrently = !layerParallel
         let side = size ?? arch.inputSize
         let input = SyntheticFill.input(name: "bench", shape: [batch, 3, side, side])
         var output = [Float](repeating: 0, count: batch * net.outputShape(height: side, width: side).count)

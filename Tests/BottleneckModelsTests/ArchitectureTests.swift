@@ -92,4 +92,23 @@ final class ArchitectureSlicingTests: XCTestCase {
         let maxDiff = zip(whole, sliced).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThanOrEqual(maxDiff, 1e-5)
     }
+
+    /// Running slices of the batch concurrently (single-threaded kernels per slice) must give exactly
+    /// the layer-parallel results: every image goes through the same kernels in the same order.
+    func testConcurrentImagesEqualLayerParallel() throws {
+        let saved = TensorThreads.count
+        defer { TensorThreads.configure(threads: saved) }
+        TensorThreads.configure(threads: 2)
+        for (model, cut) in [("efficientnet-lite0", 1), ("resnet18", 1)] {
+            let net = try Network(syntheticModel: model, cut: .cut(cut), pool: .avg)
+            let input = SyntheticFill.input(name: "lanes." + model, shape: [5, 3, 64, 64])
+            net.sliceBudget = 1   // one image per slice: five pieces over two threads
+            net.runsImagesConcurrently = false
+            let layerParallel = net.forward(input, batch: 5, height: 64, width: 64)
+            net.runsImagesConcurrently = true
+            let concurrent = net.forward(input, batch: 5, height: 64, width: 64)
+            XCTAssertFalse(concurrent.contains { !$0.isFinite }, model)
+            XCTAssertTrue(layerParallel == concurrent, "\(model): concurrent images differ from layer-parallel")
+        }
+    }
 }

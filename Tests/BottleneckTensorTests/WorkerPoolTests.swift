@@ -24,6 +24,43 @@ final class WorkerPoolTests: XCTestCase {
         }
     }
 
+    /// Patient jobs (the caller sleeps instead of spinning) mixed with ordinary ones: every piece
+    /// still runs once, and the caller never returns before the workers' pieces are done.
+    func testPatientJobsCompleteEveryPiece() {
+        let pool = WorkerPool(extraThreads: 2)
+        defer { pool.shutDown() }
+        for job in 0..<500 {
+            let pieces = 1 + job % 9
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: pieces)
+            counts.initialize(repeating: 0, count: pieces)
+            let countsAddress = UInt(bitPattern: counts)
+            pool.run(pieces: pieces, patient: job % 2 == 0) { i in
+                if i % 3 == 1 { usleep(200) }   // workers finish after the caller runs out of pieces
+                UnsafeMutablePointer<Int>(bitPattern: countsAddress)![i] += 1
+            }
+            for i in 0..<pieces where counts[i] != 1 {
+                XCTFail("job \(job): piece \(i) ran \(counts[i]) times"); break
+            }
+            counts.deallocate()
+        }
+    }
+
+    /// `TensorThreads.concurrentImages` runs each piece once, with kernels single-threaded inside
+    /// (`TensorThreads.count == 1`) and the configured count restored outside.
+    func testConcurrentImagesRunKernelsSerially() {
+        let saved = TensorThreads.count
+        defer { TensorThreads.configure(threads: saved) }
+        TensorThreads.configure(threads: 2)
+        let seen = Atomic(0), serial = Atomic(0)
+        TensorThreads.concurrentImages(pieces: 6) { _ in
+            seen.add()
+            if TensorThreads.count == 1 { serial.add() }
+        }
+        XCTAssertEqual(seen.value, 6)
+        XCTAssertEqual(serial.value, 6)
+        XCTAssertEqual(TensorThreads.count, 2)
+    }
+
     func testNestedAndConcurrentCallersRunInline() {
         let pool = WorkerPool(extraThreads: 1)
         defer { pool.shutDown() }

@@ -8,6 +8,11 @@ import Foundation
 /// Activations run in NHWC inside preallocated buffers that are reused across calls (they only grow
 /// when a larger batch or image arrives), so steady-state inference allocates nothing. Inputs and
 /// outputs use PyTorch's layout. Not thread-safe: use one `Network` per concurrent caller.
+///
+/// Threads: a batch of at least two images per kernel thread runs image-parallel (each thread takes
+/// whole slices of the batch through every layer with single-threaded kernels, in its own
+/// activation buffers, so threads never wait for each other between layers); smaller batches split
+/// each layer's work over the threads instead.
 public final class Network: @unchecked Sendable {
     /// The (full) architecture this network was built from.
     public let architecture: Architecture
@@ -28,11 +33,20 @@ public final class Network: @unchecked Sendable {
     /// When false, MBConv blocks run layer by layer instead of as one fused `InvertedResidual`
     /// kernel (same results; for A/B timing).
     public var fusesInvertedResiduals = true
+    /// When false, every batch splits each layer over the threads instead of running slices of
+    /// images concurrently (same results; for A/B timing). See the type's discussion. Defaults to
+    /// false when the environment has `BOTTLENECK_CONCURRENT_IMAGES=0` (A/B of whole pipelines).
+    public var runsImagesConcurrently = ProcessInfo.processInfo.environment["BOTTLENECK_CONCURRENT_IMAGES"] != "0"
     /// Accumulated wall seconds per stage (index = stage index) while `recordStageTimes` is on.
     public private(set) var stageSeconds: [Double] = []
 
     private let stages: [[CompiledLayer]]
-    private let arena = (0..<5).map { _ in Workspace() }
+    /// Whether a stage that runs has fully connected layers (their OpenBLAS GEMMs want the whole
+    /// batch at once and their own threads, so such networks do not run image-parallel).
+    private let hasLinearLayers: Bool
+    /// Activation buffer sets, one per slice in flight; a set holds the few tensors alive at once.
+    private var arenas: [[Workspace]] = []
+    private let arenaLock = NSLock()
 
     /// Loads `weights` for the stages up to `cut`.
     /// - Throws: `ModelLoadingError` for an invalid cut/layer, a missing key, a shape mismatch, or
@@ -60,6 +74,7 @@ public final class Network: @unchecked Sendable {
             compiled.append(Network.fusingInvertedResiduals(layers))
         }
         stages = compiled
+        hasLinearLayers = compiled.joined().contains { $0.containsLinear }
     }
 
     /// Convenience: the model called `name` with deterministic synthetic weights.
@@ -96,12 +111,39 @@ public final class Network: @unchecked Sendable {
         // the batch). Images are independent, so slicing does not change results.
         let slice = microBatch(height: height, width: width, batch: batch)
         let inCount = 3 * height * width, outCount = outputShape(height: height, width: width).count
-        var b0 = 0
-        while b0 < batch {
-            let n = min(slice, batch - b0)
-            run(input + b0 * inCount, batch: n, height: height, width: width, output: output + b0 * outCount, collect: nil)
-            b0 += n
+        let threads = TensorThreads.count
+        if runsImagesConcurrently && !recordStageTimes && !hasLinearLayers && threads > 1 && batch >= 2 * threads {
+            // Equal slices, a multiple of the thread count, so that no thread is left with the last one alone.
+            let slices = min(batch, ((batch + slice - 1) / slice + threads - 1) / threads * threads)
+            TensorThreads.concurrentImages(pieces: slices) { piece in
+                let b0 = piece * batch / slices, b1 = (piece + 1) * batch / slices
+                self.withArena { arena in
+                    self.run(input + b0 * inCount, batch: b1 - b0, height: height, width: width,
+                             output: output + b0 * outCount, arena: arena, collect: nil)
+                }
+            }
+            return
         }
+        withArena { arena in
+            var b0 = 0
+            while b0 < batch {
+                let n = min(slice, batch - b0)
+                run(input + b0 * inCount, batch: n, height: height, width: width, output: output + b0 * outCount,
+                    arena: arena, collect: nil)
+                b0 += n
+            }
+        }
+    }
+
+    /// Runs `body` with a set of activation buffers no other slice is using.
+    private func withArena(_ body: ([Workspace]) -> Void) {
+        arenaLock.lock()
+        let arena = arenas.popLast() ?? (0..<5).map { _ in Workspace() }
+        arenaLock.unlock()
+        body(arena)
+        arenaLock.lock()
+        arenas.append(arena)
+        arenaLock.unlock()
     }
 
     /// Activation budget per slice, in floats (16 MB: a typical L3 share).
@@ -129,8 +171,10 @@ public final class Network: @unchecked Sendable {
     public func stageOutputs(_ input: [Float], batch: Int, height: Int, width: Int) -> [(name: String, values: [Float])] {
         var result: [(String, [Float])] = []
         input.withUnsafeBufferPointer { i in
-            run(i.baseAddress!, batch: batch, height: height, width: width, output: nil) { index, values in
-                result.append((self.architecture.stages[index].name, values))
+            withArena { arena in
+                run(i.baseAddress!, batch: batch, height: height, width: width, output: nil, arena: arena) { index, values in
+                    result.append((self.architecture.stages[index].name, values))
+                }
             }
         }
         return result
@@ -138,7 +182,8 @@ public final class Network: @unchecked Sendable {
 
     /// Frees the activation buffers (they are reallocated by the next call).
     public func releaseBuffers() {
-        for w in arena { w.release() }
+        arenaLock.lock(); defer { arenaLock.unlock() }
+        for set in arenas { for w in set { w.release() } }
     }
 
     // MARK: - Execution
@@ -148,35 +193,35 @@ public final class Network: @unchecked Sendable {
         var isVector: Bool
     }
 
-    private func pointer(_ act: Act, batch: Int) -> UnsafeMutablePointer<Float> {
+    private func pointer(_ act: Act, batch: Int, _ arena: [Workspace]) -> UnsafeMutablePointer<Float> {
         arena[act.slot].pointer(minimumCount: batch * act.h * act.w * act.c)
     }
 
-    private func acquire(excluding used: [Int]) -> Int {
+    private func acquire(excluding used: [Int], _ arena: [Workspace]) -> Int {
         (0..<arena.count).first { !used.contains($0) }!
     }
 
     private func run(_ input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                     output: UnsafeMutablePointer<Float>?, collect: ((Int, [Float]) -> Void)?) {
+                     output: UnsafeMutablePointer<Float>?, arena: [Workspace], collect: ((Int, [Float]) -> Void)?) {
         var act = Act(slot: 0, h: height, w: width, c: 3, isVector: false)
-        Layout.nchwToNhwc(input, batch: batch, channels: 3, height: height, width: width, into: pointer(act, batch: batch))
+        Layout.nchwToNhwc(input, batch: batch, channels: 3, height: height, width: width, into: pointer(act, batch: batch, arena))
         if recordStageTimes && stageSeconds.count != stages.count { stageSeconds = [Double](repeating: 0, count: stages.count) }
         for (i, layers) in stages.enumerated() {
             let t0 = recordStageTimes ? DispatchTime.now().uptimeNanoseconds : 0
-            for layer in layers { act = execute(layer, act, batch: batch, protected: []) }
+            for layer in layers { act = execute(layer, act, batch: batch, protected: [], arena) }
             if recordStageTimes { stageSeconds[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
             if let collect {
                 var values = [Float](repeating: 0, count: batch * act.h * act.w * act.c)
-                values.withUnsafeMutableBufferPointer { emit(act, batch: batch, pool: .none, into: $0.baseAddress!) }
+                values.withUnsafeMutableBufferPointer { emit(act, batch: batch, pool: .none, into: $0.baseAddress!, arena) }
                 collect(i, values)
             }
         }
-        if let output { emit(act, batch: batch, pool: pooling, into: output) }
+        if let output { emit(act, batch: batch, pool: pooling, into: output, arena) }
     }
 
     /// Writes an activation in PyTorch layout, optionally globally pooled.
-    private func emit(_ act: Act, batch: Int, pool: Pooling, into out: UnsafeMutablePointer<Float>) {
-        let src = pointer(act, batch: batch)
+    private func emit(_ act: Act, batch: Int, pool: Pooling, into out: UnsafeMutablePointer<Float>, _ arena: [Workspace]) {
+        let src = pointer(act, batch: batch, arena)
         if act.isVector {
             out.update(from: src, count: batch * act.c)
         } else if pool != .none {
@@ -216,63 +261,63 @@ public final class Network: @unchecked Sendable {
         return result
     }
 
-    private func execute(_ layer: CompiledLayer, _ act: Act, batch: Int, protected: [Int],
+    private func execute(_ layer: CompiledLayer, _ act: Act, batch: Int, protected: [Int], _ arena: [Workspace],
                          residual: UnsafePointer<Float>? = nil) -> Act {
-        let src = UnsafePointer(pointer(act, batch: batch))
+        let src = UnsafePointer(pointer(act, batch: batch, arena))
         switch layer {
         case let .conv(conv):
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
-            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: conv.outChannels, isVector: false)
-            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch),
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.outChannels, isVector: false)
+            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
                          residual: residual)
             return out
         case let .depthwise(conv):
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
-            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: conv.channels, isVector: false)
-            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch))
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.channels, isVector: false)
+            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena))
             return out
         case let .maxPool(k, s, p):
             let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
-            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: act.c, isVector: false)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
             Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
-                              padding: p, output: pointer(out, batch: batch))
+                              padding: p, output: pointer(out, batch: batch, arena))
             return out
         case let .adaptiveAvgPool(oh, ow):
-            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: act.c, isVector: false)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
             Pooling2D.adaptiveAvgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c,
-                                      outHeight: oh, outWidth: ow, output: pointer(out, batch: batch))
+                                      outHeight: oh, outWidth: ow, output: pointer(out, batch: batch, arena))
             return out
         case .globalAvgPool:
-            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: 1, w: 1, c: act.c, isVector: true)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: act.c, isVector: true)
             Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: false,
-                             output: pointer(out, batch: batch))
+                             output: pointer(out, batch: batch, arena))
             return out
         case let .linear(linear):
             // An NHWC map flattens in (h, w, c) order; the weights were permuted at load to match.
-            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: 1, w: 1, c: linear.outFeatures, isVector: true)
-            linear.forward(input: src, batch: batch, output: pointer(out, batch: batch))
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: linear.outFeatures, isVector: true)
+            linear.forward(input: src, batch: batch, output: pointer(out, batch: batch, arena))
             return out
         case let .invertedResidual(block, unfused):
             let bands = fusesInvertedResiduals ? block.bandsPerImage(batch: batch, height: act.h, width: act.w) : 0
             if bands == 0 {
                 var x = act
-                for l in unfused { x = execute(l, x, batch: batch, protected: protected) }
+                for l in unfused { x = execute(l, x, batch: batch, protected: protected, arena) }
                 return x
             }
             let (oh, ow) = block.outputSize(height: act.h, width: act.w)
-            let out = Act(slot: acquire(excluding: protected + [act.slot]), h: oh, w: ow, c: block.outChannels, isVector: false)
-            block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch), bands: bands)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: block.outChannels, isVector: false)
+            block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena), bands: bands)
             return out
         case let .residual(body, shortcut):
             var keep = protected + [act.slot]
             var skip = act
             if let shortcut {
-                for l in shortcut { skip = execute(l, skip, batch: batch, protected: keep) }
+                for l in shortcut { skip = execute(l, skip, batch: batch, protected: keep, arena) }
                 keep.append(skip.slot)
             }
             var x = act
-            for l in body.dropLast() { x = execute(l, x, batch: batch, protected: keep) }
-            return execute(body.last!, x, batch: batch, protected: keep, residual: UnsafePointer(pointer(skip, batch: batch)))
+            for l in body.dropLast() { x = execute(l, x, batch: batch, protected: keep, arena) }
+            return execute(body.last!, x, batch: batch, protected: keep, arena, residual: UnsafePointer(pointer(skip, batch: batch, arena)))
         }
     }
 }
@@ -291,6 +336,16 @@ enum CompiledLayer {
     /// An MBConv block run as one fused kernel; `unfused` is the same block as separate layers, run
     /// instead when fusion does not pay (thin bands at small batch) or is switched off.
     indirect case invertedResidual(InvertedResidual, unfused: [CompiledLayer])
+
+    /// Whether this layer is, or contains, a fully connected layer.
+    var containsLinear: Bool {
+        switch self {
+        case .linear: true
+        case let .residual(body, shortcut): (body + (shortcut ?? [])).contains { $0.containsLinear }
+        case let .invertedResidual(_, unfused): unfused.contains { $0.containsLinear }
+        default: false
+        }
+    }
 }
 
 /// Reads tensors one at a time from a `WeightSource`, validates shapes and builds kernels.
