@@ -99,8 +99,11 @@ final class ArchitectureSlicingTests: XCTestCase {
         let saved = TensorThreads.count
         defer { TensorThreads.configure(threads: saved) }
         TensorThreads.configure(threads: 2)
-        for (model, cut) in [("efficientnet-lite0", 1), ("resnet18", 1)] {
-            let net = try Network(syntheticModel: model, cut: .cut(cut), pool: .avg)
+        // ResNet-18 through layer2: Winograd and direct convolutions, residuals, with weights small
+        // enough for the image-parallel path.
+        for (model, stage) in [("efficientnet-lite0", StageSelection.cut(1)), ("resnet18", .layer("layer2"))] {
+            let net = try Network(syntheticModel: model, cut: stage, pool: .avg)
+            XCTAssertLessThanOrEqual(net.convolutionWeightBytes, Network.concurrentImagesMaximumWeightBytes, model)
             let input = SyntheticFill.input(name: "lanes." + model, shape: [5, 3, 64, 64])
             net.sliceBudget = 1   // one image per slice: five pieces over two threads
             net.runsImagesConcurrently = false
