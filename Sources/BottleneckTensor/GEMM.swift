@@ -414,6 +414,9 @@ struct Tile {
         }
         let (a0, a1, a2, a3, a4, a5) = (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5)
         var bp = b
+        // Two copies of the loop on purpose: folding them into one generic over the index mapping
+        // made the compiler outline the 64-byte weight load into a call (spilling all twelve
+        // accumulators around it every step).
         if let offsets {
             for kk in 0..<kc {
                 let o = Int(offsets[kk])

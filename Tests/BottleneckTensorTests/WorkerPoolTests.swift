@@ -8,19 +8,23 @@ final class WorkerPoolTests: XCTestCase {
     func testEveryPieceRunsOnceAcrossManyJobs() {
         let pool = WorkerPool(extraThreads: 3)
         defer { pool.shutDown() }
-        for job in 0..<2000 {
-            let pieces = 1 + job % 37
-            let counts = UnsafeMutablePointer<Int>.allocate(capacity: pieces)
-            counts.initialize(repeating: 0, count: pieces)
-            let countsAddress = UInt(bitPattern: counts)
-            pool.run(pieces: pieces) { i in
-                // Distinct pieces write distinct slots; a repeated piece would count 2.
-                UnsafeMutablePointer<Int>(bitPattern: countsAddress)![i] += 1
-            }
-            for i in 0..<pieces where counts[i] != 1 {
-                XCTFail("job \(job): piece \(i) ran \(counts[i]) times"); break
-            }
-            counts.deallocate()
+        for job in 0..<2000 { assertEveryPieceRunsOnce(pool, job: job, pieces: 1 + job % 37, patient: false) }
+    }
+
+    /// Runs one job of `pieces` and checks that each piece ran exactly once before `run` returned.
+    func assertEveryPieceRunsOnce(_ pool: WorkerPool, job: Int, pieces: Int, patient: Bool,
+                                  file: StaticString = #filePath, line: UInt = #line) {
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: pieces)
+        counts.initialize(repeating: 0, count: pieces)
+        defer { counts.deallocate() }
+        let countsAddress = UInt(bitPattern: counts)
+        pool.run(pieces: pieces, patient: patient) { i in
+            if patient && i % 3 == 1 { usleep(200) }   // workers finish after the caller runs out of pieces
+            // Distinct pieces write distinct slots; a repeated piece would count 2.
+            UnsafeMutablePointer<Int>(bitPattern: countsAddress)![i] += 1
+        }
+        for i in 0..<pieces where counts[i] != 1 {
+            XCTFail("job \(job): piece \(i) ran \(counts[i]) times", file: file, line: line); break
         }
     }
 
@@ -29,20 +33,7 @@ final class WorkerPoolTests: XCTestCase {
     func testPatientJobsCompleteEveryPiece() {
         let pool = WorkerPool(extraThreads: 2)
         defer { pool.shutDown() }
-        for job in 0..<500 {
-            let pieces = 1 + job % 9
-            let counts = UnsafeMutablePointer<Int>.allocate(capacity: pieces)
-            counts.initialize(repeating: 0, count: pieces)
-            let countsAddress = UInt(bitPattern: counts)
-            pool.run(pieces: pieces, patient: job % 2 == 0) { i in
-                if i % 3 == 1 { usleep(200) }   // workers finish after the caller runs out of pieces
-                UnsafeMutablePointer<Int>(bitPattern: countsAddress)![i] += 1
-            }
-            for i in 0..<pieces where counts[i] != 1 {
-                XCTFail("job \(job): piece \(i) ran \(counts[i]) times"); break
-            }
-            counts.deallocate()
-        }
+        for job in 0..<500 { assertEveryPieceRunsOnce(pool, job: job, pieces: 1 + job % 9, patient: job % 2 == 0) }
     }
 
     /// `TensorThreads.concurrentImages` runs each piece once, with kernels single-threaded inside
