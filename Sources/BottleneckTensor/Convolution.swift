@@ -270,7 +270,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
             let lo = g * blocks / groups * 16, hi = g == groups - 1 ? self.channels : (g + 1) * blocks / groups * 16
             geometry.run(row: row, channels: lo..<hi)
         }
-        if threads == 1 { for t in 0..<(rows * groups) { task(t) } } else { TensorThreads.pool.run(pieces: rows * groups, task) }
+        TensorThreads.run(pieces: rows * groups, task)
     }
 }
 

@@ -91,12 +91,7 @@ public enum PackedGEMM {
                   residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
                   activation: activation, includeTail: g == groups - 1)
         }
-        if threads == 1 || tasks == 1 {
-            for t in 0..<tasks { task(t) }
-        } else {
-            // One task per piece: workers claim them dynamically, so uneven tasks balance out.
-            TensorThreads.pool.run(pieces: tasks, task)
-        }
+        TensorThreads.run(pieces: tasks, task)
     }
 
     /// One row block against a range of panels, all of `k`, one `kBlock` slice at a time. Patch
@@ -178,23 +173,23 @@ public enum PackedGEMM {
                 var pixel = geometry.pixel(ofRow: row0)
                 while r < rows {
                     let tileRows = min(mr, rows - r)
-                    var tile: Tile
-                    let initial = Tile.Initial.fresh(bias: bias, residual: residual.map { $0 + r * residualStride },
-                                                     residualStride: residualStride)
-                    if let window = geometry.interiorWindows(from: &pixel, rows: tileRows) {
-                        tile = Tile(windows: window, offsets: UnsafePointer(offsets.baseAddress!), rows: tileRows,
-                                    b: UnsafePointer(w.panels.baseAddress!), kc: k, c: c + r * ldc, ldc: ldc,
-                                    initial: initial, activation: activation)
+                    var windows: TileWindows, table: UnsafePointer<Int32>?
+                    if let interior = geometry.interiorWindows(from: &pixel, rows: tileRows) {
+                        windows = interior; table = UnsafePointer(offsets.baseAddress!)
                     } else {
                         geometry.gather(row0: row0 + r, rows: tileRows, k0: 0, kc: k, into: buffer.baseAddress!,
                                         rowStride: gatherStride)
-                        tile = Tile(a: UnsafePointer(buffer.baseAddress!), lda: gatherStride, rows: tileRows,
-                                    b: UnsafePointer(w.panels.baseAddress!), kc: k, c: c + r * ldc, ldc: ldc,
-                                    initial: initial, activation: activation)
+                        windows = TileWindows(UnsafePointer(buffer.baseAddress!), rowStride: gatherStride, rows: tileRows)
+                        table = nil
                     }
                     for p in panelRange {
                         let j0 = p * 16
-                        tile.moveToPanel(at: j0, weights: w, bias: bias, residual: residual.map { $0 + r * residualStride })
+                        let tile = Tile(windows: windows, offsets: table, rows: tileRows,
+                                        b: UnsafePointer(w.panels.baseAddress!) + j0 * k, kc: k, c: c + r * ldc + j0, ldc: ldc,
+                                        initial: .fresh(bias: bias.map { $0 + j0 },
+                                                        residual: residual.map { $0 + r * residualStride + j0 },
+                                                        residualStride: residualStride),
+                                        activation: activation)
                         tile.run(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))
                     }
                     r += mr
@@ -264,7 +259,7 @@ public struct PatchGeometry {
     /// The top-left input elements of the next `rows` output pixels (at most 6) from `pixel`, if all
     /// their windows lie inside the image (no padding), else nil; `pixel` moves past them either way.
     func interiorWindows(from pixel: inout (image: Int, y: Int, x: Int), rows: Int) -> TileWindows? {
-        var windows = TileWindows(input)
+        var windows = TileWindows(input, rowStride: 0, rows: 1)
         var interior = true
         for r in 0..<rows {
             let iy = pixel.y * stride - padTop, ix = pixel.x * stride - padLeft
@@ -276,6 +271,7 @@ public struct PatchGeometry {
                 if pixel.y == outHeight { pixel.y = 0; pixel.image += 1 }
             }
         }
+        for r in rows..<PackedGEMM.mr { windows[r] = windows[rows - 1] }
         return interior ? windows : nil
     }
 
@@ -285,9 +281,7 @@ public struct PatchGeometry {
         let cin = channels, rowLength = kernelW * cin
         let kEnd = k0 + kc
         for r in 0..<rows {
-            let g = row0 + r
-            let img = g / (outHeight * outWidth), rem = g - img * outHeight * outWidth
-            let oy = rem / outWidth, ox = rem - oy * outWidth
+            let (img, oy, ox) = pixel(ofRow: row0 + r)
             let x0 = ox * stride - padLeft, yBase = oy * stride - padTop
             let xLo = max(0, -x0), xHi = min(kernelW, width - x0)   // in-bounds kernel columns
             let image = input + img * height * width * cin
@@ -315,10 +309,16 @@ public struct PatchGeometry {
     }
 }
 
-/// The first elements of a micro-tile's (up to) six `A` rows.
+/// The first elements of a micro-tile's six `A` rows; a tile of fewer rows repeats its last one (no
+/// out-of-bounds reads; the extra rows are not stored).
 struct TileWindows {
     var a0, a1, a2, a3, a4, a5: UnsafePointer<Float>
-    init(_ p: UnsafePointer<Float>) { (a0, a1, a2, a3, a4, a5) = (p, p, p, p, p, p) }
+    /// `rows` (1...6) rows `rowStride` apart from `a`.
+    init(_ a: UnsafePointer<Float>, rowStride: Int, rows: Int) {
+        let last = rows - 1
+        (a0, a1, a2) = (a, a + min(1, last) * rowStride, a + min(2, last) * rowStride)
+        (a3, a4, a5) = (a + min(3, last) * rowStride, a + min(4, last) * rowStride, a + min(5, last) * rowStride)
+    }
     subscript(row: Int) -> UnsafePointer<Float> {
         get { switch row { case 0: a0; case 1: a1; case 2: a2; case 3: a3; case 4: a4; default: a5 } }
         set { switch row { case 0: a0 = newValue; case 1: a1 = newValue; case 2: a2 = newValue
@@ -334,50 +334,32 @@ struct Tile {
         /// Later slices: continue from what `c` holds.
         case accumulate
     }
-    /// Row `r`'s reduction step `kk` reads `windows[r][kk]`, or `windows[r][offsets[kk]]` with offsets.
-    /// Rows past `rows` repeat the last valid row (no out-of-bounds reads) and are not stored.
-    var windows: TileWindows
+    /// Row `r`'s reduction step `kk` reads `windows[r][kk]`, or `windows[r][offsets[kk]]` with a
+    /// table of `kc` element offsets (convolution windows read in place).
+    let windows: TileWindows
     let offsets: UnsafePointer<Int32>?
+    /// Rows stored (1...6).
     let rows: Int
-    var b: UnsafePointer<Float>
+    let b: UnsafePointer<Float>
     let kc: Int
-    var c: UnsafeMutablePointer<Float>
+    let c: UnsafeMutablePointer<Float>
     let ldc: Int
-    var initial: Initial
+    let initial: Initial
     let activation: Activation
 
     /// Rows `lda` apart, read contiguously.
     init(a: UnsafePointer<Float>, lda: Int, rows: Int, b: UnsafePointer<Float>, kc: Int,
          c: UnsafeMutablePointer<Float>, ldc: Int, initial: Initial, activation: Activation) {
-        windows = TileWindows(a)
-        for r in 1..<PackedGEMM.mr { windows[r] = a + min(r, rows - 1) * lda }
-        offsets = nil
-        self.rows = rows; self.b = b; self.kc = kc; self.c = c; self.ldc = ldc
-        self.initial = initial; self.activation = activation
+        self.init(windows: TileWindows(a, rowStride: lda, rows: rows), offsets: nil, rows: rows, b: b, kc: kc,
+                  c: c, ldc: ldc, initial: initial, activation: activation)
     }
 
-    /// Rows read in place from convolution windows through a table of `kc` element offsets.
-    init(windows: TileWindows, offsets: UnsafePointer<Int32>, rows: Int, b: UnsafePointer<Float>, kc: Int,
+    init(windows: TileWindows, offsets: UnsafePointer<Int32>?, rows: Int, b: UnsafePointer<Float>, kc: Int,
          c: UnsafeMutablePointer<Float>, ldc: Int, initial: Initial, activation: Activation) {
-        self.windows = windows
-        for r in rows..<PackedGEMM.mr { self.windows[r] = windows[rows - 1] }
-        self.offsets = offsets
+        self.windows = windows; self.offsets = offsets
         self.rows = rows; self.b = b; self.kc = kc; self.c = c; self.ldc = ldc
         self.initial = initial; self.activation = activation
     }
-
-    /// Points the tile at the weight panel starting at column `j0` (all of `k`), with the bias and
-    /// residual of a fresh start shifted to match.
-    mutating func moveToPanel(at j0: Int, weights w: PackedWeights, bias: UnsafePointer<Float>?,
-                              residual: UnsafePointer<Float>?) {
-        b = UnsafePointer(w.panels.baseAddress!) + j0 * w.k
-        if case let .fresh(_, _, rs) = initial {
-            initial = .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + j0 }, residualStride: rs)
-        }
-        c = c - columnOffset + j0
-        columnOffset = j0
-    }
-    private var columnOffset = 0
 
     /// Runs the tile on a panel `width` (16 or 8) columns wide.
     @inline(__always)

@@ -152,12 +152,7 @@ public final class InvertedResidual: @unchecked Sendable {
                 oy += rows
             }
         }
-        let task: (Int) -> Void = { t in KernelScratch.with(count: scratchCount) { runTask(t, $0) } }
-        if TensorThreads.count == 1 || tasks == 1 {
-            for t in 0..<tasks { task(t) }
-        } else {
-            TensorThreads.pool.run(pieces: tasks, task)
-        }
+        TensorThreads.run(pieces: tasks) { t in KernelScratch.with(count: scratchCount) { runTask(t, $0) } }
     }
 
     /// One 1x1 convolution on `rows` NHWC pixels, single-threaded (the caller's task is the unit of

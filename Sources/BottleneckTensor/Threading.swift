@@ -22,6 +22,17 @@ public enum TensorThreads {
         return key
     }()
 
+    /// Runs `body(i)` for every `i` in `0..<pieces` on the kernel pool, or inline on the caller when
+    /// kernels are single-threaded here (`count == 1`) or there is only one piece (no hand-off cost).
+    /// Pieces are claimed dynamically, so uneven pieces balance out.
+    static func run(pieces: Int, _ body: @escaping (Int) -> Void) {
+        if count == 1 || pieces <= 1 {
+            for i in 0..<pieces { body(i) }
+        } else {
+            pool.run(pieces: pieces, body)
+        }
+    }
+
     /// Runs `body(i)` for every `i` in `0..<pieces` on the kernel pool's threads (the caller
     /// included), each piece with single-threaded kernels; returns when all are done.
     ///
@@ -75,7 +86,7 @@ func parallelRanges(_ count: Int, grain: Int = 1, _ body: @escaping (Range<Int>)
     if workers <= 1 { body(0..<count); return }
     // More pieces than workers evens out imbalance between uneven rows.
     let pieces = min(count, workers * 4)
-    TensorThreads.pool.run(pieces: pieces) { i in
+    TensorThreads.run(pieces: pieces) { i in
         let lo = i * count / pieces, hi = (i + 1) * count / pieces
         if lo < hi { body(lo..<hi) }
     }
@@ -216,30 +227,26 @@ final class WorkerPool: @unchecked Sendable {
             }
             seen = value >> 32
             readers.add(1, ordering: .sequentiallyConsistent)
-            let done = joinCurrentJob(generation: seen)
-            if done > 0 { finished.add(done, ordering: .releasing) }
+            joinCurrentJob(generation: seen)
             readers.subtract(1, ordering: .sequentiallyConsistent)
         }
     }
 
-    /// Runs pieces of the published job if it is still job `generation` and open; returns how many
-    /// it ran that are not yet counted in `finished` (a patient job's are counted here, with the
-    /// caller woken). Kept out of line so the job reference is released before the caller leaves
-    /// `readers`.
+    /// Runs pieces of the published job if it is still job `generation` and open, and counts them in
+    /// `finished` (waking the caller of a patient job). Kept out of line so the job reference is
+    /// released before the caller leaves `readers`.
     @inline(never)
-    private func joinCurrentJob(generation: UInt64) -> Int {
+    private func joinCurrentJob(generation: UInt64) {
         let value = ticket.load(ordering: .sequentiallyConsistent)
-        guard value >> 32 == generation, value & 0xFFFF_FFFF != Self.closed, let current = job else { return 0 }
+        guard value >> 32 == generation, value & 0xFFFF_FFFF != Self.closed, let current = job else { return }
         let done = takePieces(generation: generation, job: current, count: pieces)
-        if done > 0 && patient {
-            // Counted under the lock, so the sleeping caller cannot miss it between check and wait.
-            completion.lock()
-            finished.add(done, ordering: .releasing)
-            completion.broadcast()
-            completion.unlock()
-            return 0
-        }
-        return done
+        guard done > 0 else { return }
+        guard patient else { finished.add(done, ordering: .releasing); return }
+        // Counted under the lock, so the sleeping caller cannot miss it between check and wait.
+        completion.lock()
+        finished.add(done, ordering: .releasing)
+        completion.broadcast()
+        completion.unlock()
     }
 
     private func sleep(whileGeneration generation: UInt64) {

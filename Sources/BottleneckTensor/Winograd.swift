@@ -172,7 +172,7 @@ final class WinogradConvolution: @unchecked Sendable {
                                         height: height, width: width, tilesX: tilesX, tilesPerImage: tilesY * tilesX,
                                         inChannels: inChannels, outChannels: outChannels, activation: activation)
         if plan.groups == 1 {
-            Self.parallel(plan.blocks) { b in
+            TensorThreads.run(pieces: plan.blocks) { b in
                 let tile0 = b * plan.blockTiles
                 guard tile0 < tiles else { return }
                 let count = min(plan.blockTiles, tiles - tile0)
@@ -193,7 +193,7 @@ final class WinogradConvolution: @unchecked Sendable {
             // Pass 1: pieces of tiles, and of channels too when there are only a few tiles.
             let tilePieces = min(tiles, 4 * threads)
             let chunks = tiles >= 2 * threads ? 1 : min(cin / 8, (4 * threads + tiles - 1) / tiles)
-            Self.parallel(tilePieces * chunks) { piece in
+            TensorThreads.run(pieces: tilePieces * chunks) { piece in
                 let p = piece / chunks, q = piece - p * chunks
                 let t0 = p * tiles / tilePieces, t1 = (p + 1) * tiles / tilePieces
                 let c0 = q * (cin / 8) / chunks * 8, c1 = (q + 1) * (cin / 8) / chunks * 8
@@ -204,7 +204,7 @@ final class WinogradConvolution: @unchecked Sendable {
                 }
             }
             // Pass 2: (block, column group) tasks.
-            Self.parallel(plan.blocks * plan.groups) { index in
+            TensorThreads.run(pieces: plan.blocks * plan.groups) { index in
                 let b = index / plan.groups, g = index - b * plan.groups
                 let tile0 = b * plan.blockTiles
                 guard tile0 < tiles else { return }
@@ -213,15 +213,6 @@ final class WinogradConvolution: @unchecked Sendable {
                 self.multiply(geometry, v: UnsafePointer(v + tile0 * cin), slice: vSlice, tile0: tile0,
                               count: min(plan.blockTiles, tiles - tile0), panels: p0..<p1, lastGroup: p1 == panels)
             }
-        }
-    }
-
-    /// Runs `body(0..<count)` on the kernel pool (inline when single-threaded or a single piece).
-    private static func parallel(_ count: Int, _ body: @escaping (Int) -> Void) {
-        if TensorThreads.count == 1 || count <= 1 {
-            for i in 0..<count { body(i) }
-        } else {
-            TensorThreads.pool.run(pieces: count, body)
         }
     }
 

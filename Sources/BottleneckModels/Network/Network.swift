@@ -348,27 +348,30 @@ enum CompiledLayer {
     /// instead when fusion does not pay (thin bands at small batch) or is switched off.
     indirect case invertedResidual(InvertedResidual, unfused: [CompiledLayer])
 
-    /// Bytes of convolution weights this layer holds (the fused and unfused forms of an MBConv block
-    /// share theirs; Winograd layers count their transformed weights).
+    /// The layers this one is made of (a residual block's body and shortcut; an MBConv block's
+    /// unfused form, which shares the fused kernel's weights).
+    var children: [CompiledLayer] {
+        switch self {
+        case let .residual(body, shortcut): body + (shortcut ?? [])
+        case let .invertedResidual(_, unfused): unfused
+        default: []
+        }
+    }
+
+    /// Bytes of convolution weights this layer holds (Winograd layers count their transformed weights).
     var convolutionWeightBytes: Int {
         switch self {
         case let .conv(c):
             (c.usesWinograd ? 36 : c.kernelH * c.kernelW) * c.inChannels * c.outChannels * MemoryLayout<Float>.size
         case let .depthwise(d): d.kernelH * d.kernelW * d.channels * MemoryLayout<Float>.size
-        case let .residual(body, shortcut): (body + (shortcut ?? [])).reduce(0) { $0 + $1.convolutionWeightBytes }
-        case let .invertedResidual(_, unfused): unfused.reduce(0) { $0 + $1.convolutionWeightBytes }
-        default: 0
+        default: children.reduce(0) { $0 + $1.convolutionWeightBytes }
         }
     }
 
     /// Whether this layer is, or contains, a fully connected layer.
     var containsLinear: Bool {
-        switch self {
-        case .linear: true
-        case let .residual(body, shortcut): (body + (shortcut ?? [])).contains { $0.containsLinear }
-        case let .invertedResidual(_, unfused): unfused.contains { $0.containsLinear }
-        default: false
-        }
+        if case .linear = self { return true }
+        return children.contains { $0.containsLinear }
     }
 }
 
