@@ -55,7 +55,7 @@ let package = Package(
         // Fine-tuning: backward passes and SGD.
         .target(name: "BottleneckTraining", dependencies: ["BottleneckModels", "BottleneckTensor", "BottleneckHeads"], swiftSettings: fastMath),
         // Dataset scanning, batched extraction pipeline, feature store, shards.
-        .target(name: "BottleneckPipeline", dependencies: ["BottleneckImage", "BottleneckModels", "BottleneckCore", "BottleneckHeads"], swiftSettings: fastMath),
+        .target(name: "BottleneckPipeline", dependencies: ["BottleneckImage", "BottleneckTensor", "BottleneckModels", "BottleneckCore", "BottleneckHeads"], swiftSettings: fastMath),
         // The command-line tool.
         .executableTarget(name: "bottleneck", dependencies: [
             "BottleneckCore", "BottleneckImage", "BottleneckTensor", "BottleneckModels",

@@ -5,8 +5,15 @@ import BottleneckImage
 ///
 /// The extractor feeds `batch` images laid out N x 3 x C x C (CHW per image, C the crop size of
 /// ``preset``) and expects N x ``featureDimension`` floats back, row-major. Implementations are
-/// called from one thread at a time (the extractor's network stage) and may use threads inside.
+/// called from one thread at a time (the extractor's network stage) and may use threads inside,
+/// unless they declare ``supportsConcurrentSlices``.
 public protocol FeatureBackbone: AnyObject {
+    /// True when `features` may run on several threads at once, each call inside
+    /// `TensorThreads.withSingleThreadedKernels`, and a batch computed in slices this way equals
+    /// one call on the whole batch bit for bit. The extractor then runs one worker per thread, each
+    /// decoding images and running the backbone on slices of decoded batches, instead of decoder
+    /// threads feeding a multi-threaded backbone on top of them. Default: false.
+    var supportsConcurrentSlices: Bool { get }
     /// Length D of each feature vector.
     var featureDimension: Int { get }
     /// Preprocessing the backbone expects (resize, crop, normalisation).
@@ -18,6 +25,11 @@ public protocol FeatureBackbone: AnyObject {
     /// Computes features for `batch` images at `input` (N x 3 x C x C) into `output` (N x D).
     /// - Throws: when the backbone cannot process the batch; extraction stops with the error.
     func features(_ input: UnsafePointer<Float>, batch: Int, into output: UnsafeMutablePointer<Float>) throws
+}
+
+extension FeatureBackbone {
+    /// Default: one call at a time.
+    public var supportsConcurrentSlices: Bool { false }
 }
 
 /// The raw-pixel baseline: each preprocessed channel is area-averaged down to a `grid` x `grid`
@@ -46,6 +58,9 @@ public final class RawPixelBackbone: FeatureBackbone {
         precondition(inputSide * inputSide * 3 == count, "preset output is not 3 x C x C")
         precondition(grid >= 1 && grid <= inputSide, "grid \(grid) must be in 1...\(inputSide)")
     }
+
+    /// True: each image is averaged on its own, reading only the input.
+    public var supportsConcurrentSlices: Bool { true }
 
     /// 3 * grid * grid.
     public var featureDimension: Int { 3 * grid * grid }

@@ -1,12 +1,15 @@
 import Foundation
 import BottleneckCore
 import BottleneckImage
+import BottleneckTensor
 
 /// Settings for one extraction run.
 public struct ExtractionOptions: Sendable {
     /// Images per backbone call (and per journaled batch). Default 16.
     public var batchSize: Int = 16
-    /// Decoder threads feeding the backbone; default: all cores but one (at least 1).
+    /// Decoder threads feeding the backbone; default: all cores but one (at least 1). With a backbone
+    /// that supports concurrent slices (EfficientNet-Lite, raw pixels) the pipeline instead runs
+    /// this many plus one workers that each both decode and run the network (see ``FeatureExtractor``).
     public var decoderThreads: Int = max(1, ProcessInfo.processInfo.activeProcessorCount - 1)
     /// Extract only this shard of the sorted list; nil for all.
     public var shard: ShardSpec?
@@ -66,9 +69,12 @@ public struct ExtractionResult: Sendable {
 
 /// Turns a folder of images into a ``FeatureStore``.
 ///
-/// Pipeline: `decoderThreads` threads claim images in list order, decode and preprocess them
-/// straight into a ring of `decoderThreads + 2` batch buffers; the calling thread runs the
-/// backbone on each completed batch in order and appends the rows to a journaled partial file.
+/// Pipeline: threads claim images in list order, decode and preprocess them straight into a ring
+/// of `decoderThreads + 2` batch buffers, and run the backbone on each completed batch; the calling
+/// thread appends finished batches' rows, in order, to a journaled partial file. With a backbone
+/// that supports concurrent slices, `decoderThreads + 1` threads each do both jobs, with
+/// single-threaded kernels (no core runs two threads); otherwise `decoderThreads` threads decode and
+/// one more runs the backbone, which uses the kernel threads inside.
 /// Memory is O(ring x batch x 3·C²) plus O(N) for the file list, independent of image sizes
 /// summed over the folder; the feature matrix is never held in memory (the final `features.npy`
 /// is streamed from the partial rows file).
@@ -199,30 +205,94 @@ public final class FeatureExtractor {
                                 wallSeconds: 0, upToDate: true, resumedImages: 0)
     }
 
-    /// Shared state between decoder threads and the backbone stage, guarded by `cond`.
+    /// Work shared by the pipeline's threads, guarded by `cond`: a ring of batch slots that workers
+    /// decode into, network slices of fully decoded batches waiting for a thread, and finished
+    /// batches waiting to be committed in order. Batch `k` lives in slot `k % slots`.
     private final class Ring: @unchecked Sendable {
         let cond = NSCondition()
         let slots: Int
-        let imageFloats: Int
         let batchSize: Int
-        let buffer: UnsafeMutablePointer<Float>
+        let imageFloats: Int
+        let dimension: Int
+        /// `slots x batchSize` preprocessed images.
+        let images: UnsafeMutablePointer<Float>
+        /// `slots x batchSize` feature rows.
+        let rows: UnsafeMutablePointer<Float>
+        /// The batch each slot holds or will hold next.
         var slotBatch: [Int]
-        var slotFilled: [Int]
+        /// Images of the slot's batch decoded (or failed) so far.
+        var slotDecoded: [Int]
+        /// Why the image at each position failed, or nil.
         var slotFailure: [[String?]]
+        /// Images that decoded; once the whole batch is in they are compacted to the front.
+        var slotRows: [Int]
+        /// Network slices of the slot queued or running.
+        var slotSlicesLeft: [Int]
+        /// The slot's rows are complete and may be committed.
+        var slotReady: [Bool]
+        /// Network slices ready to run, oldest first.
+        var queuedSlices: [(slot: Int, images: Range<Int>)] = []
+        /// Batches whose slices have been queued (or that needed none).
+        var batchesQueued = 0
+        /// Next image to claim, counted from the first one not done before this run.
         var nextImage = 0
-        var aborted = false
+        /// The first error any thread hit; everyone stops.
+        var failure: Error?
 
-        init(slots: Int, batchSize: Int, imageFloats: Int) {
-            self.slots = slots; self.batchSize = batchSize; self.imageFloats = imageFloats
-            buffer = .allocate(capacity: slots * batchSize * imageFloats)
+        init(slots: Int, batchSize: Int, imageFloats: Int, dimension: Int) {
+            self.slots = slots; self.batchSize = batchSize; self.imageFloats = imageFloats; self.dimension = dimension
+            images = .allocate(capacity: slots * batchSize * imageFloats)
+            rows = .allocate(capacity: slots * batchSize * dimension)
             slotBatch = Array(0..<slots)
-            slotFilled = Array(repeating: 0, count: slots)
+            slotDecoded = Array(repeating: 0, count: slots)
             slotFailure = Array(repeating: Array(repeating: nil, count: batchSize), count: slots)
+            slotRows = Array(repeating: 0, count: slots)
+            slotSlicesLeft = Array(repeating: 0, count: slots)
+            slotReady = Array(repeating: false, count: slots)
         }
-        deinit { buffer.deallocate() }
-        func image(slot: Int, position: Int) -> UnsafeMutablePointer<Float> { buffer + (slot * batchSize + position) * imageFloats }
+        deinit { images.deallocate(); rows.deallocate() }
+        func image(slot: Int, position: Int) -> UnsafeMutablePointer<Float> { images + (slot * batchSize + position) * imageFloats }
+        func row(slot: Int, position: Int) -> UnsafeMutablePointer<Float> { rows + (slot * batchSize + position) * dimension }
+
+        /// Records the first error and wakes everyone so they stop.
+        func fail(_ error: Error) {
+            cond.lock()
+            if failure == nil { failure = error is PipelineError ? error : PipelineError.backbone(reason: "\(error)") }
+            cond.broadcast()
+            cond.unlock()
+        }
     }
 
+    /// Everything the pipeline's threads read, immutable once they start.
+    private final class PipelineContext: @unchecked Sendable {
+        let ring: Ring
+        let backbone: FeatureBackbone
+        let entries: [DatasetEntry]
+        let root: URL
+        let decodeOptions: DecodeOptions
+        /// The images still to do, cut into journaled batches (indices into `entries`).
+        let batches: [Range<Int>]
+        let batchStarts: [Int]
+        /// Images done before this run.
+        let firstDone: Int
+        /// Network calls per batch: one per worker when the backbone runs concurrent slices, else 1.
+        let slicesPerBatch: Int
+        init(ring: Ring, backbone: FeatureBackbone, entries: [DatasetEntry], root: URL, decodeOptions: DecodeOptions,
+             batches: [Range<Int>], firstDone: Int, slicesPerBatch: Int) {
+            self.ring = ring; self.backbone = backbone; self.entries = entries; self.root = root; self.decodeOptions = decodeOptions
+            self.batches = batches; batchStarts = batches.map(\.lowerBound); self.firstDone = firstDone
+            self.slicesPerBatch = slicesPerBatch
+        }
+    }
+
+    /// Runs the remaining batches and commits them to `run` in order.
+    ///
+    /// Threads: when the backbone supports concurrent slices, `decoderThreads + 1` workers each
+    /// decode images and run network slices with single-threaded kernels, so every core does one
+    /// thing at a time and no thread waits for another between layers. Otherwise `decoderThreads`
+    /// workers decode while one more runs whole batches through the backbone, which uses the
+    /// kernel threads inside. Either way the calling thread only commits finished batches (file
+    /// writes and fsync) and reports progress.
     private func runPipeline(entries: [DatasetEntry], globalStart: Int, root: URL, run: PartialRun, started: Date) throws {
         let total = entries.count
         let B = run.batchSize
@@ -241,113 +311,162 @@ public final class FeatureExtractor {
         report(done: firstDone, total: total, failures: failuresSoFar, processed: 0, started: started)
         guard !batches.isEmpty else { return }
 
-        let imageFloats = Preprocessor(preset: backbone.preset).outputCount
-        let ring = Ring(slots: options.decoderThreads + 2, batchSize: B, imageFloats: imageFloats)
-        let D = backbone.featureDimension
-        let rowsOut = UnsafeMutablePointer<Float>.allocate(capacity: B * D)
-        defer { rowsOut.deallocate() }
-        // Map a todo-list image to its batch: batches are contiguous, so keep a start table.
-        let batchStarts = batches.map(\.lowerBound)
-        let decodeOpts = decodeOptions()
-        let preset = backbone.preset
+        let concurrent = backbone.supportsConcurrentSlices
+        let ring = Ring(slots: options.decoderThreads + 2, batchSize: B,
+                        imageFloats: Preprocessor(preset: backbone.preset).outputCount, dimension: backbone.featureDimension)
+        let ctx = PipelineContext(ring: ring, backbone: backbone, entries: entries, root: root, decodeOptions: decodeOptions(), batches: batches,
+                                  firstDone: firstDone, slicesPerBatch: concurrent ? options.decoderThreads + 1 : 1)
         let finished = DispatchGroup()
-
-        // Everything the decoder threads read, immutable after this point; the ring is lock-guarded.
-        final class DecodeContext: @unchecked Sendable {
-            let ring: Ring, entries: [DatasetEntry], batches: [Range<Int>], batchStarts: [Int]
-            let root: URL, decodeOpts: DecodeOptions, preset: PreprocessPreset, total: Int, firstDone: Int
-            init(ring: Ring, entries: [DatasetEntry], batches: [Range<Int>], batchStarts: [Int], root: URL,
-                 decodeOpts: DecodeOptions, preset: PreprocessPreset, total: Int, firstDone: Int) {
-                self.ring = ring; self.entries = entries; self.batches = batches; self.batchStarts = batchStarts; self.root = root
-                self.decodeOpts = decodeOpts; self.preset = preset; self.total = total; self.firstDone = firstDone
-            }
-        }
-        let ctx = DecodeContext(ring: ring, entries: entries, batches: batches, batchStarts: batchStarts, root: root,
-                                decodeOpts: decodeOpts, preset: preset, total: total, firstDone: firstDone)
-        for _ in 0..<options.decoderThreads {
+        let roles: [(decodes: Bool, runsNetwork: Bool)] = concurrent
+            ? Array(repeating: (true, true), count: options.decoderThreads + 1)
+            : Array(repeating: (true, false), count: options.decoderThreads) + [(false, true)]
+        for role in roles {
             finished.enter()
-            let t = Thread {
+            let thread = Thread {
                 defer { finished.leave() }
-                let ring = ctx.ring, entries = ctx.entries, batches = ctx.batches, batchStarts = ctx.batchStarts
-                let root = ctx.root, decodeOpts = ctx.decodeOpts, total = ctx.total, firstDone = ctx.firstDone
-                let pre = Preprocessor(preset: ctx.preset)
-                var k = 0
-                while true {
-                    ring.cond.lock()
-                    if ring.aborted || firstDone + ring.nextImage >= total { ring.cond.unlock(); return }
-                    let idx = firstDone + ring.nextImage
-                    ring.nextImage += 1
-                    while k + 1 < batchStarts.count && batchStarts[k + 1] <= idx { k += 1 }
-                    let slot = k % ring.slots
-                    while ring.slotBatch[slot] != k && !ring.aborted { ring.cond.wait() }
-                    ring.cond.unlock()
-                    if ring.aborted { return }
-                    let pos = idx - batches[k].lowerBound
-                    var failure: String? = nil
-                    let url = root.appendingPathComponent(entries[idx].path)
-                    do {
-                        let img = try ImageDecoder.decode(contentsOf: url, options: decodeOpts)
-                        // Preprocessing has no error path; never hand it a degenerate image.
-                        if img.width < 1 || img.height < 1 || img.pixels.count < img.width * img.height * 3 {
-                            failure = "decoded image is empty (\(img.width)x\(img.height))"
-                        } else {
-                            pre.write(img, into: ring.image(slot: slot, position: pos))
-                        }
-                    } catch {
-                        failure = FeatureExtractor.reason(error, path: url.path)
-                    }
-                    ring.cond.lock()
-                    ring.slotFailure[slot][pos] = failure
-                    ring.slotFilled[slot] += 1
-                    if ring.slotFilled[slot] == batches[k].count { ring.cond.broadcast() }
-                    ring.cond.unlock()
+                if concurrent {
+                    TensorThreads.withSingleThreadedKernels { FeatureExtractor.work(ctx, decodes: role.decodes, runsNetwork: role.runsNetwork) }
+                } else {
+                    FeatureExtractor.work(ctx, decodes: role.decodes, runsNetwork: role.runsNetwork)
                 }
             }
-            t.stackSize = 8 << 20
-            t.start()
+            thread.stackSize = 8 << 20
+            thread.start()
         }
 
         var processed = 0
-        var pipelineError: Error? = nil
         for (k, batch) in batches.enumerated() {
             let slot = k % ring.slots
             ring.cond.lock()
-            while ring.slotFilled[slot] < batch.count { ring.cond.wait() }
-            let failuresHere = ring.slotFailure[slot]
+            while !ring.slotReady[slot] && ring.failure == nil { ring.cond.wait() }
+            // After another thread's error, batches finished before it are still committed, so a
+            // resumed run redoes as little as possible.
+            if !ring.slotReady[slot] { ring.cond.unlock(); break }
+            let rowCount = ring.slotRows[slot]
+            let batchFailures = (0..<batch.count).compactMap { p in ring.slotFailure[slot][p].map { (batch.lowerBound + p, $0) } }
             ring.cond.unlock()
-            // Compact the decoded images to the front of the slot so the backbone sees a dense batch.
-            var okCount = 0
-            var batchFailures: [(Int, String)] = []
-            for pos in 0..<batch.count {
-                if let f = failuresHere[pos] { batchFailures.append((batch.lowerBound + pos, f)); continue }
-                if okCount != pos {
-                    ring.image(slot: slot, position: okCount).update(from: ring.image(slot: slot, position: pos), count: imageFloats)
-                }
-                okCount += 1
-            }
             do {
-                if okCount > 0 { try backbone.features(ring.image(slot: slot, position: 0), batch: okCount, into: rowsOut) }
-                try run.commitBatch(rows: rowsOut, rowCount: okCount, imageCount: batch.count, batchFailures: batchFailures,
-                                    seconds: priorSeconds + Date().timeIntervalSince(started))
+                try run.commitBatch(rows: ring.row(slot: slot, position: 0), rowCount: rowCount, imageCount: batch.count,
+                                    batchFailures: batchFailures, seconds: priorSeconds + Date().timeIntervalSince(started))
             } catch {
-                pipelineError = error is PipelineError ? error : PipelineError.backbone(reason: "\(error)")
+                ring.fail(error)
+                break
             }
             ring.cond.lock()
-            if pipelineError != nil { ring.aborted = true } else {
-                ring.slotBatch[slot] = k + ring.slots
-                ring.slotFilled[slot] = 0
-                for p in 0..<B { ring.slotFailure[slot][p] = nil }
-            }
+            ring.slotBatch[slot] = k + ring.slots
+            ring.slotDecoded[slot] = 0
+            ring.slotReady[slot] = false
+            for p in 0..<B { ring.slotFailure[slot][p] = nil }
             ring.cond.broadcast()
             ring.cond.unlock()
-            if pipelineError != nil { break }
             processed += batch.count
             failuresSoFar += batchFailures.count
             report(done: firstDone + processed, total: total, failures: failuresSoFar, processed: processed, started: started)
             if options.batchDelaySeconds > 0 { Thread.sleep(forTimeInterval: options.batchDelaySeconds) }
         }
         finished.wait()
-        if let e = pipelineError { throw e }
+        if let e = ring.failure { throw e }
+    }
+
+    /// One pipeline thread: takes network slices (if `runsNetwork`, first, since they free slots)
+    /// or the next image to decode (if `decodes` and its slot is free) until no work is left.
+    private static func work(_ ctx: PipelineContext, decodes: Bool, runsNetwork: Bool) {
+        enum Work { case decode(index: Int, batch: Int), slice(slot: Int, images: Range<Int>) }
+        let ring = ctx.ring
+        let pre = Preprocessor(preset: ctx.backbone.preset)
+        let remaining = ctx.entries.count - ctx.firstDone
+        var k = 0  // batch of the next image; images are claimed in order, so it only moves forward
+        while true {
+            var next: Work? = nil
+            ring.cond.lock()
+            while next == nil {
+                if ring.failure != nil { ring.cond.unlock(); return }
+                if runsNetwork, !ring.queuedSlices.isEmpty {
+                    let s = ring.queuedSlices.removeFirst()
+                    next = .slice(slot: s.slot, images: s.images)
+                    break
+                }
+                let moreImages = ring.nextImage < remaining
+                if decodes && moreImages {
+                    let index = ctx.firstDone + ring.nextImage
+                    while k + 1 < ctx.batchStarts.count && ctx.batchStarts[k + 1] <= index { k += 1 }
+                    if ring.slotBatch[k % ring.slots] == k {
+                        ring.nextImage += 1
+                        next = .decode(index: index, batch: k)
+                        break
+                    }
+                }
+                let moreSlices = runsNetwork && ring.batchesQueued < ctx.batches.count
+                if !moreSlices && !(decodes && moreImages) { ring.cond.unlock(); return }
+                ring.cond.wait()
+            }
+            ring.cond.unlock()
+
+            switch next! {
+            case let .decode(index, batch):
+                let slot = batch % ring.slots, position = index - ctx.batches[batch].lowerBound
+                let failure = decode(ctx.entries[index], root: ctx.root, options: ctx.decodeOptions, with: pre,
+                                     into: ring.image(slot: slot, position: position))
+                ring.cond.lock()
+                ring.slotFailure[slot][position] = failure
+                ring.slotDecoded[slot] += 1
+                let complete = ring.slotDecoded[slot] == ctx.batches[batch].count
+                ring.cond.unlock()
+                if complete { queueSlices(ctx, slot: slot, count: ctx.batches[batch].count) }
+            case let .slice(slot, images):
+                do {
+                    try ctx.backbone.features(ring.image(slot: slot, position: images.lowerBound), batch: images.count,
+                                          into: ring.row(slot: slot, position: images.lowerBound))
+                } catch {
+                    ring.fail(error)
+                    return
+                }
+                ring.cond.lock()
+                ring.slotSlicesLeft[slot] -= 1
+                if ring.slotSlicesLeft[slot] == 0 { ring.slotReady[slot] = true; ring.cond.broadcast() }
+                ring.cond.unlock()
+            }
+        }
+    }
+
+    /// Called by the thread that decoded a batch's last image: moves the decoded images to the
+    /// front of the slot (the backbone sees a dense batch) and queues the network slices.
+    private static func queueSlices(_ ctx: PipelineContext, slot: Int, count: Int) {
+        let ring = ctx.ring
+        // No other thread touches a slot between its last decode and its slices being queued.
+        var decoded = 0
+        for position in 0..<count where ring.slotFailure[slot][position] == nil {
+            if decoded != position {
+                ring.image(slot: slot, position: decoded).update(from: ring.image(slot: slot, position: position), count: ring.imageFloats)
+            }
+            decoded += 1
+        }
+        let slices = min(decoded, ctx.slicesPerBatch)
+        ring.cond.lock()
+        ring.slotRows[slot] = decoded
+        ring.slotSlicesLeft[slot] = slices
+        for s in 0..<slices { ring.queuedSlices.append((slot, s * decoded / slices ..< (s + 1) * decoded / slices)) }
+        if slices == 0 { ring.slotReady[slot] = true }
+        ring.batchesQueued += 1
+        ring.cond.broadcast()
+        ring.cond.unlock()
+    }
+
+    /// Decodes and preprocesses one image into `destination`; returns why it failed, or nil.
+    private static func decode(_ entry: DatasetEntry, root: URL, options: DecodeOptions, with pre: Preprocessor,
+                        into destination: UnsafeMutablePointer<Float>) -> String? {
+        let url = root.appendingPathComponent(entry.path)
+        do {
+            let img = try ImageDecoder.decode(contentsOf: url, options: options)
+            // Preprocessing has no error path; never hand it a degenerate image.
+            if img.width < 1 || img.height < 1 || img.pixels.count < img.width * img.height * 3 {
+                return "decoded image is empty (\(img.width)x\(img.height))"
+            }
+            pre.write(img, into: destination)
+            return nil
+        } catch {
+            return FeatureExtractor.reason(error, path: url.path)
+        }
     }
 
     private func report(done: Int, total: Int, failures: Int, processed: Int, started: Date) {

@@ -7,7 +7,7 @@ import BottleneckModels
 /// Features are the network's output per image flattened in PyTorch order: `C` values with pooling,
 /// `C*H*W` for an unpooled map. The input resolution is the preset's crop size.
 public final class NetworkBackbone: FeatureBackbone {
-    /// The wrapped network (not thread-safe; the extractor calls it from one thread).
+    /// The wrapped network (see ``supportsConcurrentSlices`` for when the extractor calls it from several threads).
     public let network: Network
     /// Preprocessing named by the architecture (`imagenet` or `lite`).
     public let preset: PreprocessPreset
@@ -34,6 +34,9 @@ public final class NetworkBackbone: FeatureBackbone {
         }
         identity = id
     }
+
+    /// The network's `splitsBatchesIntoConcurrentSlices` (EfficientNet-Lite: yes; ResNet-50, VGG: no).
+    public var supportsConcurrentSlices: Bool { network.splitsBatchesIntoConcurrentSlices }
 
     /// Runs the network on `batch` images of `3 x crop x crop`.
     public func features(_ input: UnsafePointer<Float>, batch: Int, into output: UnsafeMutablePointer<Float>) throws {

@@ -42,11 +42,21 @@ public enum TensorThreads {
     /// or equal in size.
     public static func concurrentImages(pieces: Int, _ body: @escaping (Int) -> Void) {
         pool.run(pieces: pieces, patient: true) { piece in
-            let previous = pthread_getspecific(serialKey)
-            pthread_setspecific(serialKey, UnsafeRawPointer(bitPattern: 1))
-            defer { pthread_setspecific(serialKey, previous) }
-            body(piece)
+            withSingleThreadedKernels { body(piece) }
         }
+    }
+
+    /// Runs `body` on the calling thread with `count == 1` there: every kernel it calls runs inline,
+    /// without the pool. Other threads are unaffected.
+    ///
+    /// For callers that bring their own threads, such as an extraction pipeline whose threads each
+    /// decode a batch and run the network on it: with one worker per core and kernels inline, no
+    /// core is asked to run two threads. Nests.
+    public static func withSingleThreadedKernels<T>(_ body: () throws -> T) rethrows -> T {
+        let previous = pthread_getspecific(serialKey)
+        pthread_setspecific(serialKey, UnsafeRawPointer(bitPattern: 1))
+        defer { pthread_setspecific(serialKey, previous) }
+        return try body()
     }
 
     /// Sets the thread count for OpenBLAS and the kernels (clamped to at least 1).

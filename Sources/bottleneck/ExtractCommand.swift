@@ -45,7 +45,7 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Images per network call.")
     var batch: Int = 16
 
-    @Option(help: "Decoder threads (default: cores - 1, at least 1).")
+    @Option(help: "Decoder threads (default: cores - 1, at least 1). With EfficientNet-Lite and raw-pixels, threads + 1 workers each decode and run the network instead.")
     var threads: Int?
 
     @Option(help: "Extract only shard i of n (0-based, e.g. 0/4) of the sorted file list; join shards with `bottleneck merge`.")

@@ -5,19 +5,23 @@ import BottleneckImage
 @testable import BottleneckPipeline
 
 /// A backbone that delegates to the raw-pixel baseline but throws on call number `failOnCall`,
-/// leaving a partial run behind exactly as a crash between batches would.
-final class FailingBackbone: FeatureBackbone {
+/// leaving a partial run behind exactly as a crash between batches would. `concurrent` makes the
+/// extractor call it from several threads (slices of batches) instead of one.
+final class FailingBackbone: FeatureBackbone, @unchecked Sendable {
     let inner = RawPixelBackbone()
     let failOnCall: Int
-    var calls = 0
-    init(failOnCall: Int) { self.failOnCall = failOnCall }
+    let concurrent: Bool
+    private let lock = NSLock()
+    private var calls = 0
+    init(failOnCall: Int, concurrent: Bool = false) { self.failOnCall = failOnCall; self.concurrent = concurrent }
+    var supportsConcurrentSlices: Bool { concurrent }
     var featureDimension: Int { inner.featureDimension }
     var preset: PreprocessPreset { inner.preset }
     var identity: [String: String] { inner.identity }
     struct Crash: Error {}
     func features(_ input: UnsafePointer<Float>, batch: Int, into output: UnsafeMutablePointer<Float>) throws {
-        calls += 1
-        if calls == failOnCall { throw Crash() }
+        lock.lock(); calls += 1; let call = calls; lock.unlock()
+        if call == failOnCall { throw Crash() }
         try inner.features(input, batch: batch, into: output)
     }
 }
@@ -240,21 +244,33 @@ final class FeatureExtractorTests: XCTestCase {
         let clean = work.appendingPathComponent("clean")
         try extractor(batch: 3).extract(dataset: root, to: clean)
 
-        let out = work.appendingPathComponent("crashed")
-        XCTAssertThrowsError(try extractor(batch: 3, backbone: FailingBackbone(failOnCall: 4)).extract(dataset: root, to: out))
-        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("meta.json").path))
-        // Simulate a crash mid-write of the next batch: stray rows bytes and a torn journal line.
-        let partial = out.appendingPathComponent(".partial")
-        let rowsFH = try FileHandle(forWritingTo: partial.appendingPathComponent("rows.f32"))
-        rowsFH.seekToEndOfFile(); rowsFH.write(Data(repeating: 0xAB, count: 1000)); try rowsFH.close()
-        let jFH = try FileHandle(forWritingTo: partial.appendingPathComponent("journal.jsonl"))
-        jFH.seekToEndOfFile(); jFH.write(Data("{\"done\": 12, \"rows\"".utf8)); try jFH.close()
+        // The crash comes from a backbone called one batch at a time, then from one called by two
+        // threads on slices of batches (the clean and resumed runs use the raw-pixel backbone, which
+        // runs slices too: the modes must agree byte for byte).
+        for concurrent in [false, true] {
+            let out = work.appendingPathComponent("crashed-\(concurrent)")
+            let failing = FailingBackbone(failOnCall: 4, concurrent: concurrent)
+            XCTAssertThrowsError(try extractor(batch: 3, backbone: failing).extract(dataset: root, to: out))
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("meta.json").path))
+            // Simulate a crash mid-write of the next batch: stray rows bytes and a torn journal line.
+            let partial = out.appendingPathComponent(".partial")
+            let rowsFH = try FileHandle(forWritingTo: partial.appendingPathComponent("rows.f32"))
+            rowsFH.seekToEndOfFile(); rowsFH.write(Data(repeating: 0xAB, count: 1000)); try rowsFH.close()
+            let jFH = try FileHandle(forWritingTo: partial.appendingPathComponent("journal.jsonl"))
+            jFH.seekToEndOfFile(); jFH.write(Data("{\"done\": 12, \"rows\"".utf8)); try jFH.close()
 
-        let resumed = try extractor(batch: 3, resume: true).extract(dataset: root, to: out)
-        XCTAssertEqual(resumed.resumedImages, 9)  // three batches of 3 were committed before the crash
-        XCTAssertEqual(try TestData.storeFiles(out), try TestData.storeFiles(clean))
-        XCTAssertEqual(try TestData.metaWithoutTiming(out), try TestData.metaWithoutTiming(clean))
-        XCTAssertFalse(FileManager.default.fileExists(atPath: partial.path))
+            let resumed = try extractor(batch: 3, resume: true).extract(dataset: root, to: out)
+            if concurrent {
+                // Two slices per batch, started in any order across batches: calls 1-4 cannot
+                // complete two batches, and the first may or may not be committed before the error.
+                XCTAssertTrue([0, 3].contains(resumed.resumedImages), "\(resumed.resumedImages)")
+            } else {
+                XCTAssertEqual(resumed.resumedImages, 9)  // three batches of 3 were committed before the crash
+            }
+            XCTAssertEqual(try TestData.storeFiles(out), try TestData.storeFiles(clean))
+            XCTAssertEqual(try TestData.metaWithoutTiming(out), try TestData.metaWithoutTiming(clean))
+            XCTAssertFalse(FileManager.default.fileExists(atPath: partial.path))
+        }
     }
 
     func testResumeRefusesAPartialRunFromOtherInputs() throws {

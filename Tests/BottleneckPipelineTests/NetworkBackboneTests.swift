@@ -62,6 +62,29 @@ final class NetworkBackboneTests: XCTestCase {
                        try TestData.metaWithoutTiming(work.appendingPathComponent("single")))
     }
 
+    /// Workers that each decode and run slices of batches (single-threaded kernels) write the same
+    /// bytes as decoders feeding one network thread that splits every layer over the kernel threads.
+    func testConcurrentSlicesEqualOneNetworkThread() throws {
+        let root = try TestData.tempDir("net-slices")
+        let work = try TestData.tempDir("net-slices-out")
+        defer { try? FileManager.default.removeItem(at: root); try? FileManager.default.removeItem(at: work) }
+        try TestData.makeClassTree(root, classes: ["a", "b"], perClass: 7)
+        try Data("bad".utf8).write(to: root.appendingPathComponent("a/bad.jpg"))
+        func run(concurrent: Bool) throws -> URL {
+            let net = try Network(syntheticModel: "resnet18", cut: .layer("layer1"), pool: .avg)
+            net.runsImagesConcurrently = concurrent
+            let backbone = try NetworkBackbone(network: net, selection: .layer("layer1"), weightsSHA256: "synthetic")
+            XCTAssertEqual(backbone.supportsConcurrentSlices, concurrent)
+            var o = ExtractionOptions(); o.batchSize = 5; o.decoderThreads = 2
+            let out = work.appendingPathComponent("\(concurrent)")
+            try FeatureExtractor(backbone: backbone, options: o).extract(dataset: root, to: out)
+            return out
+        }
+        let sliced = try run(concurrent: true), whole = try run(concurrent: false)
+        XCTAssertEqual(try FeatureStore.load(from: sliced).records.filter { $0.row != nil }.count, 14)
+        XCTAssertEqual(try TestData.storeFiles(sliced), try TestData.storeFiles(whole))
+    }
+
     /// The EfficientNet-Lite0 checkpoint: the weight cache, else the reference venv's copy.
     static func liteWeights() -> URL? {
         if let entry = try? WeightManifest.bundled().entry(for: "efficientnet-lite0"), let u = WeightCache.default.locate(entry) { return u }

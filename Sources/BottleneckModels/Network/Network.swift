@@ -7,7 +7,8 @@ import Foundation
 ///
 /// Activations run in NHWC inside preallocated buffers that are reused across calls (they only grow
 /// when a larger batch or image arrives), so steady-state inference allocates nothing. Inputs and
-/// outputs use PyTorch's layout. Not thread-safe: use one `Network` per concurrent caller.
+/// outputs use PyTorch's layout. Not thread-safe (use one `Network` per concurrent caller), except as
+/// `splitsBatchesIntoConcurrentSlices` describes.
 ///
 /// Threads: a batch of at least two images per kernel thread runs image-parallel when the weights
 /// fit in cache (`concurrentImagesMaximumWeightBytes`): each thread takes whole slices of the batch
@@ -122,8 +123,7 @@ public final class Network: @unchecked Sendable {
         let slice = microBatch(height: height, width: width, batch: batch)
         let inCount = 3 * height * width, outCount = outputShape(height: height, width: width).count
         let threads = TensorThreads.count
-        if runsImagesConcurrently && !recordStageTimes && !hasLinearLayers && threads > 1 && batch >= 2 * threads
-            && convolutionWeightBytes <= Network.concurrentImagesMaximumWeightBytes {
+        if splitsBatchesIntoConcurrentSlices && threads > 1 && batch >= 2 * threads {
             // Equal slices, a multiple of the thread count, so that no thread is left with the last one alone.
             let slices = min(batch, ((batch + slice - 1) / slice + threads - 1) / threads * threads)
             TensorThreads.concurrentImages(pieces: slices) { piece in
@@ -144,6 +144,18 @@ public final class Network: @unchecked Sendable {
                 b0 += n
             }
         }
+    }
+
+    /// Whether `forward` runs large batches image-parallel (see the type's discussion): enabled
+    /// (`runsImagesConcurrently`), no stage times being recorded, no Linear layers, and convolution
+    /// weights within `concurrentImagesMaximumWeightBytes`.
+    ///
+    /// When true, `forward` may also be called from several threads at once provided each call runs
+    /// inside `TensorThreads.withSingleThreadedKernels`: every call takes its own activation buffers
+    /// and the layers are read-only, and the outputs are bitwise those of one call on the whole batch.
+    public var splitsBatchesIntoConcurrentSlices: Bool {
+        runsImagesConcurrently && !recordStageTimes && !hasLinearLayers
+            && convolutionWeightBytes <= Network.concurrentImagesMaximumWeightBytes
     }
 
     /// Runs `body` with a set of activation buffers no other slice is using.
