@@ -353,11 +353,23 @@ struct WinogradGeometry {
         }
     }
 
+    // The two halves of a tile's output transform are separate functions on purpose: as one (or
+    // inlined into `transformOutput`) the optimiser left several 64-byte loads and stores as calls,
+    // each with the vector registers spilled around it; small, each compiles to straight-line code.
+
     @inline(__always)
     private func outputTile<V: KernelVector>(_ src: UnsafePointer<Float>, _ slice: Int, _ pixel: Int, _ ch: Int,
                                            _ rows: Int, _ cols: Int, _ scratch: UnsafeMutableRawPointer, _: V.Type) {
+        outputColumns(src, slice, scratch, V.self)
+        outputRows(pixel, ch, rows, cols, scratch, V.self)
+    }
+
+    /// Columns: `s[.][j] = Aᵀ m[.][j]`, `Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]`,
+    /// into `scratch` (4 x 6 vectors).
+    @inline(never)
+    private func outputColumns<V: KernelVector>(_ src: UnsafePointer<Float>, _ slice: Int, _ scratch: UnsafeMutableRawPointer,
+                                              _: V.Type) {
         let size = MemoryLayout<V>.stride
-        // Columns: s[.][j] = Aᵀ m[.][j], Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
         for j in 0..<6 {
             @inline(__always) func ld(_ i: Int) -> V { UnsafeRawPointer(src + (i * 6 + j) * slice).loadUnaligned(as: V.self) }
             let r = at(ld(0), ld(1), ld(2), ld(3), ld(4), ld(5))
@@ -366,6 +378,14 @@ struct WinogradGeometry {
             scratch.storeBytes(of: r.2, toByteOffset: (2 * 6 + j) * size, as: V.self)
             scratch.storeBytes(of: r.3, toByteOffset: (3 * 6 + j) * size, as: V.self)
         }
+    }
+
+    /// Rows: `y[i][.] = Aᵀ s[i][.]` + bias (+ residual), activated, for the tile's `rows x cols`
+    /// output pixels that lie inside the map.
+    @inline(never)
+    private func outputRows<V: KernelVector>(_ pixel: Int, _ ch: Int, _ rows: Int, _ cols: Int,
+                                           _ scratch: UnsafeMutableRawPointer, _: V.Type) {
+        let size = MemoryLayout<V>.stride
         let b = bias.map { UnsafeRawPointer($0 + ch).loadUnaligned(as: V.self) } ?? V()
         let c = outChannels
         for i in 0..<rows {
