@@ -6,7 +6,7 @@
 #     MODEL  default efficientnet-lite0 (pretrained weights from the cache or /opt/refvenv);
 #            resnet50 etc. run with the same architecture on both sides (the Python side uses
 #            untrained weights, which cost the same to run; Swift needs the checkpoint in its cache).
-#   env: REPEATS (3), BATCH (16), PY (/opt/refvenv/bin/python), WORKERS ("1 2")
+#   env: REPEATS (3 rounds; each round runs every pipeline once, in turn), BATCH (16), PY (/opt/refvenv/bin/python), WORKERS ("1 2")
 #
 # Bottleneck: the release binary, `extract DATA --model MODEL` (cut 1 = pooled features), timed by
 # meta.json's wall_seconds (scan + decode + network + writing every output file; excludes loading
@@ -33,6 +33,14 @@ fi
 TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
+# Every round runs each pipeline once, in turn, so that all of them see the same machine: on a shared VM
+# the speed drifts by tens of percent over minutes, and timing one side's repeats before the other's
+# turned that drift into the ratio.
+PEERS=()
+if [ -x "$PY" ] && "$PY" -c "import torch, torchvision, onnxruntime" 2>/dev/null; then
+  for engine in torch torch-cl onnx; do for w in $WORKERS; do PEERS+=("$engine:$w"); done; done
+fi
+declare -A peer_rates
 rates=(); procs=()
 for i in $(seq "$REPEATS"); do
   out="$TMP/swift-$i"
@@ -42,24 +50,28 @@ for i in $(seq "$REPEATS"); do
   n=$(grep -c ',ok$' "$out/index.csv" || true)
   w=$(sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$out/meta.json")
   rates+=("$(echo "$n / $w" | bc -l)"); procs+=("$(echo "$n / ($t1 - $t0)" | bc -l)")
+  for peer in "${PEERS[@]}"; do
+    engine=${peer%:*}; w=${peer#*:}
+    args=(--engine "${engine%-cl}" --workers "$w" --batch "$BATCH" --repeats 1 --model "$MODEL" --data "$DATA")
+    [ "$engine" = torch-cl ] && args+=(--channels-last)
+    r=$("$PY" Benchmarks/extract/python_pipeline.py "${args[@]}" 2>/dev/null | tail -1 | sed -n 's/.*"median_images_per_second": \([0-9.]*\).*/\1/p')
+    [ -n "$r" ] && peer_rates[$peer]+="$r "
+  done
 done
 SWIFT=$(printf '%s\n' "${rates[@]}" | median)
 SWIFT_PROC=$(printf '%s\n' "${procs[@]}" | median)
-printf '%-58s %10s %10s\n' "pipeline ($MODEL, $(basename "$DATA"), $n images, batch $BATCH)" "images/s" "bn ratio"
-printf '%-58s %10.1f %10s\n' "bottleneck extract (pipeline: scan..features.npy)" "$SWIFT" "1.00"
+printf '%-58s %10s %10s\n' "pipeline ($MODEL, $(basename "$DATA"), $n images, batch $BATCH, $REPEATS rounds)" "images/s" "bn ratio"
+printf '%-58s %10.1f %10s   rounds: %s\n' "bottleneck extract (pipeline: scan..features.npy)" "$SWIFT" "1.00" "$(printf '%.1f ' "${rates[@]}")"
 printf '%-58s %10.1f %10s\n' "bottleneck extract (whole process incl. weight loading)" "$SWIFT_PROC" "-"
 
-if [ -x "$PY" ] && "$PY" -c "import torch, torchvision, onnxruntime" 2>/dev/null; then
+if [ ${#PEERS[@]} -gt 0 ]; then
   best=0
-  for engine in torch torch-cl onnx; do
-    for w in $WORKERS; do
-      args=(--engine "${engine%-cl}" --workers "$w" --batch "$BATCH" --repeats "$REPEATS" --model "$MODEL" --data "$DATA")
-      [ "$engine" = torch-cl ] && args+=(--channels-last)
-      r=$("$PY" Benchmarks/extract/python_pipeline.py "${args[@]}" 2>/dev/null | tail -1 | sed -n 's/.*"median_images_per_second": \([0-9.]*\).*/\1/p')
-      [ -n "$r" ] || { echo "  ($engine workers=$w failed)"; continue; }
-      printf '%-58s %10.1f %10.2f\n' "DataLoader(workers=$w) + $engine" "$r" "$(echo "$SWIFT / $r" | bc -l)"
-      best=$(echo "if ($r > $best) $r else $best" | bc -l)
-    done
+  for peer in "${PEERS[@]}"; do
+    engine=${peer%:*}; w=${peer#*:}
+    [ -n "${peer_rates[$peer]:-}" ] || { echo "  ($engine workers=$w failed)"; continue; }
+    r=$(printf '%s\n' ${peer_rates[$peer]} | median)
+    printf '%-58s %10.1f %10.2f   rounds: %s\n' "DataLoader(workers=$w) + $engine" "$r" "$(echo "$SWIFT / $r" | bc -l)" "${peer_rates[$peer]}"
+    best=$(echo "if ($r > $best) $r else $best" | bc -l)
   done
   printf '%-58s %10.1f %10.2f\n' "best Python pipeline" "$best" "$(echo "$SWIFT / $best" | bc -l)"
 else
