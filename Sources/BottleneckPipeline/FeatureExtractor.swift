@@ -324,11 +324,8 @@ public final class FeatureExtractor {
             finished.enter()
             let thread = Thread {
                 defer { finished.leave() }
-                if concurrent {
-                    TensorThreads.withSingleThreadedKernels { FeatureExtractor.work(ctx, decodes: role.decodes, runsNetwork: role.runsNetwork) }
-                } else {
-                    FeatureExtractor.work(ctx, decodes: role.decodes, runsNetwork: role.runsNetwork)
-                }
+                let work = { FeatureExtractor.work(ctx, decodes: role.decodes, runsNetwork: role.runsNetwork) }
+                if concurrent { TensorThreads.withSingleThreadedKernels(work) } else { work() }
             }
             thread.stackSize = 8 << 20
             thread.start()
@@ -416,7 +413,7 @@ public final class FeatureExtractor {
             case let .slice(slot, images):
                 do {
                     try ctx.backbone.features(ring.image(slot: slot, position: images.lowerBound), batch: images.count,
-                                          into: ring.row(slot: slot, position: images.lowerBound))
+                                              into: ring.row(slot: slot, position: images.lowerBound))
                 } catch {
                     ring.fail(error)
                     return
@@ -454,7 +451,7 @@ public final class FeatureExtractor {
 
     /// Decodes and preprocesses one image into `destination`; returns why it failed, or nil.
     private static func decode(_ entry: DatasetEntry, root: URL, options: DecodeOptions, with pre: Preprocessor,
-                        into destination: UnsafeMutablePointer<Float>) -> String? {
+                               into destination: UnsafeMutablePointer<Float>) -> String? {
         let url = root.appendingPathComponent(entry.path)
         do {
             let img = try ImageDecoder.decode(contentsOf: url, options: options)

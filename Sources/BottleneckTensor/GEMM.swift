@@ -317,7 +317,6 @@ struct TileWindows {
     }
 }
 
-/// One micro-tile: up to 6 rows of `A` against one weight panel over a `kc` slice of `k`.
 /// Rows `0..<rows` (any count) of one 16- or 8-wide weight panel, six at a time in one call.
 ///
 /// One call per strip rather than per six rows: building a `Tile` and calling it for every six
@@ -355,6 +354,7 @@ struct TileStrip {
     }
 }
 
+/// One micro-tile: up to 6 rows of `A` against one weight panel over a `kc` slice of `k`.
 struct Tile {
     enum Initial {
         /// First `k` slice: start from bias + residual (or zero).

@@ -11,11 +11,12 @@ public enum TensorThreads {
     nonisolated(unsafe) private static var sharedPool: WorkerPool?
     private static let poolLock = NSLock()
 
-    /// The number of worker threads kernels use: 1 on a thread inside `concurrentImages` (each
-    /// such thread runs its kernels alone), else the configured count.
+    /// The number of worker threads kernels use: 1 on a thread inside `concurrentImages` or
+    /// `withSingleThreadedKernels` (such a thread runs its kernels alone), else the configured count.
     public static var count: Int { pthread_getspecific(serialKey) == nil ? current : 1 }
 
-    /// Per-thread mark "kernels run inline here" (set for the duration of a `concurrentImages` piece).
+    /// Per-thread mark "kernels run inline here" (set by `withSingleThreadedKernels`, which every
+    /// `concurrentImages` piece runs inside).
     private static let serialKey: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key, nil)

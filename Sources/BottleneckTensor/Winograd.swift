@@ -355,7 +355,8 @@ struct WinogradGeometry {
 
     // The two halves of a tile's output transform are separate functions on purpose: as one (or
     // inlined into `transformOutput`) the optimiser left several 64-byte loads and stores as calls,
-    // each with the vector registers spilled around it; small, each compiles to straight-line code.
+    // each with the vector registers spilled around it. Split, the column half has none; the row
+    // half still keeps four at width 16 (0.4 % of a ResNet-50 profile).
 
     @inline(__always)
     private func outputTile<V: KernelVector>(_ src: UnsafePointer<Float>, _ slice: Int, _ pixel: Int, _ ch: Int,
