@@ -42,7 +42,8 @@ func windowOutput(_ input: Int, pad: Int, kernel: Int, stride: Int) -> Int {
 /// 1x1 stride-1 unpadded convolutions skip im2col entirely: the NHWC input already is the
 /// `[N*H*W, Cin]` GEMM operand. 3x3 stride-1 padding-1 convolutions with enough channels run as
 /// Winograd F(4x4, 3x3) instead (`WinogradConvolution`, about 4x fewer multiply-adds); such a layer
-/// keeps only the Winograd-transformed weights.
+/// keeps only the Winograd-transformed weights, except where Winograd pays only for batches (large
+/// weights on small maps): those keep both and choose per call.
 public final class Conv2D: @unchecked Sendable {
     /// Input channels.
     public let inChannels: Int
@@ -56,9 +57,13 @@ public final class Conv2D: @unchecked Sendable {
     public let padding: Padding
     /// Activation fused into the output pass.
     public let activation: Activation
-    /// Whether `forward` runs Winograd F(4x4, 3x3) (decided at init from the algorithm and geometry).
+    /// Whether the layer holds Winograd F(4x4, 3x3) weights (decided at init from the algorithm and
+    /// geometry). It runs them on every call unless it also holds direct weights (`usesDirect`);
+    /// then only on calls with at least `winogradMinimumTiles` tiles.
     public var usesWinograd: Bool { winograd != nil }
-    /// The direct path's packed weights (nil when the layer runs Winograd: one weight copy only).
+    /// Whether the layer holds the direct path's weights (always, except for Winograd-only layers).
+    public var usesDirect: Bool { direct != nil }
+    /// The direct path's packed weights (nil when the layer always runs Winograd: one weight copy only).
     let direct: PackedWeights?
     let winograd: WinogradConvolution?
     let bias: UnsafeMutableBufferPointer<Float>?
@@ -77,27 +82,52 @@ public final class Conv2D: @unchecked Sendable {
     /// floor is just the layout's (channels in whole 8-wide vectors).
     public static let winogradMinimumChannels = 8
 
-    /// Transformed weights (bytes, `36 * Cin * Cout * 4`) from which `.automatic` also needs enough
-    /// tiles per image (`winogradMinimumTiles`) at the expected input size. Winograd's weights are 4x
-    /// the direct ones; when they exceed the cache and the map is small, streaming them costs more
-    /// than the multiply-adds saved (512 channels on 7x7 maps, batch 1: 0.8-0.9x; 256 on 7x7: 1.0x).
+    /// Transformed weights (bytes, `36 * Cin * Cout * 4`) from which `.automatic` also looks at the
+    /// number of tiles. Winograd's weights are 4x the direct ones; when they exceed the cache and a
+    /// call has few tiles, streaming them costs more than the multiply-adds saved (512 channels on
+    /// 7x7 maps, batch 1 = 4 tiles: 0.86-1.0x on 2 threads; 256 on 7x7: 1.0x).
     public static let winogradLargeWeightBytes = 8 << 20
-    /// See `winogradLargeWeightBytes` (512 channels at 10x10 = 9 tiles: 1.1x; 14x14 = 16 tiles: 1.6x).
+    /// Tiles (per image at the expected input size, or per call) from which a layer with large
+    /// transformed weights runs Winograd. 512 channels, 2 threads: 10x10 = 9 tiles per image: 1.1x;
+    /// 14x14 = 16: 1.6x; 7x7 maps in a call of 2 images (8 tiles): 1.2-1.3x, 3 images: 1.8x, 5: 1.8x.
     public static let winogradMinimumTiles = 8
 
-    /// Whether `.automatic` uses Winograd for this geometry: 3x3, stride 1, padding 1, channel counts
-    /// multiples of 8 and at least `winogradMinimumChannels`, `winogradEnabled`, and, for layers with
-    /// large transformed weights whose `expectedInput` is known, enough 4x4 tiles per image.
+    /// Whether `.automatic` uses Winograd for every call on this geometry: 3x3, stride 1, padding 1,
+    /// channel counts multiples of 8 and at least `winogradMinimumChannels`, `winogradEnabled`, and,
+    /// for layers with large transformed weights whose `expectedInput` is known, at least
+    /// `winogradMinimumTiles` 4x4 tiles per image. Layers that miss only that last condition (ResNet's
+    /// 512-channel 7x7 stage) keep both weight sets and choose per call (`prefersWinogradForBatches`).
     public static func prefersWinograd(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
                                        padding: Padding, expectedInput: (height: Int, width: Int)? = nil) -> Bool {
-        guard winogradEnabled, min(inChannels, outChannels) >= winogradMinimumChannels,
-              WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
-                                           kernelW: kernelW, stride: stride, padding: padding) else { return false }
-        if let size = expectedInput, 36 * inChannels * outChannels * 4 >= winogradLargeWeightBytes {
-            return ((size.height + 3) / 4) * ((size.width + 3) / 4) >= winogradMinimumTiles
-        }
-        return true
+        supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
+                                  stride: stride, padding: padding)
+            && !hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
     }
+
+    /// Whether `.automatic` keeps both the direct and the Winograd weights for this geometry and runs
+    /// Winograd only on calls with at least `winogradMinimumTiles` tiles (a batch of 2 or more 7x7
+    /// maps): the layers `prefersWinograd` rejects for their few tiles per image alone.
+    public static func prefersWinogradForBatches(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
+                                                 padding: Padding, expectedInput: (height: Int, width: Int)?) -> Bool {
+        supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
+                                  stride: stride, padding: padding)
+            && hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
+    }
+
+    static func supportsAutomaticWinograd(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
+                                          padding: Padding) -> Bool {
+        winogradEnabled && min(inChannels, outChannels) >= winogradMinimumChannels
+            && WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
+                                            kernelW: kernelW, stride: stride, padding: padding)
+    }
+
+    static func hasFewTilesPerImage(inChannels: Int, outChannels: Int, expectedInput: (height: Int, width: Int)?) -> Bool {
+        guard let size = expectedInput, 36 * inChannels * outChannels * 4 >= winogradLargeWeightBytes else { return false }
+        return winogradTiles(height: size.height, width: size.width) < winogradMinimumTiles
+    }
+
+    /// 4x4 output tiles of one `height x width` map.
+    static func winogradTiles(height: Int, width: Int) -> Int { ((height + 3) / 4) * ((width + 3) / 4) }
 
     /// Builds the layer from PyTorch-layout weights `[Cout][Cin][kh][kw]`.
     /// - Parameters:
@@ -116,26 +146,29 @@ public final class Conv2D: @unchecked Sendable {
         self.kernelH = kernelH; self.kernelW = kernelW; self.stride = stride
         self.padding = padding; self.activation = activation
         self.bias = bias.map(AlignedBuffer.copy(of:))
-        let useWinograd: Bool
+        let useWinograd: Bool, alsoDirect: Bool
         switch algorithm {
-        case .direct: useWinograd = false
+        case .direct: (useWinograd, alsoDirect) = (false, true)
         case .automatic:
-            useWinograd = Conv2D.prefersWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
-                                                 kernelW: kernelW, stride: stride, padding: padding,
-                                                 expectedInput: expectedInput)
+            let forBatches = Conv2D.prefersWinogradForBatches(inChannels: inChannels, outChannels: outChannels,
+                                                              kernelH: kernelH, kernelW: kernelW, stride: stride,
+                                                              padding: padding, expectedInput: expectedInput)
+            useWinograd = forBatches || Conv2D.prefersWinograd(inChannels: inChannels, outChannels: outChannels,
+                                                               kernelH: kernelH, kernelW: kernelW, stride: stride,
+                                                               padding: padding, expectedInput: expectedInput)
+            alsoDirect = !useWinograd || forBatches
         case .winograd:
             precondition(WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
                                                       kernelW: kernelW, stride: stride, padding: padding),
                          "Conv2D: Winograd needs a 3x3 stride-1 padding-1 kernel and channels that are multiples of 8")
-            useWinograd = true
+            (useWinograd, alsoDirect) = (true, false)
         }
-        if useWinograd {
-            winograd = WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels,
-                                           channelScale: channelScale)
+        winograd = useWinograd ? WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels,
+                                                     inChannels: inChannels, channelScale: channelScale) : nil
+        guard alsoDirect else {
             direct = nil
             return
         }
-        winograd = nil
         let k = kernelH * kernelW * inChannels
         let rows = AlignedBuffer.allocate(outChannels * k)
         defer { AlignedBuffer.free(rows) }
@@ -178,7 +211,7 @@ public final class Conv2D: @unchecked Sendable {
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil) {
         let bias = self.bias.map { UnsafePointer($0.baseAddress!) }
-        if let winograd {
+        if let winograd, direct == nil || batch * Conv2D.winogradTiles(height: height, width: width) >= Conv2D.winogradMinimumTiles {
             winograd.forward(input: input, batch: batch, height: height, width: width, output: output, bias: bias,
                              residual: residual, activation: activation)
             return

@@ -170,6 +170,35 @@ final class KernelParityTests: XCTestCase {
         }
     }
 
+    /// A layer with large transformed weights on a small expected map (256 channels, 7x7: 9.4 MB of
+    /// Winograd weights, 4 tiles per image) keeps both weight sets: a 1-image call runs the direct
+    /// path, a 3-image call (12 tiles) Winograd, each bit for bit what that algorithm alone gives.
+    func testWinogradChosenPerCallOnSmallMaps() {
+        guard Conv2D.winogradEnabled else { return }
+        let (cin, cout, h, w) = (256, 256, 7, 7)
+        let weight = SyntheticFill.values(name: "per-call.w", kind: .weight, shape: [cout, cin, 3, 3])
+        let bias = SyntheticFill.values(name: "per-call.b", kind: .bias, shape: [cout])
+        let convs = [ConvolutionAlgorithm.automatic, .direct, .winograd].map { algorithm in
+            weight.withUnsafeBufferPointer {
+                Conv2D(weightOIHW: $0.baseAddress!, outChannels: cout, inChannels: cin, kernelH: 3, kernelW: 3,
+                       padding: .symmetric(1), bias: bias, activation: .relu, algorithm: algorithm, expectedInput: (h, w))
+            }
+        }
+        XCTAssertTrue(convs[0].usesWinograd && convs[0].usesDirect)
+        for (n, expected) in [(1, 1), (3, 2)] {
+            let x = SyntheticFill.input(name: "per-call.x\(n)", shape: [n, h, w, cin])
+            let outs: [[Float]] = convs.map { conv in
+                var out = [Float](repeating: .nan, count: n * h * w * cout)
+                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+                    conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!)
+                } }
+                return out
+            }
+            XCTAssertNotEqual(outs[1], outs[2], "the two algorithms should round differently")
+            XCTAssertEqual(outs[0], outs[expected], "batch \(n): expected the \(expected == 1 ? "direct" : "Winograd") path")
+        }
+    }
+
     /// `.automatic` keeps the direct path where Winograd does not pay: other geometries, and large
     /// transformed weights on small expected maps (ResNet's 512-channel 7x7 stage).
     func testWinogradSelection() {
@@ -185,6 +214,12 @@ final class KernelParityTests: XCTestCase {
         XCTAssertTrue(prefers(128, 128, expected: (7, 7)))
         XCTAssertTrue(prefers(512, 512))
         XCTAssertFalse(prefers(512, 512, expected: (7, 7)))
+        XCTAssertTrue(Conv2D.prefersWinogradForBatches(inChannels: 512, outChannels: 512, kernelH: 3, kernelW: 3, stride: 1,
+                                                       padding: .symmetric(1), expectedInput: (7, 7)))
+        XCTAssertFalse(Conv2D.prefersWinogradForBatches(inChannels: 512, outChannels: 512, kernelH: 3, kernelW: 3, stride: 1,
+                                                        padding: .symmetric(1), expectedInput: (14, 14)))
+        XCTAssertFalse(Conv2D.prefersWinogradForBatches(inChannels: 128, outChannels: 128, kernelH: 3, kernelW: 3, stride: 1,
+                                                        padding: .symmetric(1), expectedInput: (7, 7)))
         XCTAssertFalse(prefers(64, 64, stride: 2))
         XCTAssertFalse(prefers(64, 64, k: 1, padding: .symmetric(0)))
         XCTAssertFalse(prefers(64, 64, padding: .symmetric(0)))

@@ -370,11 +370,13 @@ enum CompiledLayer {
         }
     }
 
-    /// Bytes of convolution weights this layer holds (Winograd layers count their transformed weights).
+    /// Bytes of convolution weights this layer holds (Winograd layers count their transformed weights,
+    /// and layers holding both kinds count both).
     var convolutionWeightBytes: Int {
         switch self {
         case let .conv(c):
-            (c.usesWinograd ? 36 : c.kernelH * c.kernelW) * c.inChannels * c.outChannels * MemoryLayout<Float>.size
+            ((c.usesWinograd ? 36 : 0) + (c.usesDirect ? c.kernelH * c.kernelW : 0)) * c.inChannels * c.outChannels
+                * MemoryLayout<Float>.size
         case let .depthwise(d): d.kernelH * d.kernelW * d.channels * MemoryLayout<Float>.size
         default: children.reduce(0) { $0 + $1.convolutionWeightBytes }
         }
