@@ -49,7 +49,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
-    @Option(help: "Activation budget per batch slice in MiB (default 16; larger = bigger slices).")
+    @Option(help: "Activation budget per batch slice in MiB (default 16 for image-parallel slices, 64 for layer-parallel ones; larger = bigger slices).")
     var sliceMib: Int?
 
     @Flag(help: "Run MBConv blocks layer by layer instead of fused (A/B timing of the fused kernel).")
@@ -88,7 +88,7 @@ struct BenchCommand: ParsableCommand {
                               pool: Pooling(rawValue: pool)!, sourceName: "synthetic weights")
         }
         let loadSeconds = Date().timeIntervalSince(loadStart)
-        if let sliceMib { net.sliceBudget = max(1, sliceMib) << 18 }
+        if let sliceMib { (net.sliceBudget, net.layerParallelSliceBudget) = (max(1, sliceMib) << 18, max(1, sliceMib) << 18) }
         net.fusesInvertedResiduals = !unfusedBlocks
         net.runsImagesConcurrently = !layerParallel
         let side = size ?? arch.inputSize
@@ -116,7 +116,7 @@ struct BenchCommand: ParsableCommand {
             median_seconds: median, gflops: flops / median / 1e9, flops_per_image: Int(flops) / batch,
             peak_rss_bytes: peakRSS, load_seconds: loadSeconds, iterations: iterations, blas_core: TensorThreads.blasCoreName,
             output_shape: [batch] + net.outputShape(height: side, width: side).dimensions,
-            slice: net.microBatch(height: side, width: side, batch: batch))
+            slice: net.firstSlice(height: side, width: side, batch: batch))
         if profile {
             let total = net.stageSeconds.reduce(0, +)
             for (i, t) in net.stageSeconds.enumerated() where t > 0 {

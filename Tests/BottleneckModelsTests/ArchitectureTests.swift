@@ -82,15 +82,48 @@ final class ArchitectureSlicingTests: XCTestCase {
     func testSlicedForwardEqualsWholeBatch() throws {
         let net = try Network(syntheticModel: "efficientnet-lite0", cut: .cut(2), pool: .avg)
         let input = SyntheticFill.input(name: "slicing", shape: [3, 3, 64, 64])
-        net.sliceBudget = Int.max / 2
+        (net.sliceBudget, net.layerParallelSliceBudget) = (Int.max / 2, Int.max / 2)
         XCTAssertEqual(net.microBatch(height: 64, width: 64, batch: 3), 3)
+        XCTAssertEqual(net.firstSlice(height: 64, width: 64, batch: 3), 3)
         let whole = net.forward(input, batch: 3, height: 64, width: 64)
-        net.sliceBudget = 1
+        (net.sliceBudget, net.layerParallelSliceBudget) = (1, 1)
         XCTAssertEqual(net.microBatch(height: 64, width: 64, batch: 3), 1)
+        XCTAssertEqual(net.firstSlice(height: 64, width: 64, batch: 3), 1)
         let sliced = net.forward(input, batch: 3, height: 64, width: 64)
         XCTAssertEqual(whole.count, 3 * 1280)
         let maxDiff = zip(whole, sliced).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThanOrEqual(maxDiff, 1e-5)
+    }
+
+    /// Late stages run on more images at a time than early ones (`Network.segments`), their input
+    /// staged slice by slice; results match the whole batch in one pass.
+    func testSegmentedForwardEqualsWholeBatch() throws {
+        let saved = TensorThreads.count
+        defer { TensorThreads.configure(threads: saved) }
+        TensorThreads.configure(threads: 2)   // single-threaded callers slice by `sliceBudget` instead
+        let net = try Network(syntheticModel: "resnet18")
+        net.runsImagesConcurrently = false
+        let input = SyntheticFill.input(name: "segments", shape: [7, 3, 64, 64])
+        net.layerParallelSliceBudget = Int.max / 2
+        XCTAssertEqual(net.segments(height: 64, width: 64, batch: 7), [Network.Segment(stages: 0..<8, slice: 7)])
+        let whole = net.forward(input, batch: 7, height: 64, width: 64)
+        for budget in [65_536, 131_072] {
+            net.layerParallelSliceBudget = budget   // conv1's 32x32x64 output: 1 or 2 images; layer1 on: 4 or 7
+            let segments = net.segments(height: 64, width: 64, batch: 7)
+            XCTAssertGreaterThanOrEqual(segments.count, budget == 65_536 ? 3 : 2, "\(segments)")
+            XCTAssertEqual(segments.first?.stages.lowerBound, 0)
+            XCTAssertEqual(segments.last?.stages.upperBound, 8)
+            XCTAssertEqual(segments.last?.slice, 7)
+            for (a, b) in zip(segments, segments.dropFirst()) {
+                XCTAssertEqual(a.stages.upperBound, b.stages.lowerBound)
+                XCTAssertLessThan(a.slice, b.slice)
+            }
+            let segmented = net.forward(input, batch: 7, height: 64, width: 64)
+            XCTAssertEqual(segmented.count, whole.count)
+            let scale = max(1, whole.map { abs($0) }.max() ?? 0)
+            let maxDiff = zip(whole, segmented).map { abs($0 - $1) }.max() ?? .infinity
+            XCTAssertLessThanOrEqual(maxDiff / scale, 1e-5, "budget \(budget): \(segments)")
+        }
     }
 
     /// Running slices of the batch concurrently (single-threaded kernels per slice) must give exactly
@@ -105,7 +138,7 @@ final class ArchitectureSlicingTests: XCTestCase {
             let net = try Network(syntheticModel: model, cut: stage, pool: .avg)
             XCTAssertLessThanOrEqual(net.convolutionWeightBytes, Network.concurrentImagesMaximumWeightBytes, model)
             let input = SyntheticFill.input(name: "lanes." + model, shape: [5, 3, 64, 64])
-            net.sliceBudget = 1   // one image per slice: five pieces over two threads
+            (net.sliceBudget, net.layerParallelSliceBudget) = (1, 1)   // one image per slice: five pieces over two threads
             net.runsImagesConcurrently = false
             let layerParallel = net.forward(input, batch: 5, height: 64, width: 64)
             net.runsImagesConcurrently = true

@@ -133,6 +133,12 @@ public struct Architecture: Sendable {
     /// The largest activation (floats per image, including those inside blocks) through stage
     /// `index` for a `height x width` input.
     public func largestActivation(height: Int, width: Int, throughStage index: Int) -> Int {
+        largestActivation(height: height, width: width, stages: 0...index)
+    }
+
+    /// The largest activation (floats per image, including those inside blocks and the input of the
+    /// first stage in `range`) of the stages in `range` for a `height x width` input.
+    public func largestActivation(height: Int, width: Int, stages range: ClosedRange<Int>) -> Int {
         func walk(_ layers: [LayerSpec], _ shape: inout ActivationShape, _ best: inout Int) {
             for layer in layers {
                 if case let .residual(body, shortcut, _) = layer {
@@ -145,8 +151,10 @@ public struct Architecture: Sendable {
             }
         }
         var shape = ActivationShape.map(channels: 3, height: height, width: width)
+        var ignored = 0
+        for stage in stages[0..<range.lowerBound] { walk(stage.layers, &shape, &ignored) }
         var best = shape.count
-        for stage in stages[0...index] { walk(stage.layers, &shape, &best) }
+        for stage in stages[range] { walk(stage.layers, &shape, &best) }
         return best
     }
 
