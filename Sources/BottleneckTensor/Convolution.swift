@@ -150,13 +150,12 @@ public final class Conv2D: @unchecked Sendable {
         switch algorithm {
         case .direct: (useWinograd, alsoDirect) = (false, true)
         case .automatic:
-            let forBatches = Conv2D.prefersWinogradForBatches(inChannels: inChannels, outChannels: outChannels,
-                                                              kernelH: kernelH, kernelW: kernelW, stride: stride,
-                                                              padding: padding, expectedInput: expectedInput)
-            useWinograd = forBatches || Conv2D.prefersWinograd(inChannels: inChannels, outChannels: outChannels,
-                                                               kernelH: kernelH, kernelW: kernelW, stride: stride,
-                                                               padding: padding, expectedInput: expectedInput)
-            alsoDirect = !useWinograd || forBatches
+            // Winograd wherever it can run; the direct weights too where it pays only for batches.
+            useWinograd = Conv2D.supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels,
+                                                           kernelH: kernelH, kernelW: kernelW, stride: stride,
+                                                           padding: padding)
+            alsoDirect = !useWinograd
+                || Conv2D.hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
         case .winograd:
             precondition(WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
                                                       kernelW: kernelW, stride: stride, padding: padding),

@@ -133,12 +133,12 @@ public struct Architecture: Sendable {
     /// The largest activation (floats per image, including those inside blocks) through stage
     /// `index` for a `height x width` input.
     public func largestActivation(height: Int, width: Int, throughStage index: Int) -> Int {
-        largestActivation(height: height, width: width, stages: 0...index)
+        largestActivations(height: height, width: width)[0...index].max()!
     }
 
-    /// The largest activation (floats per image, including those inside blocks and the input of the
-    /// first stage in `range`) of the stages in `range` for a `height x width` input.
-    public func largestActivation(height: Int, width: Int, stages range: ClosedRange<Int>) -> Int {
+    /// Per stage, the largest activation (floats per image) it holds: its input, its output and those
+    /// inside its blocks, for a `height x width` input. One walk over the layers.
+    public func largestActivations(height: Int, width: Int) -> [Int] {
         func walk(_ layers: [LayerSpec], _ shape: inout ActivationShape, _ best: inout Int) {
             for layer in layers {
                 if case let .residual(body, shortcut, _) = layer {
@@ -151,11 +151,11 @@ public struct Architecture: Sendable {
             }
         }
         var shape = ActivationShape.map(channels: 3, height: height, width: width)
-        var ignored = 0
-        for stage in stages[0..<range.lowerBound] { walk(stage.layers, &shape, &ignored) }
-        var best = shape.count
-        for stage in stages[range] { walk(stage.layers, &shape, &best) }
-        return best
+        return stages.map { stage in
+            var best = shape.count
+            walk(stage.layers, &shape, &best)
+            return best
+        }
     }
 
     /// Resolves a stage selection to a stage index.

@@ -120,9 +120,8 @@ public final class Network: @unchecked Sendable {
         // Run the batch in slices small enough that a layer's activations stay in the last-level
         // cache: large batches otherwise stream every layer through DRAM (and the arena grows with
         // the batch). Images are independent, so slicing does not change results.
-        let threads = TensorThreads.count
-        if splitsBatchesIntoConcurrentSlices && threads > 1 && batch >= 2 * threads {
-            let slice = microBatch(height: height, width: width, batch: batch)
+        if runsImageParallel(batch: batch) {
+            let threads = TensorThreads.count, slice = microBatch(height: height, width: width, batch: batch)
             let inCount = 3 * height * width, outCount = outputShape(height: height, width: width).count
             // Equal slices, a multiple of the thread count, so that no thread is left with the last one alone.
             let slices = min(batch, ((batch + slice - 1) / slice + threads - 1) / threads * threads)
@@ -165,9 +164,8 @@ public final class Network: @unchecked Sendable {
     /// slice, in buffers beside the activation ones (`activationSlots`).
     public func segments(height: Int, width: Int, batch: Int) -> [Segment] {
         let budget = TensorThreads.count > 1 ? layerParallelSliceBudget : sliceBudget
-        var slices = (0...stageIndex).map { i in
-            max(1, min(batch, budget
-                              / max(1, architecture.largestActivation(height: height, width: width, stages: i...i))))
+        var slices = architecture.largestActivations(height: height, width: width)[0...stageIndex].map { largest in
+            max(1, min(batch, budget / max(1, largest)))
         }
         for i in stride(from: slices.count - 2, through: 0, by: -1) { slices[i] = min(slices[i], slices[i + 1]) }
         var result: [Segment] = []
@@ -251,13 +249,18 @@ public final class Network: @unchecked Sendable {
         return max(1, min(batch, sliceBudget / max(1, largest)))
     }
 
-    /// Images per slice of the first stages for a batch of `batch` (what `forward` will use:
-    /// `microBatch` when the batch runs image-parallel, else the first segment's).
+    /// The most images per slice of the first stages for a batch of `batch`: `microBatch` when the
+    /// batch runs image-parallel, else the first segment's slice (`runSegments` may even the slices
+    /// out below it: 32 images at 20 run as 2 x 16).
     public func firstSlice(height: Int, width: Int, batch: Int) -> Int {
-        if splitsBatchesIntoConcurrentSlices && TensorThreads.count > 1 && batch >= 2 * TensorThreads.count {
-            return microBatch(height: height, width: width, batch: batch)
-        }
-        return segments(height: height, width: width, batch: batch)[0].slice
+        runsImageParallel(batch: batch) ? microBatch(height: height, width: width, batch: batch)
+            : segments(height: height, width: width, batch: batch)[0].slice
+    }
+
+    /// Whether `forward` runs a batch of `batch` image-parallel here (see the type's discussion):
+    /// at least two images per kernel thread for a network that supports it.
+    private func runsImageParallel(batch: Int) -> Bool {
+        splitsBatchesIntoConcurrentSlices && TensorThreads.count > 1 && batch >= 2 * TensorThreads.count
     }
 
     /// Runs the network and returns the output (see `forward(_:batch:height:width:into:)`).
