@@ -58,7 +58,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Split every layer over the threads instead of running slices of the batch concurrently (A/B timing).")
     var layerParallel = false
 
-    @Flag(help: "Also print the time spent in each stage (median pass is not separated; totals over timed passes).")
+    @Flag(help: "Also print the time spent in each stage and in each kind of convolution layer, with its GFLOP/s (averages over the timed passes; layers split over the threads, not image-parallel).")
     var profile = false
 
     func validate() throws {
@@ -122,6 +122,12 @@ struct BenchCommand: ParsableCommand {
             for (i, t) in net.stageSeconds.enumerated() where t > 0 {
                 FileHandle.standardError.write(String(format: "  %-10@ %8.2f ms/pass  %5.1f%%\n", arch.stages[i].name,
                                                       t * 1000 / Double(iterations), 100 * t / total).data(using: .utf8)!)
+            }
+            for row in net.layerTimes {
+                let name = row.layer.padding(toLength: max(44, row.layer.count), withPad: " ", startingAt: 0)
+                FileHandle.standardError.write(String(format: "  %@ %8.2f ms/pass  %5.1f%%  %6.1f GFLOP/s\n", name,
+                                                      row.seconds * 1000 / Double(iterations), 100 * row.seconds / total,
+                                                      Double(row.flops) / row.seconds / 1e9).data(using: .utf8)!)
             }
         }
         if json {

@@ -126,6 +126,23 @@ final class ArchitectureSlicingTests: XCTestCase {
         }
     }
 
+    /// `layerTimes` accounts for every layer that computes: its FLOPs over one pass add up to the
+    /// network's own count (`flops`), for ResNet (plain and Winograd convolutions, the classifier)
+    /// and EfficientNet-Lite (fused MBConv blocks, depthwise layers); and it stays empty when off.
+    func testLayerTimesAccountForEveryConvolution() throws {
+        for model in ["resnet18", "efficientnet-lite0"] {
+            let net = try Network(syntheticModel: model)
+            let input = SyntheticFill.input(name: "layer-times", shape: [2, 3, 64, 64])
+            _ = net.forward(input, batch: 2, height: 64, width: 64)
+            XCTAssertTrue(net.layerTimes.isEmpty, model)
+            net.recordStageTimes = true
+            _ = net.forward(input, batch: 2, height: 64, width: 64)
+            XCTAssertEqual(net.layerTimes.reduce(0) { $0 + $1.flops }, 2 * net.flops(height: 64, width: 64), model)
+            XCTAssertTrue(net.layerTimes.allSatisfy { $0.seconds > 0 && $0.calls > 0 }, model)
+            XCTAssertEqual(Set(net.layerTimes.map(\.layer)).count, net.layerTimes.count, model)
+        }
+    }
+
     /// Running slices of the batch concurrently (single-threaded kernels per slice) must give exactly
     /// the layer-parallel results: every image goes through the same kernels in the same order.
     func testConcurrentImagesEqualLayerParallel() throws {

@@ -40,6 +40,12 @@ public final class Network: @unchecked Sendable {
     public var runsImagesConcurrently = ProcessInfo.processInfo.environment["BOTTLENECK_CONCURRENT_IMAGES"] != "0"
     /// Accumulated wall seconds per stage (index = stage index) while `recordStageTimes` is on.
     public private(set) var stageSeconds: [Double] = []
+    /// Accumulated wall seconds per kind of layer while `recordStageTimes` is on: convolutions,
+    /// depthwise convolutions, fused MBConv blocks and linear layers of the same shape share a row
+    /// (pooling is not listed); rows in the
+    /// order their layers first ran. For finding which layers fall short of the GEMM's speed.
+    public private(set) var layerTimes: [LayerTiming] = []
+    private var layerTimeRows: [String: Int] = [:]
 
     private let stages: [[CompiledLayer]]
     /// Whether a stage that runs has fully connected layers (their OpenBLAS GEMMs want the whole
@@ -391,6 +397,24 @@ public final class Network: @unchecked Sendable {
         return result
     }
 
+    /// Runs `body`, adding its wall time to the `layerTimes` row `name` when `recordStageTimes` is on
+    /// (such passes run on the calling thread only, so the table needs no lock).
+    private func timed(_ name: @autoclosure () -> String, flops: @autoclosure () -> Int, _ body: () -> Void) {
+        guard recordStageTimes else { body(); return }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+        let key = name()
+        if let row = layerTimeRows[key] {
+            layerTimes[row].seconds += seconds
+            layerTimes[row].flops += flops()
+            layerTimes[row].calls += 1
+        } else {
+            layerTimeRows[key] = layerTimes.count
+            layerTimes.append(LayerTiming(layer: key, seconds: seconds, flops: flops(), calls: 1))
+        }
+    }
+
     private func execute(_ layer: CompiledLayer, _ act: Act, batch: Int, protected: [Int], _ arena: [Workspace],
                          residual: UnsafePointer<Float>? = nil) -> Act {
         let src = UnsafePointer(pointer(act, batch: batch, arena))
@@ -398,13 +422,19 @@ public final class Network: @unchecked Sendable {
         case let .conv(conv):
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.outChannels, isVector: false)
-            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
-                         residual: residual)
+            timed("conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
+                  + (conv.usesWinograd ? " winograd" : ""), flops: 2 * batch * oh * ow * conv.macsPerPixel) {
+                conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
+                             residual: residual)
+            }
             return out
         case let .depthwise(conv):
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.channels, isVector: false)
-            conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena))
+            timed("depthwise \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.channels) @\(act.h)x\(act.w)",
+                  flops: 2 * batch * oh * ow * conv.channels * conv.kernelH * conv.kernelW) {
+                conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena))
+            }
             return out
         case let .maxPool(k, s, p):
             let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
@@ -425,7 +455,9 @@ public final class Network: @unchecked Sendable {
         case let .linear(linear):
             // An NHWC map flattens in (h, w, c) order; the weights were permuted at load to match.
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: linear.outFeatures, isVector: true)
-            linear.forward(input: src, batch: batch, output: pointer(out, batch: batch, arena))
+            timed("linear \(linear.inFeatures)->\(linear.outFeatures)", flops: 2 * batch * linear.inFeatures * linear.outFeatures) {
+                linear.forward(input: src, batch: batch, output: pointer(out, batch: batch, arena))
+            }
             return out
         case let .invertedResidual(block, unfused):
             let bands = fusesInvertedResiduals ? block.bandsPerImage(batch: batch, height: act.h, width: act.w) : 0
@@ -436,7 +468,14 @@ public final class Network: @unchecked Sendable {
             }
             let (oh, ow) = block.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: block.outChannels, isVector: false)
-            block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena), bands: bands)
+            let dw = block.depthwise
+            let macs = (block.expand.map { $0.macsPerPixel * act.h * act.w } ?? 0)
+                + oh * ow * (block.project.macsPerPixel + dw.channels * dw.kernelH * dw.kernelW)
+            timed("mbconv \(block.inChannels)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)",
+                  flops: 2 * batch * macs) {
+                block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
+                              bands: bands)
+            }
             return out
         case let .residual(body, shortcut):
             var keep = protected + [act.slot]
@@ -450,6 +489,18 @@ public final class Network: @unchecked Sendable {
             return execute(body.last!, x, batch: batch, protected: keep, arena, residual: UnsafePointer(pointer(skip, batch: batch, arena)))
         }
     }
+}
+
+/// Time spent in the layers of one kind and shape (`Network.layerTimes`).
+public struct LayerTiming: Sendable {
+    /// Kind, kernel/stride, channels and input size, e.g. `conv 1x1/1 64->256 @56x56`.
+    public let layer: String
+    /// Accumulated wall seconds.
+    public var seconds: Double
+    /// Accumulated floating-point operations (2 per multiply-add).
+    public var flops: Int
+    /// Calls timed (layers of this shape times passes times slices).
+    public var calls: Int
 }
 
 /// A layer with its weights prepared for the kernels.
