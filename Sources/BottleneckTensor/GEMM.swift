@@ -72,7 +72,14 @@ public enum PackedGEMM {
     /// (ResNet-50's 256- to 1024-channel maps) every tile used to wait for its lines. Prefetching
     /// one tile ahead (about 400 cycles of work at K = 64) made those layers 13-18 % faster, medians
     /// of 5 alternating runs of `bench --profile`-style layer timings; others were unchanged.
+    /// Only outputs of at least `prefetchMinimumBytes` are prefetched.
     nonisolated(unsafe) static var prefetchTiles = Int(ProcessInfo.processInfo.environment["BOTTLENECK_PREFETCH"] ?? "1") ?? 1
+
+    /// Smallest GEMM output (bytes) whose lines are prefetched: 16 MB, about what outlives the
+    /// caches between layers here. Smaller outputs are mostly still cached, and the prefetches only
+    /// cost instructions: with them on every layer, EfficientNet-Lite0 at batch 1 ran 0.885x
+    /// (median of 5 alternating runs against the binary without them; 0.98x with them off).
+    nonisolated(unsafe) static var prefetchMinimumBytes = 16 << 20
 
     /// Runs the product. `c` (row stride `ldc`) must not alias the operand; `residual` (row stride
     /// `residualStride`) may alias neither. `bias` has `n` entries.
@@ -89,6 +96,7 @@ public enum PackedGEMM {
         let groups = threads == 1 ? 1 : min(max(1, panels), max(1, (4 * threads + rowBlocks - 1) / rowBlocks))
         let blockRows = ((m + rowBlocks - 1) / rowBlocks + mr - 1) / mr * mr
         let tasks = rowBlocks * groups
+        let prefetches = m * ldc * MemoryLayout<Float>.stride >= prefetchMinimumBytes
         let task: (Int) -> Void = { task in
             let mb = task / groups, g = task - mb * groups
             let r0 = mb * blockRows
@@ -98,7 +106,7 @@ public enum PackedGEMM {
             block(operand, row0: r0, rows: rows, w: w, panelRange: p0..<p1,
                   c: c + r0 * ldc, ldc: ldc, bias: bias,
                   residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
-                  activation: activation, includeTail: g == groups - 1)
+                  activation: activation, includeTail: g == groups - 1, prefetches: prefetches)
         }
         TensorThreads.run(pieces: tasks, task)
     }
@@ -107,7 +115,8 @@ public enum PackedGEMM {
     /// operands are gathered per slice into a block-sized buffer that stays in L2 (no im2col matrix).
     static func block(_ operand: GEMMOperand, row0: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                       c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
-                      residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation, includeTail: Bool) {
+                      residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation, includeTail: Bool,
+                      prefetches: Bool = false) {
         if case let .patches(geometry) = operand, geometry.readsWindowsInPlace(k: w.k), !includeTail || w.panelColumns == w.n {
             windowBlock(geometry, row0: row0, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc, bias: bias,
                         residual: residual, residualStride: residualStride, activation: activation)
@@ -144,7 +153,8 @@ public enum PackedGEMM {
                     let panel = UnsafePointer(w.panels.baseAddress!) + j0 * k + k0 * width
                     TileStrip(a: a, lda: lda, rows: rows, b: panel, kc: kc, c: c + j0, ldc: ldc,
                               bias: bias.map { $0 + j0 }, residual: residual.map { $0 + j0 }, residualStride: residualStride,
-                              first: first, activation: last ? activation : Activation.none).run(width: width)
+                              first: first, activation: last ? activation : Activation.none,
+                              prefetches: prefetches).run(width: width)
                 }
                 if includeTail && w.panelColumns < w.n {
                     scalarTail(a: a, lda: lda, rows: rows, k0: k0, kc: kc, w: w, c: c, ldc: ldc, bias: first ? bias : nil,
@@ -344,6 +354,8 @@ struct TileStrip {
     /// First `k` slice: start from bias + residual; else continue from the partial sums in `c`.
     let first: Bool
     let activation: Activation
+    /// Prefetch the output (and residual) lines `PackedGEMM.prefetchTiles` tiles ahead.
+    let prefetches: Bool
 
     @inline(__always)
     func run(width: Int) {
@@ -353,7 +365,7 @@ struct TileStrip {
     @inline(never)
     private func run<V: KernelVector>(_: V.Type) {
         var r = 0
-        let ahead = PackedGEMM.prefetchTiles * PackedGEMM.mr
+        let ahead = prefetches ? PackedGEMM.prefetchTiles * PackedGEMM.mr : 0
         while r < rows {
             if ahead > 0 && r + ahead < rows {
                 let p = r + ahead
