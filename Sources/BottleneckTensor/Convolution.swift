@@ -196,8 +196,22 @@ public final class Conv2D: @unchecked Sendable {
                 windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
     }
 
-    /// Multiply-accumulates per output pixel (for FLOP counts: 2x this per pixel).
-    public var macsPerPixel: Int { kernelH * kernelW * inChannels * outChannels }
+    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
+    public func macs(height: Int, width: Int) -> Int {
+        let (oh, ow) = outputSize(height: height, width: width)
+        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
+                           inputsPerOutput: inChannels, outChannels: outChannels)
+    }
+
+    /// Multiply-accumulates per image of any convolution-like layer: each of the
+    /// `outputHeight x outputWidth x outChannels` outputs sums `kernelH x kernelW x inputsPerOutput`
+    /// products (`inputsPerOutput` is the input channel count of a dense convolution, 1 for a depthwise
+    /// one; a linear layer is the 1x1 case on a 1x1 map). The one FLOP rule behind
+    /// `Architecture.flops` and `Network.layerTimes`.
+    public static func macs(outputHeight: Int, outputWidth: Int, kernelH: Int, kernelW: Int,
+                            inputsPerOutput: Int, outChannels: Int) -> Int {
+        outputHeight * outputWidth * outChannels * kernelH * kernelW * inputsPerOutput
+    }
 
     /// Runs the convolution.
     /// - Parameters:
@@ -270,6 +284,13 @@ public final class DepthwiseConv2D: @unchecked Sendable {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
         return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
                 windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
+    }
+
+    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
+    public func macs(height: Int, width: Int) -> Int {
+        let (oh, ow) = outputSize(height: height, width: width)
+        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
+                           inputsPerOutput: 1, outChannels: channels)
     }
 
     /// The row kernel for `height x width` inputs: row `i` of its output is image `i / oh`, output
@@ -468,6 +489,11 @@ public final class Linear: @unchecked Sendable {
     deinit {
         AlignedBuffer.free(weights)
         if let bias { AlignedBuffer.free(bias) }
+    }
+
+    /// Multiply-accumulates per input vector (FLOPs are 2x this).
+    public var macs: Int {
+        Conv2D.macs(outputHeight: 1, outputWidth: 1, kernelH: 1, kernelW: 1, inputsPerOutput: inFeatures, outChannels: outFeatures)
     }
 
     /// `output[batch][out] = act(input[batch][in] W^T + b)`.

@@ -52,6 +52,13 @@ public final class InvertedResidual: @unchecked Sendable {
         depthwise.outputSize(height: height, width: width)
     }
 
+    /// Multiply-accumulates per image for a `height x width` input: its three layers' sum.
+    public func macs(height: Int, width: Int) -> Int {
+        let (oh, ow) = outputSize(height: height, width: width)
+        return (expand?.macs(height: height, width: width) ?? 0) + depthwise.macs(height: height, width: width)
+            + project.macs(height: oh, width: ow)
+    }
+
     /// Input channels.
     public var inChannels: Int { expand?.inChannels ?? depthwise.channels }
 

@@ -58,7 +58,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Split every layer over the threads instead of running slices of the batch concurrently (A/B timing).")
     var layerParallel = false
 
-    @Flag(help: "Also print the time spent in each stage and in each kind of convolution layer, with its GFLOP/s (averages over the timed passes; layers split over the threads, not image-parallel).")
+    @Flag(help: "Also print the time spent in each stage and in each kind of layer (convolution, depthwise, fused MBConv block, linear) with its GFLOP/s (averages over the timed passes; layers split over the threads, not image-parallel).")
     var profile = false
 
     func validate() throws {

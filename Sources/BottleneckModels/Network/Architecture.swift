@@ -207,10 +207,12 @@ public struct Architecture: Sendable {
         switch (layer, input) {
         case let (.conv(_, cin, cout, k, s, p, _, _, _), .map(_, h, w)):
             let (oh, ow) = spatial(k, s, p, h, w)
-            return (.map(channels: cout, height: oh, width: ow), oh * ow * k * k * cin * cout)
+            return (.map(channels: cout, height: oh, width: ow),
+                    Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: k, kernelW: k, inputsPerOutput: cin, outChannels: cout))
         case let (.depthwise(_, c, k, s, p, _, _), .map(_, h, w)):
             let (oh, ow) = spatial(k, s, p, h, w)
-            return (.map(channels: c, height: oh, width: ow), oh * ow * k * k * c)
+            return (.map(channels: c, height: oh, width: ow),
+                    Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: k, kernelW: k, inputsPerOutput: 1, outChannels: c))
         case let (.maxPool(k, s, p), .map(c, h, w)):
             return (.map(channels: c, height: (h + 2 * p - k) / s + 1, width: (w + 2 * p - k) / s + 1), 0)
         case let (.adaptiveAvgPool(oh, ow), .map(c, _, _)):
@@ -218,7 +220,7 @@ public struct Architecture: Sendable {
         case let (.globalAvgPool, .map(c, _, _)):
             return (.vector(c), 0)
         case let (.linear(_, i, o, _), _):
-            return (.vector(o), i * o)
+            return (.vector(o), Conv2D.macs(outputHeight: 1, outputWidth: 1, kernelH: 1, kernelW: 1, inputsPerOutput: i, outChannels: o))
         case let (.residual(body, _, _), _):
             var shape = input, macs = 0
             for l in body { let r = infer(l, shape); shape = r.shape; macs += r.macs }

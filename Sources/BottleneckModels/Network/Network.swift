@@ -423,7 +423,7 @@ public final class Network: @unchecked Sendable {
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.outChannels, isVector: false)
             timed("conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
-                  + (conv.usesWinograd ? " winograd" : ""), flops: 2 * batch * oh * ow * conv.macsPerPixel) {
+                  + (conv.usesWinograd ? " winograd" : ""), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
                 conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
                              residual: residual)
             }
@@ -432,7 +432,7 @@ public final class Network: @unchecked Sendable {
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.channels, isVector: false)
             timed("depthwise \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.channels) @\(act.h)x\(act.w)",
-                  flops: 2 * batch * oh * ow * conv.channels * conv.kernelH * conv.kernelW) {
+                  flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
                 conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena))
             }
             return out
@@ -455,7 +455,7 @@ public final class Network: @unchecked Sendable {
         case let .linear(linear):
             // An NHWC map flattens in (h, w, c) order; the weights were permuted at load to match.
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: linear.outFeatures, isVector: true)
-            timed("linear \(linear.inFeatures)->\(linear.outFeatures)", flops: 2 * batch * linear.inFeatures * linear.outFeatures) {
+            timed("linear \(linear.inFeatures)->\(linear.outFeatures)", flops: 2 * batch * linear.macs) {
                 linear.forward(input: src, batch: batch, output: pointer(out, batch: batch, arena))
             }
             return out
@@ -469,10 +469,8 @@ public final class Network: @unchecked Sendable {
             let (oh, ow) = block.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: block.outChannels, isVector: false)
             let dw = block.depthwise
-            let macs = (block.expand.map { $0.macsPerPixel * act.h * act.w } ?? 0)
-                + oh * ow * (block.project.macsPerPixel + dw.channels * dw.kernelH * dw.kernelW)
             timed("mbconv \(block.inChannels)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)",
-                  flops: 2 * batch * macs) {
+                  flops: 2 * batch * block.macs(height: act.h, width: act.w)) {
                 block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
                               bands: bands)
             }
