@@ -26,6 +26,11 @@ sys.path.insert(0, HERE)
 from peer import lite0_checkpoint  # noqa: E402
 
 
+# Every engine times the same way: one warm-up pass, then at least `passes` passes and, up to 4x that many,
+# until they add up to MIN_SECONDS (peer.py's default --min-seconds; `bottleneck bench --min-seconds`).
+MIN_SECONDS = 2.0
+
+
 def passes_for(model, batch):
     # Enough passes for a stable median without spending minutes on VGG at batch 32.
     heavy = model.startswith("vgg") or model == "resnet50"
@@ -34,7 +39,7 @@ def passes_for(model, batch):
 
 def ours(model, batch, threads, passes):
     cmd = [BIN, "bench", "--model", model, "--batch", str(batch), "--threads", str(threads), "--cut", "1",
-           "--pool", "avg", "--size", "224", "--iterations", str(passes), "--warmup", "1", "--json"]
+           "--pool", "avg", "--size", "224", "--iterations", str(passes), "--warmup", "1", "--min-seconds", str(MIN_SECONDS), "--json"]
     ckpt = lite0_checkpoint() if model == "efficientnet-lite0" else None
     if ckpt:
         cmd += ["--weights", ckpt]
@@ -46,7 +51,7 @@ def ours(model, batch, threads, passes):
 
 def peer(engine, model, batch, threads, passes, onnx_dir):
     cmd = [sys.executable, os.path.join(HERE, "peer.py"), "--engine", engine, "--model", model, "--batch", str(batch),
-           "--threads", str(threads), "--passes", str(passes), "--onnx-dir", onnx_dir]
+           "--threads", str(threads), "--passes", str(passes), "--min-seconds", str(MIN_SECONDS), "--onnx-dir", onnx_dir]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
     return json.loads(out)
 

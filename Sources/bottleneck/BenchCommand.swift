@@ -46,6 +46,9 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Untimed passes first.")
     var warmup: Int = 2
 
+    @Option(help: "Keep timing passes after --iterations until they add up to this many seconds, at most 4x --iterations passes (the rule Benchmarks/peers applies to every engine).")
+    var minSeconds: Double = 0
+
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
@@ -67,6 +70,7 @@ struct BenchCommand: ParsableCommand {
         }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard iterations >= 1, warmup >= 0 else { throw ValidationError("--iterations must be >= 1 and --warmup >= 0") }
+        guard minSeconds >= 0 else { throw ValidationError("--min-seconds must be >= 0") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
         if cut != nil && layer != nil { throw ValidationError("give either --cut or --layer, not both") }
         guard Pooling(rawValue: pool) != nil else { throw ValidationError("--pool must be avg, max or none") }
@@ -97,12 +101,14 @@ struct BenchCommand: ParsableCommand {
         var times: [Double] = []
         input.withUnsafeBufferPointer { inp in
             output.withUnsafeMutableBufferPointer { out in
-                for i in 0..<(warmup + iterations) {
+                var i = 0, timedSeconds = 0.0
+                while times.count < iterations || (timedSeconds < minSeconds && times.count < 4 * iterations) {
                     net.recordStageTimes = profile && i >= warmup
                     let t0 = DispatchTime.now().uptimeNanoseconds
                     net.forward(inp.baseAddress!, batch: batch, height: side, width: side, into: out.baseAddress!)
                     let dt = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
-                    if i >= warmup { times.append(dt) }
+                    if i >= warmup { times.append(dt); timedSeconds += dt }
+                    i += 1
                 }
             }
         }
@@ -114,19 +120,19 @@ struct BenchCommand: ParsableCommand {
             model: model, stage: net.stageName, batch: batch, threads: TensorThreads.count, size: side,
             images_per_second: Double(batch) / median, best_images_per_second: Double(batch) / best,
             median_seconds: median, gflops: flops / median / 1e9, flops_per_image: Int(flops) / batch,
-            peak_rss_bytes: peakRSS, load_seconds: loadSeconds, iterations: iterations, blas_core: TensorThreads.blasCoreName,
+            peak_rss_bytes: peakRSS, load_seconds: loadSeconds, iterations: times.count, blas_core: TensorThreads.blasCoreName,
             output_shape: [batch] + net.outputShape(height: side, width: side).dimensions,
             slice: net.firstSlice(height: side, width: side, batch: batch))
         if profile {
             let total = net.stageSeconds.reduce(0, +)
             for (i, t) in net.stageSeconds.enumerated() where t > 0 {
                 FileHandle.standardError.write(String(format: "  %-10@ %8.2f ms/pass  %5.1f%%\n", arch.stages[i].name,
-                                                      t * 1000 / Double(iterations), 100 * t / total).data(using: .utf8)!)
+                                                      t * 1000 / Double(times.count), 100 * t / total).data(using: .utf8)!)
             }
             for row in net.layerTimes {
                 let name = row.layer.padding(toLength: max(44, row.layer.count), withPad: " ", startingAt: 0)
                 FileHandle.standardError.write(String(format: "  %@ %8.2f ms/pass  %5.1f%%  %6.1f GFLOP/s\n", name,
-                                                      row.seconds * 1000 / Double(iterations), 100 * row.seconds / total,
+                                                      row.seconds * 1000 / Double(times.count), 100 * row.seconds / total,
                                                       Double(row.flops) / row.seconds / 1e9).data(using: .utf8)!)
             }
         }
