@@ -104,3 +104,51 @@ final class ConvTimingTests: XCTestCase {
         print(String(format: "conv total %.3f ms", total * 1e3))
     }
 }
+
+/// Single-threaded timing of `DepthwiseConv2D` on EfficientNet-Lite0's shapes (a slice of 3 images,
+/// thread CPU time, best of 7). Opt-in: `BOTTLENECK_DEPTHWISE_TIMING=1`;
+/// `BOTTLENECK_DEPTHWISE_SHAPES=n:channels:k:stride:hw,...` overrides.
+final class DepthwiseTimingTests: XCTestCase {
+    func testTiming() throws {
+        let env = ProcessInfo.processInfo.environment
+        guard env["BOTTLENECK_DEPTHWISE_TIMING"] == "1" else { throw XCTSkip("set BOTTLENECK_DEPTHWISE_TIMING=1") }
+        var shapes: [(n: Int, c: Int, k: Int, s: Int, hw: Int)] = [
+            (3, 32, 3, 1, 112), (3, 96, 3, 2, 112), (3, 144, 3, 1, 56), (3, 144, 5, 2, 56), (3, 240, 5, 1, 28),
+            (3, 240, 3, 2, 28), (3, 480, 3, 1, 14), (3, 480, 5, 1, 14), (3, 672, 5, 1, 14), (3, 672, 5, 2, 14),
+            (3, 1152, 5, 1, 7), (3, 1152, 3, 1, 7)]
+        if let s = env["BOTTLENECK_DEPTHWISE_SHAPES"] {
+            shapes = s.split(separator: ",").map { item in
+                let p = item.split(separator: ":").map { Int($0)! }
+                return (p[0], p[1], p[2], p[3], p[4])
+            }
+        }
+        try TensorThreads.withSingleThreadedKernels {
+            var total = 0.0
+            for (n, c, k, s, hw) in shapes {
+                let x = SyntheticFill.input(name: "dw.x", shape: [n, hw, hw, c])
+                let w = SyntheticFill.values(name: "dw.w", kind: .weight, shape: [c, 1, k, k])
+                let b = SyntheticFill.values(name: "dw.b", kind: .bias, shape: [c])
+                let conv = w.withUnsafeBufferPointer {
+                    DepthwiseConv2D(weightC1HW: $0.baseAddress!, channels: c, kernelH: k, kernelW: k, stride: s,
+                                    padding: .same, bias: b, activation: .relu6)
+                }
+                let (oh, ow) = conv.outputSize(height: hw, width: hw)
+                var out = [Float](repeating: 0, count: n * oh * ow * c)
+                var best = Double.infinity
+                for _ in 0..<7 {
+                    var t0 = timespec(), t1 = timespec()
+                    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0)
+                    x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+                        conv.forward(input: xp.baseAddress!, batch: n, height: hw, width: hw, output: op.baseAddress!)
+                    } }
+                    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1)
+                    best = min(best, Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9)
+                }
+                total += best
+                print(String(format: "depthwise n %d c %4d k%d s%d %3dx%-3d  %8.1f us  %6.1f GFLOP/s", n, c, k, s, hw, hw,
+                             best * 1e6, Double(2 * conv.macs(height: hw, width: hw) * n) / best / 1e9))
+            }
+            print(String(format: "depthwise total %.1f us", total * 1e6))
+        }
+    }
+}

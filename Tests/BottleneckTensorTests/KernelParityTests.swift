@@ -269,6 +269,12 @@ final class KernelParityTests: XCTestCase {
         // 12 channels: the register-blocked interior path plus its 4-channel scalar tail.
         try assertParity(runDepthwise("depthwise3x3_s2_same_c12_relu", n: 2, ch: 12, h: 12, w: 16, k: 3, stride: 2,
                                       bias: true, activation: .relu), "depthwise3x3_s2_same_c12_relu")
+        // 27 columns at stride 2: interior blocks of the fixed 5x5/2 window, with a 4-channel scalar tail.
+        try assertParity(runDepthwise("depthwise5x5_s2_same_w27_bias", n: 2, ch: 20, h: 11, w: 27, k: 5, stride: 2,
+                                      bias: true, activation: .none), "depthwise5x5_s2_same_w27_bias")
+        // A 7x7 window takes the generic path (the fixed-window kernels cover 3x3 and 5x5).
+        try assertParity(runDepthwise("depthwise7x7_s1_same_c24_relu6", n: 1, ch: 24, h: 9, w: 16, k: 7, stride: 1,
+                                      bias: true, activation: .relu6), "depthwise7x7_s1_same_c24_relu6")
     }
 
     func pool(_ c: String, n: Int, ch: Int, h: Int, w: Int, oh: Int, ow: Int,
