@@ -63,6 +63,13 @@ public final class Conv2D: @unchecked Sendable {
     public var usesWinograd: Bool { winograd != nil }
     /// Whether the layer holds the direct path's weights (always, except for Winograd-only layers).
     public var usesDirect: Bool { direct != nil }
+
+    /// Whether `forward` on `batch` maps of `height x width` runs the Winograd weights (else the
+    /// direct ones): always when it holds only those, else from `winogradMinimumTiles` tiles per call.
+    public func runsWinograd(batch: Int, height: Int, width: Int) -> Bool {
+        winograd != nil
+            && (direct == nil || batch * Conv2D.winogradTiles(height: height, width: width) >= Conv2D.winogradMinimumTiles)
+    }
     /// The direct path's packed weights (nil when the layer always runs Winograd: one weight copy only).
     let direct: PackedWeights?
     let winograd: WinogradConvolution?
@@ -224,7 +231,7 @@ public final class Conv2D: @unchecked Sendable {
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil) {
         let bias = self.bias.map { UnsafePointer($0.baseAddress!) }
-        if let winograd, direct == nil || batch * Conv2D.winogradTiles(height: height, width: width) >= Conv2D.winogradMinimumTiles {
+        if let winograd, runsWinograd(batch: batch, height: height, width: width) {
             winograd.forward(input: input, batch: batch, height: height, width: width, output: output, bias: bias,
                              residual: residual, activation: activation)
             return

@@ -196,6 +196,7 @@ final class KernelParityTests: XCTestCase {
             }
             XCTAssertNotEqual(outs[1], outs[2], "the two algorithms should round differently")
             XCTAssertEqual(outs[0], outs[expected], "batch \(n): expected the \(expected == 1 ? "direct" : "Winograd") path")
+            XCTAssertEqual(convs[0].runsWinograd(batch: n, height: h, width: w), expected == 2)
         }
     }
 

@@ -423,7 +423,7 @@ public final class Network: @unchecked Sendable {
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.outChannels, isVector: false)
             timed("conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
-                  + (conv.usesWinograd ? " winograd" : ""), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
+                  + (conv.runsWinograd(batch: batch, height: act.h, width: act.w) ? " winograd" : ""), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
                 conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
                              residual: residual)
             }
