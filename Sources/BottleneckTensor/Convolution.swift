@@ -334,7 +334,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     }
 }
 
-/// A depthwise window shape known at compile time (`DepthwiseRow.fixedQuad`).
+/// A depthwise window shape known at compile time (`DepthwiseRow.fixedQuads`).
 protocol DepthwiseWindow {
     /// Kernel height and width.
     static var kernel: Int { get }
@@ -348,7 +348,7 @@ enum Window5Stride2: DepthwiseWindow { static var kernel: Int { 5 }; static var 
 
 /// One depthwise output row over a channel range: 4 pixels x 16 (or 8) channels per register block
 /// in the interior, each weight vector loaded once per 4 outputs (for 3x3 and 5x5 windows at stride
-/// 1 or 2, 4 pixels x 8 channels with the window's size a compile-time constant: `fixedQuad`);
+/// 1 or 2, 4 pixels x 8 channels with the window's size a compile-time constant: `fixedQuads`);
 /// clipped windows at the edges; scalar code only for channels past the last multiple of 8.
 struct DepthwiseRow {
     let input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>
@@ -383,8 +383,8 @@ struct DepthwiseRow {
         }
         while ox + 4 <= interior.upperBound {
             var ch = range.lowerBound
-            while ch < vec16 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD16<Float>.self); ch += 16 }
-            if ch < vec8 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD8<Float>.self); ch += 8 }
+            while ch < vec16 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD16<Float>.self, kernel: kw, stride: stride); ch += 16 }
+            if ch < vec8 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD8<Float>.self, kernel: kw, stride: stride); ch += 8 }
             if ch < range.upperBound { for j in 0..<4 { scalarPixel(ox + j, ch..<range.upperBound, y0, kyLo..<kyHi, image, outRow) } }
             ox += 4
         }
@@ -397,48 +397,25 @@ struct DepthwiseRow {
         }
     }
 
-    /// `quad` for 8 channels with the window's size and stride the type's constants: the loop over
-    /// a kernel row unrolls, so each input vector is loaded once for the up to 4 pixels whose windows
-    /// hold it (8 loads per row of a 5-wide window instead of 20), and each weight once per 4 pixels.
-    /// Same products in the same order as `quad`, so the results are identical.
-    @inline(__always)
-    func fixedQuad<W: DepthwiseWindow>(_: W.Type, _ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
-                                       _ outRow: UnsafeMutablePointer<Float>) {
-        typealias V = SIMD8<Float>
-        let c = channels, k = W.kernel, s = W.stride
-        let x0 = ox * s - padLeft
-        let bv = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
-        var a0 = bv, a1 = bv, a2 = bv, a3 = bv
-        for y in ky {
-            let src = image + ((y0 + y) * width + x0) * c + ch
-            let wr = weights + y * k * c + ch
-            for x in 0..<k {
-                let wv = UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self)
-                a0 = a0.addingProduct(UnsafeRawPointer(src + x * c).loadUnaligned(as: V.self), wv)
-                a1 = a1.addingProduct(UnsafeRawPointer(src + (s + x) * c).loadUnaligned(as: V.self), wv)
-                a2 = a2.addingProduct(UnsafeRawPointer(src + (2 * s + x) * c).loadUnaligned(as: V.self), wv)
-                a3 = a3.addingProduct(UnsafeRawPointer(src + (3 * s + x) * c).loadUnaligned(as: V.self), wv)
-            }
-        }
-        let dst = outRow + ox * c + ch
-        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: V.self)
-    }
-
-    /// The row's `quads` interior 4-pixel blocks over the 8-channel blocks from `channels`, with `fixedQuad`.
-    func fixedQuads<W: DepthwiseWindow>(_ w: W.Type, quads: Int, channels: StrideTo<Int>, _ y0: Int, _ ky: Range<Int>,
+    /// The row's `quads` interior 4-pixel blocks over the 8-channel blocks from `channels`, with `quad`
+    /// specialised to the window `W`: its size and stride are constants here, so the loop over a kernel
+    /// row unrolls and each input vector is loaded once for the up to 4 pixels whose windows hold it (8
+    /// loads per row of a 5-wide window instead of 20). Same products in the same order as the
+    /// general `quad`, so the results are identical.
+    func fixedQuads<W: DepthwiseWindow>(_: W.Type, quads: Int, channels: StrideTo<Int>, _ y0: Int, _ ky: Range<Int>,
                                         _ image: UnsafePointer<Float>, _ outRow: UnsafeMutablePointer<Float>) {
         for q in 0..<quads {
-            for ch in channels { fixedQuad(w, interior.lowerBound + 4 * q, ch, y0, ky, image, outRow) }
+            for ch in channels {
+                quad(interior.lowerBound + 4 * q, ch, y0, ky, image, outRow, SIMD8<Float>.self, kernel: W.kernel, stride: W.stride)
+            }
         }
     }
 
-    /// Four adjacent output pixels (full windows horizontally) for one channel block.
+    /// Four adjacent output pixels (full windows horizontally) for one channel block, for a
+    /// `kernel`-wide window at `stride` (the layer's own; `fixedQuads` passes them as constants).
     @inline(__always)
     func quad<V: KernelVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
-                             _ outRow: UnsafeMutablePointer<Float>, _: V.Type) {
+                             _ outRow: UnsafeMutablePointer<Float>, _: V.Type, kernel kw: Int, stride: Int) {
         let c = channels, s = stride * channels
         let x0 = ox * stride - padLeft
         let bv = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
