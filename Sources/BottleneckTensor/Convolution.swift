@@ -366,20 +366,11 @@ struct DepthwiseRow {
         let outRow = output + rowIndex * ow * channels
         let vec16 = range.lowerBound + (range.count & ~15), vec8 = range.lowerBound + (range.count & ~7)
         var ox = interior.lowerBound
-        if kh == kw && [3, 5].contains(kw) && [1, 2].contains(stride) {
-            // The model zoo's windows: the interior quads with the window's size a compile-time constant.
-            let quads = (interior.upperBound - interior.lowerBound) / 4
-            let blocks = Swift.stride(from: range.lowerBound, to: vec8, by: 8), ky = kyLo..<kyHi
-            switch (kw, stride) {
-            case (3, 1): fixedQuads(Window3Stride1.self, quads: quads, channels: blocks, y0, ky, image, outRow)
-            case (3, 2): fixedQuads(Window3Stride2.self, quads: quads, channels: blocks, y0, ky, image, outRow)
-            case (5, 1): fixedQuads(Window5Stride1.self, quads: quads, channels: blocks, y0, ky, image, outRow)
-            default: fixedQuads(Window5Stride2.self, quads: quads, channels: blocks, y0, ky, image, outRow)
-            }
+        if let end = fixedInterior(channels: Swift.stride(from: range.lowerBound, to: vec8, by: 8), y0, kyLo..<kyHi, image, outRow) {
             if vec8 < range.upperBound {
-                for x in ox..<(ox + 4 * quads) { scalarPixel(x, vec8..<range.upperBound, y0, ky, image, outRow) }
+                for x in ox..<end { scalarPixel(x, vec8..<range.upperBound, y0, kyLo..<kyHi, image, outRow) }
             }
-            ox += 4 * quads
+            ox = end
         }
         while ox + 4 <= interior.upperBound {
             var ch = range.lowerBound
@@ -395,6 +386,23 @@ struct DepthwiseRow {
             if ch < vec8 { edgePixel(x, ch, y0, kyLo..<kyHi, image, outRow, SIMD8<Float>.self); ch += 8 }
             if ch < range.upperBound { scalarPixel(x, ch..<range.upperBound, y0, kyLo..<kyHi, image, outRow) }
         }
+    }
+
+    /// The interior 4-pixel blocks of the row over the 8-channel blocks from `channels` with
+    /// `fixedQuads`, when the layer's window is one of the model zoo's (square 3x3 or 5x5, stride 1
+    /// or 2); returns where those blocks end, or nil (nothing done) for any other window.
+    func fixedInterior(channels: StrideTo<Int>, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
+                       _ outRow: UnsafeMutablePointer<Float>) -> Int? {
+        guard kh == kw else { return nil }
+        let quads = interior.count / 4
+        switch (kw, stride) {
+        case (3, 1): fixedQuads(Window3Stride1.self, quads: quads, channels: channels, y0, ky, image, outRow)
+        case (3, 2): fixedQuads(Window3Stride2.self, quads: quads, channels: channels, y0, ky, image, outRow)
+        case (5, 1): fixedQuads(Window5Stride1.self, quads: quads, channels: channels, y0, ky, image, outRow)
+        case (5, 2): fixedQuads(Window5Stride2.self, quads: quads, channels: channels, y0, ky, image, outRow)
+        default: return nil
+        }
+        return interior.lowerBound + 4 * quads
     }
 
     /// The row's `quads` interior 4-pixel blocks over the 8-channel blocks from `channels`, with `quad`

@@ -2,6 +2,14 @@ import XCTest
 import Foundation
 @testable import BottleneckTensor
 
+/// The shapes an opt-in timing test reads from environment variable `name` (`a:b:c,d:e:f`: one shape
+/// per comma, its sizes split by colons), or nil when it is unset.
+func timingShapes(_ name: String) -> [[Int]]? {
+    ProcessInfo.processInfo.environment[name].map { list in
+        list.split(separator: ",").map { item in item.split(separator: ":").map { Int($0)! } }
+    }
+}
+
 /// Single-threaded timing of `PackedGEMM.block` on the 1x1-convolution shapes of EfficientNet-Lite0
 /// (rows, K, N). Opt-in: `BOTTLENECK_GEMM_TIMING=1`; `BOTTLENECK_GEMM_SHAPES=m:k:n,...` overrides.
 final class GEMMTimingTests: XCTestCase {
@@ -13,12 +21,7 @@ final class GEMMTimingTests: XCTestCase {
             (336, 96, 24), (336, 144, 24), (336, 144, 40), (336, 240, 40), (196, 240, 80), (196, 480, 80),
             (196, 480, 112), (196, 672, 112), (49, 672, 192), (49, 1152, 192), (49, 1152, 320), (49, 320, 1280),
             (1536, 64, 256), (1536, 256, 64), (1536, 2048, 512)]
-        if let s = env["BOTTLENECK_GEMM_SHAPES"] {
-            shapes = s.split(separator: ",").map { item in
-                let p = item.split(separator: ":").map { Int($0)! }
-                return (p[0], p[1], p[2])
-            }
-        }
+        if let parsed = timingShapes("BOTTLENECK_GEMM_SHAPES") { shapes = parsed.map { p in (p[0], p[1], p[2]) } }
         let threads = env["BOTTLENECK_GEMM_THREADS"].flatMap(Int.init) ?? 1
         let saved = TensorThreads.count
         TensorThreads.configure(threads: threads)
@@ -70,12 +73,7 @@ final class ConvTimingTests: XCTestCase {
             (5, 1024, 256, 1, 1, 14), (5, 256, 256, 3, 1, 14),
             (5, 1024, 512, 1, 1, 14), (5, 512, 512, 3, 2, 14), (5, 512, 2048, 1, 1, 7), (5, 1024, 2048, 1, 2, 14),
             (5, 2048, 512, 1, 1, 7), (5, 512, 512, 3, 1, 7)]
-        if let s = env["BOTTLENECK_CONV_SHAPES"] {
-            shapes = s.split(separator: ",").map { item in
-                let p = item.split(separator: ":").map { Int($0)! }
-                return (p[0], p[1], p[2], p[3], p[4], p[5])
-            }
-        }
+        if let parsed = timingShapes("BOTTLENECK_CONV_SHAPES") { shapes = parsed.map { p in (p[0], p[1], p[2], p[3], p[4], p[5]) } }
         var total = 0.0
         for (n, cin, cout, k, s, hw) in shapes {
             let x = SyntheticFill.input(name: "conv.x", shape: [n, hw, hw, cin])
@@ -116,12 +114,7 @@ final class DepthwiseTimingTests: XCTestCase {
             (3, 32, 3, 1, 112), (3, 96, 3, 2, 112), (3, 144, 3, 1, 56), (3, 144, 5, 2, 56), (3, 240, 5, 1, 28),
             (3, 240, 3, 2, 28), (3, 480, 3, 1, 14), (3, 480, 5, 1, 14), (3, 672, 5, 1, 14), (3, 672, 5, 2, 14),
             (3, 1152, 5, 1, 7), (3, 1152, 3, 1, 7)]
-        if let s = env["BOTTLENECK_DEPTHWISE_SHAPES"] {
-            shapes = s.split(separator: ",").map { item in
-                let p = item.split(separator: ":").map { Int($0)! }
-                return (p[0], p[1], p[2], p[3], p[4])
-            }
-        }
+        if let parsed = timingShapes("BOTTLENECK_DEPTHWISE_SHAPES") { shapes = parsed.map { p in (p[0], p[1], p[2], p[3], p[4]) } }
         try TensorThreads.withSingleThreadedKernels {
             var total = 0.0
             for (n, c, k, s, hw) in shapes {

@@ -37,12 +37,7 @@ final class WinogradTimingTests: XCTestCase {
         // ResNet-50 at 224: micro-batches of 5 images (16 MiB activation slices) and batch 1.
         var shapes: [(n: Int, c: Int, hw: Int)] = []
         for n in [5, 1] { for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] { shapes.append((n, c, hw)) } }
-        if let s = env["BOTTLENECK_WINOGRAD_SHAPES"] {
-            shapes = s.split(separator: ",").map { item in
-                let p = item.split(separator: ":").map { Int($0)! }
-                return (p[0], p[1], p[2])
-            }
-        }
+        if let parsed = timingShapes("BOTTLENECK_WINOGRAD_SHAPES") { shapes = parsed.map { p in (p[0], p[1], p[2]) } }
         let cpuTime = TensorThreads.count == 1
         func now() -> Double {
             var ts = timespec()
