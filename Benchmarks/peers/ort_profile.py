@@ -5,7 +5,8 @@ table (which layers the peer runs faster, and by how much).
 
 The ONNX file must exist: `python peer.py --engine onnx --model M --batch B --export-only` writes it.
 Prints each node that took time (milliseconds per pass, share, ONNX Runtime's op and output shape)
-in graph order, then the total. ORT's own profiler records the times (SessionOptions.enable_profiling);
+in graph order, then the total. The session is peer.py's (same threads and settings as the timed runs);
+ORT's own profiler records the times (SessionOptions.enable_profiling);
 its JSON file is written to the system temp folder and removed afterwards.
 """
 import argparse
@@ -17,6 +18,8 @@ import tempfile
 import numpy as np
 import onnxruntime as ort
 
+from peer import onnx_path, ort_session
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -26,17 +29,11 @@ def main():
     ap.add_argument("--passes", type=int, default=3)
     ap.add_argument("--onnx-dir", default="/tmp/bottleneck-peers")
     a = ap.parse_args()
-    path = os.path.join(a.onnx_dir, f"{a.model}-b{a.batch}.onnx")
+    path = onnx_path(a.onnx_dir, a.model, a.batch)
     if not os.path.exists(path):
         raise SystemExit(f"{path} not found: run `python peer.py --engine onnx --model {a.model} "
                          f"--batch {a.batch} --export-only` first")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.enable_profiling = True
-    so.profile_file_prefix = os.path.join(tempfile.gettempdir(), "bottleneck-ort-profile")
-    session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    session = ort_session(path, a.threads, profile_prefix=os.path.join(tempfile.gettempdir(), "bottleneck-ort-profile"))
     x = np.random.default_rng(0).random((a.batch, 3, 224, 224), dtype=np.float32)
     name = session.get_inputs()[0].name
     session.run(None, {name: x})  # warm-up pass, not counted below

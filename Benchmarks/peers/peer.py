@@ -30,6 +30,24 @@ def lite0_checkpoint():
     return os.path.join(folder, found[0]) if found else None
 
 
+def onnx_path(onnx_dir, model, batch):
+    """Where `--export-only` writes the ONNX file for (model, batch)."""
+    return os.path.join(onnx_dir, f"{model}-b{batch}.onnx")
+
+
+def ort_session(path, threads, profile_prefix=None):
+    """An ONNX Runtime session configured as the benchmark times it (`threads` intra-op threads, one
+    inter-op thread, sequential execution); with `profile_prefix`, ORT's own profiler records each node."""
+    import onnxruntime as ort
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads; so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
 def build(name):
     """The peer model, truncated like Bottleneck's --cut 1, and a note on its weights."""
     import torch, torchvision
@@ -83,17 +101,17 @@ def main():
                          "does not carry PyTorch in its RSS)")
     a = ap.parse_args()
     x_np = (np.random.default_rng(0).random((a.batch, 3, 224, 224), dtype=np.float32) * 4 - 2)
-    onnx_path = os.path.join(a.onnx_dir, f"{a.model}-b{a.batch}.onnx")
+    model_path = onnx_path(a.onnx_dir, a.model, a.batch)
     result = {"engine": a.engine, "model": a.model, "batch": a.batch, "threads": a.threads}
     if a.export_only:
         import torch
         model, note = build(a.model)
         os.makedirs(a.onnx_dir, exist_ok=True)
-        tmp = onnx_path + f".{os.getpid()}.tmp"
+        tmp = model_path + f".{os.getpid()}.tmp"
         torch.onnx.export(model, torch.from_numpy(x_np), tmp, input_names=["x"], output_names=["y"],
                           opset_version=17, dynamo=False)
-        os.replace(tmp, onnx_path)
-        with open(onnx_path + ".json", "w") as f:
+        os.replace(tmp, model_path)
+        with open(model_path + ".json", "w") as f:
             json.dump({"weights": note}, f)
         return
     if a.engine == "torch":
@@ -114,15 +132,11 @@ def main():
         result.update(images_per_second=best[0], pass_seconds=best[1], channels_last=best[2], torch=torch.__version__)
     else:
         import onnxruntime as ort
-        if not os.path.exists(onnx_path):
-            sys.exit(f"{onnx_path} missing: run with --export-only first")
-        with open(onnx_path + ".json") as f:
+        if not os.path.exists(model_path):
+            sys.exit(f"{model_path} missing: run with --export-only first")
+        with open(model_path + ".json") as f:
             result["weights"] = json.load(f)["weights"]
-        path = onnx_path
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = a.threads; so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        session = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+        session = ort_session(model_path, a.threads)
         feed = {"x": x_np}
         times = time_passes(lambda: session.run(None, feed), a.passes, a.min_seconds)
         result.update(images_per_second=a.batch / statistics.median(times), pass_seconds=times,
