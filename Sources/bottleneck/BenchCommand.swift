@@ -9,11 +9,11 @@ struct BenchCommand: ParsableCommand {
         commandName: "bench",
         abstract: "Time the forward pass (to the chosen stage) with synthetic weights of the right shapes.",
         discussion: """
-        Weights are generated deterministically (no files needed) unless --weights names a checkpoint (same speed; used by Benchmarks/peers for real EfficientNet-Lite0 weights). Inputs are random in [-2, 2). After --warmup untimed passes, --iterations passes are timed; images/s uses the median pass. Peak RSS is the process's maximum resident set (VmHWM on Linux, else getrusage).
+        Weights are generated deterministically (no files needed) unless --weights names a checkpoint (same speed; used by Benchmarks/peers for real EfficientNet-Lite0 weights). Inputs are random in [-2, 2). After --warmup untimed passes, --iterations passes are timed (more, up to 4x, until they add up to --min-seconds); images/s uses the median pass. Peak RSS is the process's maximum resident set (VmHWM on Linux, else getrusage).
 
         GFLOP/s counts 2 FLOPs per multiply-accumulate of the convolutions and linear layers that run, as a direct convolution would (Winograd layers do fewer multiplies, so a ResNet's rate can exceed the machine's sgemm peak).
 
-        A/B switches for timing the same binary: --unfused-blocks runs MBConv blocks layer by layer; --layer-parallel splits every layer over the threads even when the batch is large enough to run slices of images concurrently (the default from two images per thread for networks whose weights fit in cache, such as EfficientNet-Lite; --profile also implies it); BOTTLENECK_WINOGRAD=0 in the environment keeps 3x3 convolutions on the direct path.
+        A/B switches for timing the same binary: --unfused-blocks runs MBConv blocks layer by layer; --layer-parallel splits every layer over the threads even when the batch is large enough to run slices of images concurrently (the default from two images per thread for networks whose weights fit in cache, such as EfficientNet-Lite; --profile also implies it); in the environment, BOTTLENECK_WINOGRAD=0 keeps 3x3 convolutions on the direct path, BOTTLENECK_PREFETCH=0 turns off the GEMM's output prefetching and BOTTLENECK_HUGE_PAGES=0 the huge pages for large buffers.
         """)
 
     @Option(help: "Model name (see `bottleneck models`).")
