@@ -225,7 +225,8 @@ public final class Conv2D: @unchecked Sendable {
     ///   - input: NHWC `[batch][height][width][inChannels]`.
     ///   - output: NHWC `[batch][oh][ow][outChannels]`; must not alias `input`.
     ///   - residual: optional NHWC tensor of the output's shape added before the activation
-    ///     (ResNet's skip connection, fused into the output pass). May alias neither.
+    ///     (ResNet's skip connection, fused into the output pass). Must not alias `input`; may be
+    ///     `output` itself (each element is read before it is written).
     /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds; no im2col matrix (the
     ///   GEMM gathers receptive fields block by block). About a quarter of that on the Winograd path.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,

@@ -82,7 +82,8 @@ public enum PackedGEMM {
     nonisolated(unsafe) static var prefetchMinimumBytes = 16 << 20
 
     /// Runs the product. `c` (row stride `ldc`) must not alias the operand; `residual` (row stride
-    /// `residualStride`) may alias neither. `bias` has `n` entries.
+    /// `residualStride`) must not alias the operand but may be `c` itself with `residualStride == ldc`
+    /// (every output element is written after its residual element is read). `bias` has `n` entries.
     public static func run(_ operand: GEMMOperand, m: Int, weights w: PackedWeights,
                            c: UnsafeMutablePointer<Float>, ldc: Int,
                            bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, residualStride: Int,

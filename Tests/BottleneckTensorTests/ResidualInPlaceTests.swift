@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+@testable import BottleneckTensor
+
+/// `Conv2D.forward` may write its output over its residual (`Network` does so for a residual block's
+/// last convolution). Every path must then give exactly the results of a separate output buffer
+/// (tolerance 0: same products, same order): the 1x1 GEMM with one `k` slice and with several (the
+/// later slices accumulate on the partial sums in the output, after the residual was consumed), the
+/// gathered 3x3 direct path with 16- and 8-wide panels, the column-split GEMM of a batch-1 late layer,
+/// and Winograd's output transform.
+final class ResidualInPlaceTests: XCTestCase {
+    func testOutputOverResidualMatchesSeparateBuffer() {
+        let cases: [(n: Int, cin: Int, hw: Int, cout: Int, k: Int, algorithm: ConvolutionAlgorithm)] = [
+            (2, 64, 9, 256, 1, .direct),     // ResNet-50's expanding 1x1, one k slice
+            (1, 520, 5, 72, 1, .direct),     // three k slices, 16/16/16/16/8 panels
+            (1, 512, 7, 2048, 1, .direct),   // batch-1 layer4: rows few, columns split over threads
+            (2, 24, 10, 40, 3, .direct),     // gathered 3x3 patches, 16/16/8 panels
+            (2, 16, 11, 32, 3, .winograd),   // ResNet-18's basic block: Winograd output transform
+        ]
+        for (i, c) in cases.enumerated() {
+            let name = "inplace.\(i)"
+            let x = SyntheticFill.input(name: name + ".x", shape: [c.n, c.hw, c.hw, c.cin])
+            let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [c.cout, c.cin, c.k, c.k])
+            let bias = SyntheticFill.values(name: name + ".b", kind: .bias, shape: [c.cout])
+            let conv = weight.withUnsafeBufferPointer {
+                Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.cout, inChannels: c.cin, kernelH: c.k, kernelW: c.k,
+                       padding: .symmetric(c.k / 2), bias: bias, activation: .relu, algorithm: c.algorithm)
+            }
+            let residual = SyntheticFill.input(name: name + ".r", shape: [c.n, c.hw, c.hw, c.cout])
+            var separate = [Float](repeating: .nan, count: residual.count)
+            x.withUnsafeBufferPointer { xp in separate.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
+                conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: op.baseAddress!,
+                             residual: rp.baseAddress!)
+            } } }
+            var shared = residual
+            x.withUnsafeBufferPointer { xp in shared.withUnsafeMutableBufferPointer { sp in
+                conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: sp.baseAddress!,
+                             residual: UnsafePointer(sp.baseAddress!))
+            } }
+            XCTAssertFalse(separate.contains { $0.isNaN }, "\(name): output not fully written")
+            XCTAssertEqual(shared, separate, "\(name): output over the residual differs from a separate buffer")
+        }
+    }
+}
