@@ -13,7 +13,7 @@ struct BenchCommand: ParsableCommand {
 
         GFLOP/s counts 2 FLOPs per multiply-accumulate of the convolutions and linear layers that run, as a direct convolution would (Winograd layers do fewer multiplies, so a ResNet's rate can exceed the machine's sgemm peak).
 
-        A/B switches for timing the same binary: --unfused-blocks runs MBConv blocks layer by layer; --layer-parallel splits every layer over the threads even when the batch is large enough to run slices of images concurrently (the default from two images per thread for networks whose weights fit in cache, such as EfficientNet-Lite; --profile also implies it); in the environment, BOTTLENECK_WINOGRAD=0 keeps 3x3 convolutions on the direct path, BOTTLENECK_PREFETCH=0 turns off the GEMM's output prefetching and BOTTLENECK_HUGE_PAGES=0 the huge pages for large buffers.
+        A/B switches for timing the same binary: --unfused-blocks runs MBConv blocks layer by layer; --layer-parallel splits every layer over the threads even when the batch is large enough to run slices of images concurrently (the default from two images per thread for networks whose weights fit in cache, such as EfficientNet-Lite; --profile also implies it); in the environment, BOTTLENECK_WINOGRAD=0 keeps 3x3 convolutions on the direct path, BOTTLENECK_PREFETCH=0 turns off the GEMM's output prefetching, BOTTLENECK_HUGE_PAGES=0 the huge pages for large buffers, BOTTLENECK_RESIDUAL_IN_PLACE=0 writing residual blocks' outputs over their skip tensors and BOTTLENECK_TILE_MAJOR=0 the tile-major loop order of 1x1 layers that add a residual.
         """)
 
     @Option(help: "Model name (see `bottleneck models`).")

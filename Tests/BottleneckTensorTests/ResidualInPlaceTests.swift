@@ -7,17 +7,22 @@ import XCTest
 /// (tolerance 0: same products, same order): the 1x1 GEMM with one `k` slice and with several (the
 /// later slices accumulate on the partial sums in the output, after the residual was consumed), the
 /// gathered 3x3 direct path with 16- and 8-wide panels, the column-split GEMM of a batch-1 late layer,
-/// and Winograd's output transform.
+/// and Winograd's output transform; the 1x1 ones both tile-major (`PackedGEMM.tileMajorBlock`, the
+/// default for a 1x1 layer adding a residual) and panel-major.
 final class ResidualInPlaceTests: XCTestCase {
     func testOutputOverResidualMatchesSeparateBuffer() {
         let cases: [(n: Int, cin: Int, hw: Int, cout: Int, k: Int, algorithm: ConvolutionAlgorithm)] = [
             (2, 64, 9, 256, 1, .direct),     // ResNet-50's expanding 1x1, one k slice
-            (1, 520, 5, 72, 1, .direct),     // three k slices, 16/16/16/16/8 panels
+            (1, 520, 5, 72, 1, .direct),     // three k slices (panel-major: k > 512), 16/16/16/16/8 panels
+            (3, 264, 5, 40, 1, .direct),     // tile-major with a 16/16/8 panel split and a 3-row last tile
             (1, 512, 7, 2048, 1, .direct),   // batch-1 layer4: rows few, columns split over threads
             (2, 24, 10, 40, 3, .direct),     // gathered 3x3 patches, 16/16/8 panels
             (2, 16, 11, 32, 3, .winograd),   // ResNet-18's basic block: Winograd output transform
         ]
+        let saved = PackedGEMM.tileMajorResiduals
+        defer { PackedGEMM.tileMajorResiduals = saved }
         for (i, c) in cases.enumerated() {
+            PackedGEMM.tileMajorResiduals = saved
             let name = "inplace.\(i)"
             let x = SyntheticFill.input(name: name + ".x", shape: [c.n, c.hw, c.hw, c.cin])
             let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [c.cout, c.cin, c.k, c.k])
@@ -32,13 +37,16 @@ final class ResidualInPlaceTests: XCTestCase {
                 conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: op.baseAddress!,
                              residual: rp.baseAddress!)
             } } }
-            var shared = residual
-            x.withUnsafeBufferPointer { xp in shared.withUnsafeMutableBufferPointer { sp in
-                conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: sp.baseAddress!,
-                             residual: UnsafePointer(sp.baseAddress!))
-            } }
             XCTAssertFalse(separate.contains { $0.isNaN }, "\(name): output not fully written")
-            XCTAssertEqual(shared, separate, "\(name): output over the residual differs from a separate buffer")
+            for tileMajor in [true, false] {
+                PackedGEMM.tileMajorResiduals = tileMajor
+                var shared = residual
+                x.withUnsafeBufferPointer { xp in shared.withUnsafeMutableBufferPointer { sp in
+                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: sp.baseAddress!,
+                                 residual: UnsafePointer(sp.baseAddress!))
+                } }
+                XCTAssertEqual(shared, separate, "\(name) (tile-major \(tileMajor)): output over the residual differs from a separate buffer")
+            }
         }
     }
 }
