@@ -98,6 +98,7 @@ public enum PackedGEMM {
         let blockRows = ((m + rowBlocks - 1) / rowBlocks + mr - 1) / mr * mr
         let tasks = rowBlocks * groups
         let prefetches = m * ldc * MemoryLayout<Float>.stride >= prefetchMinimumBytes
+        let tileMajor = tileMajorLayers
         let task: (Int) -> Void = { task in
             let mb = task / groups, g = task - mb * groups
             let r0 = mb * blockRows
@@ -107,7 +108,7 @@ public enum PackedGEMM {
             block(operand, row0: r0, rows: rows, w: w, panelRange: p0..<p1,
                   c: c + r0 * ldc, ldc: ldc, bias: bias,
                   residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
-                  activation: activation, includeTail: g == groups - 1, prefetches: prefetches)
+                  activation: activation, includeTail: g == groups - 1, prefetches: prefetches, tileMajor: tileMajor)
         }
         TensorThreads.run(pieces: tasks, task)
     }
@@ -117,16 +118,15 @@ public enum PackedGEMM {
     static func block(_ operand: GEMMOperand, row0: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                       c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                       residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation, includeTail: Bool,
-                      prefetches: Bool = false) {
+                      prefetches: Bool = false, tileMajor: Bool = false) {
         if case let .patches(geometry) = operand, geometry.readsWindowsInPlace(k: w.k), !includeTail || w.panelColumns == w.n {
             windowBlock(geometry, row0: row0, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc, bias: bias,
                         residual: residual, residualStride: residualStride, activation: activation)
             return
         }
-        if tileMajorResiduals, residual != nil, case let .matrix(base, stride) = operand, stride % 1024 != 0,
-           w.k <= tileMajorMaximumK {
+        if tileMajor, case let .matrix(base, stride) = operand, stride % 1024 != 0, w.k <= tileMajorMaximumK {
             tileMajorBlock(a: base + row0 * stride, lda: stride, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc,
-                           bias: bias, residual: residual!, residualStride: residualStride, activation: activation,
+                           bias: bias, residual: residual, residualStride: residualStride, activation: activation,
                            includeTail: includeTail)
             return
         }
@@ -174,30 +174,34 @@ public enum PackedGEMM {
         }
     }
 
-    /// Whether `block` runs 1x1 convolutions that add a residual tile-major (`tileMajorBlock`); false
-    /// keeps them panel-major like the others (same results; for tests and A/B timing:
+    /// Whether `run` takes 1x1 convolutions tile-major (`tileMajorBlock`); false keeps them
+    /// panel-major like everything else (same results; for tests and A/B timing:
     /// `BOTTLENECK_TILE_MAJOR=0` in the environment).
-    nonisolated(unsafe) static var tileMajorResiduals = ProcessInfo.processInfo.environment["BOTTLENECK_TILE_MAJOR"] != "0"
+    nonisolated(unsafe) static var tileMajorLayers = ProcessInfo.processInfo.environment["BOTTLENECK_TILE_MAJOR"] != "0"
     /// Longest `k` run tile-major: a tile's six rows of `A` (6 * k floats) stay in L1.
     static let tileMajorMaximumK = 2 * kBlock
     /// Weight bytes one pass of tiles runs against in `tileMajorBlock` (panels of 16 * k floats): half
     /// the 512 KiB L2.
     static let tileMajorWeightBytes = 256 << 10
 
-    /// `block` for a 1x1 convolution that adds a residual (ResNet's expanding 1x1 closing each
-    /// block, whose output `Network` writes over the skip tensor): each six-row tile runs against
-    /// every panel of a group before the next tile, instead of each panel against every tile. The
-    /// output and residual rows are then read and written in sequential 64-byte steps, one stream per
-    /// row, instead of one 64-byte piece per row and panel with the rows 1-8 KiB apart, and the tile's
-    /// `A` rows stay in L1 while the group's panels (`tileMajorWeightBytes`) come from L2. ResNet-50's
-    /// 64->256 to 512->2048 layers at 16 images, output over the residual, caches cold: 0.78-0.88x the
-    /// time (medians of 12 calls per order, alternating, 2 threads); 0.75-0.96x at 1 image. Not for
-    /// the other 1x1 layers: run tile-major too, they made ResNet-50 at batch 32 0.95x as fast and
-    /// EfficientNet-Lite0 0.99x (batch 32) and 0.96x (batch 1), medians of 8 alternating runs. Same
-    /// products in the same order as `block`, so the results are identical.
+    /// `block` for a whole 1x1 convolution layer (`run` with a `.matrix` operand, `k <= 512`): each
+    /// six-row tile runs against every panel of a group before the next tile, instead of each panel
+    /// against every tile. A tile's `A` rows are then read from memory once and stay in L1 while the
+    /// group's panels (`tileMajorWeightBytes`) come from L2, and the output (and residual) rows are
+    /// read and written in sequential 64-byte steps, one stream per row, instead of one 64-byte piece
+    /// per row and panel with the rows 1-8 KiB apart. Measured on ResNet-50's layers, output over the
+    /// residual where there is one, caches cold, 2 threads (medians of 12 calls per order,
+    /// alternating): 64->256 to 512->2048 with a residual 0.78-0.88x the time at 16 images and
+    /// 0.75-0.96x at 1 image; without one (256->64, 512->128, ...) 0.87-0.99x. Whole networks
+    /// (`bench --profile` per layer, medians of 5 alternating runs, ResNet-50 batch 32): the residual
+    /// layers 0.85-0.94x, the others 0.91-0.99x after the drift the untouched layers show;
+    /// EfficientNet-Lite0 (whose unfused 1x1 layers take this path) 0.94x and 1.01x at batch 32
+    /// (medians of 8 and 10 alternating runs, within this host's noise), 1.00x at batch 1. The GEMMs
+    /// inside Winograd and the fused MBConv blocks keep their panel-major order (their operands are
+    /// blocked for L2 already). Same products in the same order as `block`, so results are identical.
     static func tileMajorBlock(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                                c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
-                               residual: UnsafePointer<Float>, residualStride: Int, activation: Activation,
+                               residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
                                includeTail: Bool) {
         let k = w.k
         let groupPanels = max(1, tileMajorWeightBytes / (k * 16 * MemoryLayout<Float>.stride))
@@ -211,7 +215,7 @@ public enum PackedGEMM {
                     let j0 = p * 16
                     let tile = Tile(a: a + r * lda, lda: lda, rows: min(mr, rows - r), b: panels + j0 * k, kc: k,
                                     c: c + r * ldc + j0, ldc: ldc,
-                                    initial: .fresh(bias: bias.map { $0 + j0 }, residual: residual + r * residualStride + j0,
+                                    initial: .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + r * residualStride + j0 },
                                                     residualStride: residualStride),
                                     activation: activation)
                     tile.runContiguous(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))

@@ -3,12 +3,13 @@ import XCTest
 @testable import BottleneckTensor
 
 /// `Conv2D.forward` may write its output over its residual (`Network` does so for a residual block's
-/// last convolution). Every path must then give exactly the results of a separate output buffer
-/// (tolerance 0: same products, same order): the 1x1 GEMM with one `k` slice and with several (the
-/// later slices accumulate on the partial sums in the output, after the residual was consumed), the
-/// gathered 3x3 direct path with 16- and 8-wide panels, the column-split GEMM of a batch-1 late layer,
-/// and Winograd's output transform; the 1x1 ones both tile-major (`PackedGEMM.tileMajorBlock`, the
-/// default for a 1x1 layer adding a residual) and panel-major.
+/// last convolution): every path must then give exactly the results of a separate output buffer. The
+/// 1x1 layers' tile-major order (`PackedGEMM.tileMajorBlock`, the default) must give exactly the
+/// panel-major order's results, with and without a residual. Tolerance 0 throughout (same products,
+/// same order). Paths: the 1x1 GEMM with one `k` slice and with several (the later slices accumulate
+/// on the partial sums in the output, after the residual was consumed), the gathered 3x3 direct path
+/// with 16- and 8-wide panels, the column-split GEMM of a batch-1 late layer, and Winograd's output
+/// transform.
 final class ResidualInPlaceTests: XCTestCase {
     func testOutputOverResidualMatchesSeparateBuffer() {
         let cases: [(n: Int, cin: Int, hw: Int, cout: Int, k: Int, algorithm: ConvolutionAlgorithm)] = [
@@ -19,10 +20,9 @@ final class ResidualInPlaceTests: XCTestCase {
             (2, 24, 10, 40, 3, .direct),     // gathered 3x3 patches, 16/16/8 panels
             (2, 16, 11, 32, 3, .winograd),   // ResNet-18's basic block: Winograd output transform
         ]
-        let saved = PackedGEMM.tileMajorResiduals
-        defer { PackedGEMM.tileMajorResiduals = saved }
+        let saved = PackedGEMM.tileMajorLayers
+        defer { PackedGEMM.tileMajorLayers = saved }
         for (i, c) in cases.enumerated() {
-            PackedGEMM.tileMajorResiduals = saved
             let name = "inplace.\(i)"
             let x = SyntheticFill.input(name: name + ".x", shape: [c.n, c.hw, c.hw, c.cin])
             let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [c.cout, c.cin, c.k, c.k])
@@ -32,14 +32,26 @@ final class ResidualInPlaceTests: XCTestCase {
                        padding: .symmetric(c.k / 2), bias: bias, activation: .relu, algorithm: c.algorithm)
             }
             let residual = SyntheticFill.input(name: name + ".r", shape: [c.n, c.hw, c.hw, c.cout])
-            var separate = [Float](repeating: .nan, count: residual.count)
-            x.withUnsafeBufferPointer { xp in separate.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
-                conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: op.baseAddress!,
-                             residual: rp.baseAddress!)
-            } } }
-            XCTAssertFalse(separate.contains { $0.isNaN }, "\(name): output not fully written")
+            /// The panel-major result into a separate buffer, with or without the residual.
+            func reference(addsResidual: Bool) -> [Float] {
+                PackedGEMM.tileMajorLayers = false
+                var out = [Float](repeating: .nan, count: residual.count)
+                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
+                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: op.baseAddress!,
+                                 residual: addsResidual ? rp.baseAddress! : nil)
+                } } }
+                XCTAssertFalse(out.contains { $0.isNaN }, "\(name): output not fully written")
+                return out
+            }
+            let separate = reference(addsResidual: true), plain = reference(addsResidual: false)
             for tileMajor in [true, false] {
-                PackedGEMM.tileMajorResiduals = tileMajor
+                PackedGEMM.tileMajorLayers = tileMajor
+                var out = [Float](repeating: .nan, count: residual.count)
+                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: op.baseAddress!,
+                                 residual: nil)
+                } }
+                XCTAssertEqual(out, plain, "\(name) (tile-major \(tileMajor)): differs from panel-major without a residual")
                 var shared = residual
                 x.withUnsafeBufferPointer { xp in shared.withUnsafeMutableBufferPointer { sp in
                     conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: sp.baseAddress!,
