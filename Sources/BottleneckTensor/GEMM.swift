@@ -218,7 +218,7 @@ public enum PackedGEMM {
                                     initial: .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + r * residualStride + j0 },
                                                     residualStride: residualStride),
                                     activation: activation)
-                    tile.runContiguous(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))
+                    tile.contiguousProduct(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))
                 }
                 r += mr
             }
@@ -488,9 +488,9 @@ struct Tile {
         if width == 16 { run(SIMD16<Float>.self) } else { run(SIMD8<Float>.self) }
     }
 
-    /// Runs the tile, rows read contiguously, on a panel `width` (16 or 8) columns wide.
+    /// `contiguousProduct` on a panel `width` (16 or 8) columns wide.
     @inline(__always)
-    func runContiguous(width: Int) {
+    func contiguousProduct(width: Int) {
         if width == 16 { contiguousProduct(SIMD16<Float>.self) } else { contiguousProduct(SIMD8<Float>.self) }
     }
 

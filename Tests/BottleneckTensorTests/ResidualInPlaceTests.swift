@@ -24,40 +24,18 @@ final class ResidualInPlaceTests: XCTestCase {
         defer { PackedGEMM.tileMajorLayers = saved }
         for (i, c) in cases.enumerated() {
             let name = "inplace.\(i)"
-            let x = SyntheticFill.input(name: name + ".x", shape: [c.n, c.hw, c.hw, c.cin])
-            let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [c.cout, c.cin, c.k, c.k])
-            let bias = SyntheticFill.values(name: name + ".b", kind: .bias, shape: [c.cout])
-            let conv = weight.withUnsafeBufferPointer {
-                Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.cout, inChannels: c.cin, kernelH: c.k, kernelW: c.k,
-                       padding: .symmetric(c.k / 2), bias: bias, activation: .relu, algorithm: c.algorithm)
-            }
-            let residual = SyntheticFill.input(name: name + ".r", shape: [c.n, c.hw, c.hw, c.cout])
-            /// The panel-major result into a separate buffer, with or without the residual.
-            func reference(addsResidual: Bool) -> [Float] {
-                PackedGEMM.tileMajorLayers = false
-                var out = [Float](repeating: .nan, count: residual.count)
-                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
-                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: op.baseAddress!,
-                                 residual: addsResidual ? rp.baseAddress! : nil)
-                } } }
-                XCTAssertFalse(out.contains { $0.isNaN }, "\(name): output not fully written")
-                return out
-            }
-            let separate = reference(addsResidual: true), plain = reference(addsResidual: false)
+            let layer = SyntheticConvolution(name: name, batch: c.n, height: c.hw, width: c.hw, inChannels: c.cin,
+                                             outChannels: c.cout, kernel: c.k, padding: .symmetric(c.k / 2),
+                                             activation: .relu, algorithm: c.algorithm)
+            PackedGEMM.tileMajorLayers = false
+            let separate = layer.forward(addsResidual: true), plain = layer.forward(addsResidual: false)
+            XCTAssertFalse(separate.contains { $0.isNaN } || plain.contains { $0.isNaN }, "\(name): output not fully written")
             for tileMajor in [true, false] {
                 PackedGEMM.tileMajorLayers = tileMajor
-                var out = [Float](repeating: .nan, count: residual.count)
-                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
-                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: op.baseAddress!,
-                                 residual: nil)
-                } }
-                XCTAssertEqual(out, plain, "\(name) (tile-major \(tileMajor)): differs from panel-major without a residual")
-                var shared = residual
-                x.withUnsafeBufferPointer { xp in shared.withUnsafeMutableBufferPointer { sp in
-                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.hw, width: c.hw, output: sp.baseAddress!,
-                                 residual: UnsafePointer(sp.baseAddress!))
-                } }
-                XCTAssertEqual(shared, separate, "\(name) (tile-major \(tileMajor)): output over the residual differs from a separate buffer")
+                XCTAssertEqual(layer.forward(addsResidual: false), plain,
+                               "\(name) (tile-major \(tileMajor)): differs from panel-major without a residual")
+                XCTAssertEqual(layer.forwardOverResidual(), separate,
+                               "\(name) (tile-major \(tileMajor)): output over the residual differs from a separate buffer")
             }
         }
     }

@@ -19,25 +19,12 @@ final class WindowReadTests: XCTestCase {
         let saved = PackedGEMM.windowReads
         defer { PackedGEMM.windowReads = saved }
         for (i, c) in cases.enumerated() {
-            let name = "window.\(i)"
-            let x = SyntheticFill.input(name: name + ".x", shape: [c.n, c.h, c.w, c.cin])
-            let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [c.cout, c.cin, c.k, c.k])
-            let bias = SyntheticFill.values(name: name + ".b", kind: .bias, shape: [c.cout])
-            let conv = weight.withUnsafeBufferPointer {
-                Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.cout, inChannels: c.cin, kernelH: c.k, kernelW: c.k,
-                       stride: c.stride, padding: c.padding, bias: bias, activation: c.activation)
-            }
-            let (oh, ow) = conv.outputSize(height: c.h, width: c.w)
-            let residual = SyntheticFill.input(name: name + ".r", shape: [c.n, oh, ow, c.cout])
-            var outputs: [[Float]] = []
-            for windowReads in [false, true] {
+            let layer = SyntheticConvolution(name: "window.\(i)", batch: c.n, height: c.h, width: c.w, inChannels: c.cin,
+                                             outChannels: c.cout, kernel: c.k, stride: c.stride, padding: c.padding,
+                                             activation: c.activation)
+            let outputs = [false, true].map { windowReads in
                 PackedGEMM.windowReads = windowReads
-                var out = [Float](repeating: .nan, count: c.n * oh * ow * c.cout)
-                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
-                    conv.forward(input: xp.baseAddress!, batch: c.n, height: c.h, width: c.w, output: op.baseAddress!,
-                                 residual: c.residual ? rp.baseAddress! : nil)
-                } } }
-                outputs.append(out)
+                return layer.forward(addsResidual: c.residual)
             }
             XCTAssertFalse(outputs[1].contains { $0.isNaN }, "case \(i): unwritten outputs")
             let mismatch = outputs[0].indices.first { outputs[0][$0] != outputs[1][$0] }
