@@ -72,7 +72,9 @@ public enum PackedGEMM {
     /// (ResNet-50's 256- to 1024-channel maps) every tile used to wait for its lines. Prefetching
     /// one tile ahead (about 400 cycles of work at K = 64) made those layers 13-18 % faster, medians
     /// of 5 alternating runs of `bench --profile`-style layer timings; others were unchanged.
-    /// Only outputs of at least `prefetchMinimumBytes` are prefetched.
+    /// Only outputs of at least `prefetchMinimumBytes` are prefetched. Those K <= 512 1x1 layers now
+    /// run tile-major (`tileMajorBlock`, sequential rows, no prefetch), so the panel-major strips
+    /// that still prefetch are the gathered 3x3/7x7 layers' and the 1x1 layers' with K > 512.
     nonisolated(unsafe) static var prefetchTiles = Int(ProcessInfo.processInfo.environment["BOTTLENECK_PREFETCH"] ?? "1") ?? 1
 
     /// Smallest GEMM output (bytes) whose lines are prefetched: 16 MB, about what outlives the
@@ -124,7 +126,7 @@ public enum PackedGEMM {
                         residual: residual, residualStride: residualStride, activation: activation)
             return
         }
-        if tileMajor, case let .matrix(base, stride) = operand, stride % 1024 != 0, w.k <= tileMajorMaximumK {
+        if tileMajor, case let .matrix(base, stride) = operand, w.k <= tileMajorMaximumK {
             tileMajorBlock(a: base + row0 * stride, lda: stride, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc,
                            bias: bias, residual: residual, residualStride: residualStride, activation: activation,
                            includeTail: includeTail)
