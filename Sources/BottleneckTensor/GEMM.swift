@@ -194,7 +194,7 @@ public enum PackedGEMM {
     /// per row and panel with the rows 1-8 KiB apart. Measured on ResNet-50's layers, output over the
     /// residual where there is one, caches cold, 2 threads (medians of 12 calls per order,
     /// alternating): 64->256 to 512->2048 with a residual 0.78-0.88x the time at 16 images and
-    /// 0.75-0.96x at 1 image; without one (256->64, 512->128, ...) 0.87-0.99x. Whole networks
+    /// 0.75-0.96x at 1 image; without one (256->64, 512->128, ...) 0.87-1.00x. Whole networks
     /// (`bench --profile` per layer, medians of 5 alternating runs, ResNet-50 batch 32): the residual
     /// layers 0.85-0.94x, the others 0.91-0.99x after the drift the untouched layers show;
     /// EfficientNet-Lite0 (whose unfused 1x1 layers take this path) 0.94x and 1.01x at batch 32

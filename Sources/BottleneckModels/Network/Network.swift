@@ -494,9 +494,9 @@ public final class Network: @unchecked Sendable {
             // The block's output goes over the skip tensor, which dies with the block: each output element
             // is written after its own skip element is read (every kernel's output pass does so), and a
             // store to a line just read needs no fetch from memory. Into a fresh buffer, ResNet-50's
-            // expanding 1x1 convolutions (64->256 at 56x56 and the like) ran 1.3-1.45x slower than ONNX
-            // Runtime's, which writes in place; in place they take 0.82-0.92x the time they did
-            // (`bench --profile`, batch 32, medians of 4 alternating runs).
+            // expanding 1x1 convolutions (64->256 at 56x56 and the like) ran up to 1.33x (batch 32) and
+            // 1.45x (batch 1) slower than ONNX Runtime's, which writes in place; in place they take
+            // 0.82-0.92x the time they did (`bench --profile`, batch 32, medians of 4 alternating runs).
             let inPlace = writesResidualsInPlace && !protected.contains(skip.slot) && skip.slot != x.slot
             return execute(body.last!, x, batch: batch, protected: keep, arena,
                            residual: UnsafePointer(pointer(skip, batch: batch, arena)), outputSlot: inPlace ? skip.slot : nil)
