@@ -99,6 +99,21 @@ public enum PackedGEMM {
         let groups = threads == 1 ? 1 : min(max(1, panels), max(1, (4 * threads + rowBlocks - 1) / rowBlocks))
         let blockRows = ((m + rowBlocks - 1) / rowBlocks + mr - 1) / mr * mr
         let tasks = rowBlocks * groups
+        if groups > 1 && sharesGatheredOperand, let stride = sharedOperandStride(operand, k: w.k) {
+            // Every column group would gather (or copy) the same rows: do it once, in parallel, and
+            // let the groups read the result in place.
+            KernelScratch.with(count: m * stride) { shared in
+                let pieces = min(m, 4 * threads)
+                TensorThreads.run(pieces: pieces) { piece in
+                    let r0 = piece * m / pieces, r1 = (piece + 1) * m / pieces
+                    guard r0 < r1 else { return }
+                    copyOperand(operand, rows: r0..<r1, k: w.k, into: shared + r0 * stride, rowStride: stride)
+                }
+                run(.matrix(UnsafePointer(shared), rowStride: stride), m: m, weights: w, c: c, ldc: ldc, bias: bias,
+                    residual: residual, residualStride: residualStride, activation: activation)
+            }
+            return
+        }
         let prefetches = m * ldc * MemoryLayout<Float>.stride >= prefetchMinimumBytes
         let tileMajor = tileMajorLayers
         let task: (Int) -> Void = { task in
@@ -113,6 +128,40 @@ public enum PackedGEMM {
                   activation: activation, includeTail: g == groups - 1, prefetches: prefetches, tileMajor: tileMajor)
         }
         TensorThreads.run(pieces: tasks, task)
+    }
+
+    /// Whether `run` gathers (or copies) an operand once for all column groups when it splits a
+    /// small product by columns as well as rows, instead of once per group; false for A/B timing
+    /// (`BOTTLENECK_SHARED_OPERAND=0` in the environment). At batch 1 ResNet-50's 7x7-output layers
+    /// split into 8 column groups, so each gathered its 49 patch rows 8 times. Measured in one
+    /// process, passes alternating with it on and off (ResNet-50 batch 1, medians of 40 each): the
+    /// layers it changes 0.92-0.98x the time (the 1024->256 layers on 14x14, 3 groups: 1.02x),
+    /// the pass about 1 %. Same products in the same order, so results are identical.
+    nonisolated(unsafe) static var sharesGatheredOperand = ProcessInfo.processInfo.environment["BOTTLENECK_SHARED_OPERAND"] != "0"
+
+    /// Row stride for a shared copy of `operand` when `block` would otherwise copy it per task (patches
+    /// it gathers, or rows 4 KiB multiples apart it copies to a padded block), else nil: `k` rounded
+    /// up to 16 floats, plus 16 when that is a multiple of 256 (rows a multiple of 1 KiB apart share
+    /// L1 sets, see `gatherStride`).
+    static func sharedOperandStride(_ operand: GEMMOperand, k: Int) -> Int? {
+        switch operand {
+        case let .patches(geometry) where !geometry.readsWindowsInPlace(k: k): break
+        case let .matrix(_, stride) where stride % 1024 == 0: break
+        default: return nil
+        }
+        let rounded = (k + 15) / 16 * 16
+        return rounded % 256 == 0 ? rounded + 16 : rounded
+    }
+
+    /// Rows `rows` of `operand`, all `k` columns, to `dst` (row stride `rowStride`).
+    static func copyOperand(_ operand: GEMMOperand, rows: Range<Int>, k: Int, into dst: UnsafeMutablePointer<Float>,
+                            rowStride: Int) {
+        switch operand {
+        case let .patches(geometry):
+            geometry.gather(row0: rows.lowerBound, rows: rows.count, k0: 0, kc: k, into: dst, rowStride: rowStride)
+        case let .matrix(base, stride):
+            for (i, r) in rows.enumerated() { (dst + i * rowStride).update(from: base + r * stride, count: k) }
+        }
     }
 
     /// One row block against a range of panels, all of `k`, one `kBlock` slice at a time. Patch

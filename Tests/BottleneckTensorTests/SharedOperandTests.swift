@@ -1,0 +1,44 @@
+import Foundation
+import XCTest
+@testable import BottleneckTensor
+
+/// When `PackedGEMM.run` splits a small product by columns as well as rows (few rows: batch-1 late
+/// layers), it gathers the patches, or copies rows 4 KiB multiples apart, once for all column groups
+/// (`sharesGatheredOperand`) instead of once per group. The results must be exactly those of the
+/// per-group path (same products, same order: tolerance 0), with and without a residual.
+final class SharedOperandTests: XCTestCase {
+    func testSharedOperandMatchesPerGroupGathers() {
+        let cases: [(cin: Int, hw: Int, cout: Int, k: Int, stride: Int)] = [
+            (64, 14, 128, 3, 2),     // gathered 3x3 patches, stride 2: 49 rows, 8 column groups
+            (20, 7, 40, 3, 1),       // gathered 3x3 patches, k = 180 (not a multiple of 16), 16/16/8 panels
+            (128, 14, 256, 1, 2),    // 1x1 stride-2 downsample (gathered)
+            (1024, 7, 64, 1, 1),     // 1x1 with rows 4 KiB apart (copied)
+        ]
+        let savedThreads = TensorThreads.count, savedShared = PackedGEMM.sharesGatheredOperand
+        TensorThreads.configure(threads: 2)
+        defer { TensorThreads.configure(threads: savedThreads); PackedGEMM.sharesGatheredOperand = savedShared }
+        for (i, c) in cases.enumerated() {
+            let name = "shared.\(i)"
+            let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,
+                                             outChannels: c.cout, kernel: c.k, stride: c.stride,
+                                             padding: .symmetric(c.k / 2), activation: .relu, algorithm: .direct)
+            let (oh, ow) = layer.conv.outputSize(height: c.hw, width: c.hw)
+            // The case must take the shared path: an operand the per-group path gathers or copies, and
+            // fewer row blocks than workers want (so `run` splits the columns too).
+            let operand: GEMMOperand = c.k == 1 && c.stride == 1
+                ? .matrix(UnsafePointer(bitPattern: 64)!, rowStride: c.cin)
+                : .patches(PatchGeometry(input: UnsafePointer(bitPattern: 64)!, height: c.hw, width: c.hw, channels: c.cin,
+                                         kernelH: c.k, kernelW: c.k, stride: c.stride, padTop: c.k / 2, padLeft: c.k / 2,
+                                         outHeight: oh, outWidth: ow))
+            XCTAssertNotNil(PackedGEMM.sharedOperandStride(operand, k: c.k * c.k * c.cin), "\(name): no shared copy")
+            XCTAssertLessThan(oh * ow, 4 * PackedGEMM.mBlock, "\(name): too many rows for a column split")
+            PackedGEMM.sharesGatheredOperand = false
+            let separate = (layer.forward(addsResidual: false), layer.forward(addsResidual: true))
+            PackedGEMM.sharesGatheredOperand = true
+            let shared = (layer.forward(addsResidual: false), layer.forward(addsResidual: true))
+            XCTAssertFalse(shared.0.contains { $0.isNaN } || shared.1.contains { $0.isNaN }, "\(name): output not fully written")
+            XCTAssertTrue(shared.0 == separate.0, "\(name): shared operand differs without a residual")
+            XCTAssertTrue(shared.1 == separate.1, "\(name): shared operand differs with a residual")
+        }
+    }
+}
