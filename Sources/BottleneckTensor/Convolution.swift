@@ -237,20 +237,25 @@ public final class Conv2D: @unchecked Sendable {
                              residual: residual, activation: activation)
             return
         }
+        let (operand, pixels) = directOperand(input: input, height: height, width: width)
+        PackedGEMM.run(operand, m: batch * pixels, weights: weights, c: output, ldc: outChannels,
+                       bias: bias, residual: residual,
+                       residualStride: outChannels, activation: activation)
+    }
+
+    /// The left operand of the direct path's GEMM for an NHWC `input` of `height x width` maps, and
+    /// its rows per image (output pixels): the input itself for an unpadded stride-1 1x1 convolution,
+    /// else its receptive fields.
+    func directOperand(input: UnsafePointer<Float>, height: Int, width: Int) -> (GEMMOperand, pixels: Int) {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
         let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
         let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
-        let operand: GEMMOperand
         if kernelH == 1 && kernelW == 1 && stride == 1 && p == (0, 0, 0, 0) {
-            operand = .matrix(input, rowStride: inChannels)
-        } else {
-            operand = .patches(PatchGeometry(input: input, height: height, width: width, channels: inChannels,
-                                             kernelH: kernelH, kernelW: kernelW, stride: stride, padTop: p.top,
-                                             padLeft: p.left, outHeight: oh, outWidth: ow))
+            return (.matrix(input, rowStride: inChannels), oh * ow)
         }
-        PackedGEMM.run(operand, m: batch * oh * ow, weights: weights, c: output, ldc: outChannels,
-                       bias: bias, residual: residual,
-                       residualStride: outChannels, activation: activation)
+        return (.patches(PatchGeometry(input: input, height: height, width: width, channels: inChannels,
+                                       kernelH: kernelH, kernelW: kernelW, stride: stride, padTop: p.top,
+                                       padLeft: p.left, outHeight: oh, outWidth: ow)), oh * ow)
     }
 }
 

@@ -107,7 +107,7 @@ public enum PackedGEMM {
                 TensorThreads.run(pieces: pieces) { piece in
                     let r0 = piece * m / pieces, r1 = (piece + 1) * m / pieces
                     guard r0 < r1 else { return }
-                    copyOperand(operand, rows: r0..<r1, k: w.k, into: shared + r0 * stride, rowStride: stride)
+                    copyOperand(operand, rows: r0..<r1, kc: w.k, into: shared + r0 * stride, rowStride: stride)
                 }
                 run(.matrix(UnsafePointer(shared), rowStride: stride), m: m, weights: w, c: c, ldc: ldc, bias: bias,
                     residual: residual, residualStride: residualStride, activation: activation)
@@ -146,21 +146,27 @@ public enum PackedGEMM {
     static func sharedOperandStride(_ operand: GEMMOperand, k: Int) -> Int? {
         switch operand {
         case let .patches(geometry) where !geometry.readsWindowsInPlace(k: k): break
-        case let .matrix(_, stride) where stride % 1024 == 0: break
+        case let .matrix(_, stride) where rowsShareL1Set(stride): break
         default: return nil
         }
         let rounded = (k + 15) / 16 * 16
         return rounded % 256 == 0 ? rounded + 16 : rounded
     }
 
-    /// Rows `rows` of `operand`, all `k` columns, to `dst` (row stride `rowStride`).
-    static func copyOperand(_ operand: GEMMOperand, rows: Range<Int>, k: Int, into dst: UnsafeMutablePointer<Float>,
-                            rowStride: Int) {
+    /// Whether a `.matrix` operand's rows, `stride` floats apart, are 4 KiB multiples apart: six rows
+    /// read together would then all fall in one L1 set, so `block` copies them to a padded block.
+    @inline(__always)
+    static func rowsShareL1Set(_ stride: Int) -> Bool { stride % 1024 == 0 }
+
+    /// Columns `k0..<k0 + kc` of rows `rows` of `operand` to `dst` (row stride `rowStride`): the
+    /// receptive fields of patches, or a plain copy of a matrix's rows.
+    static func copyOperand(_ operand: GEMMOperand, rows: Range<Int>, k0: Int = 0, kc: Int,
+                            into dst: UnsafeMutablePointer<Float>, rowStride: Int) {
         switch operand {
         case let .patches(geometry):
-            geometry.gather(row0: rows.lowerBound, rows: rows.count, k0: 0, kc: k, into: dst, rowStride: rowStride)
+            geometry.gather(row0: rows.lowerBound, rows: rows.count, k0: k0, kc: kc, into: dst, rowStride: rowStride)
         case let .matrix(base, stride):
-            for (i, r) in rows.enumerated() { (dst + i * rowStride).update(from: base + r * stride, count: k) }
+            for (i, r) in rows.enumerated() { (dst + i * rowStride).update(from: base + r * stride + k0, count: kc) }
         }
     }
 
@@ -184,7 +190,7 @@ public enum PackedGEMM {
         let gatherCount: Int
         switch operand {
         case .patches: gatherCount = rows * gatherStride
-        case let .matrix(_, stride): gatherCount = stride % 1024 == 0 ? rows * gatherStride : 0
+        case let .matrix(_, stride): gatherCount = rowsShareL1Set(stride) ? rows * gatherStride : 0
         }
         withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, gatherCount)) { buffer in
             let k = w.k
@@ -193,17 +199,13 @@ public enum PackedGEMM {
                 let kc = min(kBlock, k - k0)
                 let first = k0 == 0, last = k0 + kc >= k
                 let a: UnsafePointer<Float>, lda: Int
-                switch operand {
-                case let .matrix(base, stride) where gatherCount > 0:
-                    // Rows 4 KiB apart (K = 1024, 2048) would all share one L1 set: copy the slice to
-                    // the padded block first.
-                    let dst = buffer.baseAddress!
-                    for r in 0..<rows { (dst + r * gatherStride).update(from: base + (row0 + r) * stride + k0, count: kc) }
-                    a = UnsafePointer(dst); lda = gatherStride
-                case let .matrix(base, stride):
+                if case let .matrix(base, stride) = operand, gatherCount == 0 {
                     a = base + row0 * stride + k0; lda = stride
-                case let .patches(geometry):
-                    geometry.gather(row0: row0, rows: rows, k0: k0, kc: kc, into: buffer.baseAddress!, rowStride: gatherStride)
+                } else {
+                    // Patches, or rows 4 KiB apart (K = 1024, 2048), which would all share one L1 set:
+                    // the slice goes to the padded block first.
+                    copyOperand(operand, rows: row0..<(row0 + rows), k0: k0, kc: kc, into: buffer.baseAddress!,
+                                rowStride: gatherStride)
                     a = UnsafePointer(buffer.baseAddress!); lda = gatherStride
                 }
                 for p in panelRange {

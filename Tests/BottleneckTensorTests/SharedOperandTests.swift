@@ -22,16 +22,14 @@ final class SharedOperandTests: XCTestCase {
             let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,
                                              outChannels: c.cout, kernel: c.k, stride: c.stride,
                                              padding: .symmetric(c.k / 2), activation: .relu, algorithm: .direct)
-            let (oh, ow) = layer.conv.outputSize(height: c.hw, width: c.hw)
             // The case must take the shared path: an operand the per-group path gathers or copies, and
             // fewer row blocks than workers want (so `run` splits the columns too).
-            let operand: GEMMOperand = c.k == 1 && c.stride == 1
-                ? .matrix(UnsafePointer(bitPattern: 64)!, rowStride: c.cin)
-                : .patches(PatchGeometry(input: UnsafePointer(bitPattern: 64)!, height: c.hw, width: c.hw, channels: c.cin,
-                                         kernelH: c.k, kernelW: c.k, stride: c.stride, padTop: c.k / 2, padLeft: c.k / 2,
-                                         outHeight: oh, outWidth: ow))
-            XCTAssertNotNil(PackedGEMM.sharedOperandStride(operand, k: c.k * c.k * c.cin), "\(name): no shared copy")
-            XCTAssertLessThan(oh * ow, 4 * PackedGEMM.mBlock, "\(name): too many rows for a column split")
+            // (The operand is only classified here, never read through.)
+            let (operand, pixels) = layer.input.withUnsafeBufferPointer {
+                layer.conv.directOperand(input: $0.baseAddress!, height: c.hw, width: c.hw)
+            }
+            XCTAssertNotNil(PackedGEMM.sharedOperandStride(operand, k: layer.conv.weights.k), "\(name): no shared copy")
+            XCTAssertLessThan(pixels, 4 * PackedGEMM.mBlock, "\(name): too many rows for a column split")
             PackedGEMM.sharesGatheredOperand = false
             let separate = (layer.forward(addsResidual: false), layer.forward(addsResidual: true))
             PackedGEMM.sharesGatheredOperand = true
