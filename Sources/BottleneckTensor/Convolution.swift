@@ -274,6 +274,8 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     public let activation: Activation
     let weights: UnsafeMutableBufferPointer<Float>   // [kh][kw][C]
     let bias: UnsafeMutableBufferPointer<Float>      // [C], zeros when absent
+    /// `channels` zeros: what `DepthwiseRow.segments` reads for window columns outside the image.
+    let zeroPixel: UnsafeMutableBufferPointer<Float>
 
     /// Builds the layer from PyTorch-layout weights `[C][1][kh][kw]`.
     public init(weightC1HW: UnsafePointer<Float>, channels: Int, kernelH: Int, kernelW: Int, stride: Int = 1,
@@ -288,9 +290,11 @@ public final class DepthwiseConv2D: @unchecked Sendable {
         }
         self.bias = AlignedBuffer.allocate(channels)
         _ = self.bias.initialize(from: bias ?? [Float](repeating: 0, count: channels))
+        zeroPixel = AlignedBuffer.allocate(channels)
+        zeroPixel.initialize(repeating: 0)
     }
 
-    deinit { AlignedBuffer.free(weights); AlignedBuffer.free(bias) }
+    deinit { AlignedBuffer.free(weights); AlignedBuffer.free(bias); AlignedBuffer.free(zeroPixel) }
 
     /// Output spatial size for an input of `height x width`.
     public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
@@ -318,7 +322,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
         let interiorHi = max(interiorLo, min(ow, width + p.left - kernelW >= 0 ? (width + p.left - kernelW) / stride + 1 : 0))
         return DepthwiseRow(
             input: input, output: output, weights: UnsafePointer(weights.baseAddress!), bias: UnsafePointer(bias.baseAddress!),
-            channels: channels, height: height, width: width, oh: oh, ow: ow, kh: kernelH, kw: kernelW, stride: stride,
+            zeroPixel: UnsafePointer(zeroPixel.baseAddress!), channels: channels, height: height, width: width, oh: oh, ow: ow, kh: kernelH, kw: kernelW, stride: stride,
             padTop: p.top, padLeft: p.left, interior: interiorLo..<interiorHi, activation: activation)
     }
 
@@ -340,7 +344,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     }
 }
 
-/// A depthwise window shape known at compile time (`DepthwiseRow.fixedQuads`).
+/// A depthwise window shape known at compile time (`DepthwiseRow.segments`).
 protocol DepthwiseWindow {
     /// Kernel height and width.
     static var kernel: Int { get }
@@ -352,13 +356,15 @@ enum Window3Stride2: DepthwiseWindow { static var kernel: Int { 3 }; static var 
 enum Window5Stride1: DepthwiseWindow { static var kernel: Int { 5 }; static var stride: Int { 1 } }
 enum Window5Stride2: DepthwiseWindow { static var kernel: Int { 5 }; static var stride: Int { 2 } }
 
-/// One depthwise output row over a channel range: 4 pixels x 16 (or 8) channels per register block
-/// in the interior, each weight vector loaded once per 4 outputs (for 3x3 and 5x5 windows at stride
-/// 1 or 2, 4 pixels x 8 channels with the window's size a compile-time constant: `fixedQuads`);
-/// clipped windows at the edges; scalar code only for channels past the last multiple of 8.
+/// One depthwise output row over a channel range.
+///
+/// The model zoo's windows (square 3x3 or 5x5, stride 1 or 2) run `segments`: 4 output pixels x 16
+/// channels per register block across the whole row, edges included, with the window's size a
+/// compile-time constant. Any other window runs 4-pixel blocks in the interior (`quad`) and clipped
+/// windows at the edges (`edgePixel`); scalar code only for channels past the last multiple of 8.
 struct DepthwiseRow {
     let input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>
-    let weights: UnsafePointer<Float>, bias: UnsafePointer<Float>
+    let weights: UnsafePointer<Float>, bias: UnsafePointer<Float>, zeroPixel: UnsafePointer<Float>
     let channels: Int, height: Int, width: Int, oh: Int, ow: Int, kh: Int, kw: Int, stride: Int
     let padTop: Int, padLeft: Int
     let interior: Range<Int>
@@ -370,18 +376,21 @@ struct DepthwiseRow {
         let kyLo = max(0, -y0), kyHi = max(kyLo, min(kh, height - y0))
         let image = input + img * height * width * channels
         let outRow = output + rowIndex * ow * channels
+        if ow >= 4 && kh == kw {
+            switch (kw, stride) {
+            case (3, 1): return segments(Window3Stride1.self, range, y0, kyLo..<kyHi, image, outRow)
+            case (3, 2): return segments(Window3Stride2.self, range, y0, kyLo..<kyHi, image, outRow)
+            case (5, 1): return segments(Window5Stride1.self, range, y0, kyLo..<kyHi, image, outRow)
+            case (5, 2): return segments(Window5Stride2.self, range, y0, kyLo..<kyHi, image, outRow)
+            default: break
+            }
+        }
         let vec16 = range.lowerBound + (range.count & ~15), vec8 = range.lowerBound + (range.count & ~7)
         var ox = interior.lowerBound
-        if let end = fixedInterior(channels: Swift.stride(from: range.lowerBound, to: vec8, by: 8), y0, kyLo..<kyHi, image, outRow) {
-            if vec8 < range.upperBound {
-                for x in ox..<end { scalarPixel(x, vec8..<range.upperBound, y0, kyLo..<kyHi, image, outRow) }
-            }
-            ox = end
-        }
         while ox + 4 <= interior.upperBound {
             var ch = range.lowerBound
-            while ch < vec16 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD16<Float>.self, kernel: kw, stride: stride); ch += 16 }
-            if ch < vec8 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD8<Float>.self, kernel: kw, stride: stride); ch += 8 }
+            while ch < vec16 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD16<Float>.self); ch += 16 }
+            if ch < vec8 { quad(ox, ch, y0, kyLo..<kyHi, image, outRow, SIMD8<Float>.self); ch += 8 }
             if ch < range.upperBound { for j in 0..<4 { scalarPixel(ox + j, ch..<range.upperBound, y0, kyLo..<kyHi, image, outRow) } }
             ox += 4
         }
@@ -394,42 +403,77 @@ struct DepthwiseRow {
         }
     }
 
-    /// The interior 4-pixel blocks of the row over the 8-channel blocks from `channels` with
-    /// `fixedQuads`, when the layer's window is one of the model zoo's (square 3x3 or 5x5, stride 1
-    /// or 2); returns where those blocks end, or nil (nothing done) for any other window.
-    func fixedInterior(channels: StrideTo<Int>, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
-                       _ outRow: UnsafeMutablePointer<Float>) -> Int? {
-        guard kh == kw else { return nil }
-        let quads = interior.count / 4
-        switch (kw, stride) {
-        case (3, 1): fixedQuads(Window3Stride1.self, quads: quads, channels: channels, y0, ky, image, outRow)
-        case (3, 2): fixedQuads(Window3Stride2.self, quads: quads, channels: channels, y0, ky, image, outRow)
-        case (5, 1): fixedQuads(Window5Stride1.self, quads: quads, channels: channels, y0, ky, image, outRow)
-        case (5, 2): fixedQuads(Window5Stride2.self, quads: quads, channels: channels, y0, ky, image, outRow)
-        default: return nil
+    /// The whole row (at least 4 pixels wide) in 4-pixel segments, the last one shifted left to end
+    /// at the row's end (recomputing up to 3 pixels rather than taking a slower path for them).
+    ///
+    /// Why not interior blocks plus clipped edge pixels: on the 7x7 and 14x14 maps of the late blocks
+    /// a 5x5 window leaves few or no interior 4-pixel blocks, and a clipped pixel alone loads an
+    /// input vector for every weight vector. Here a window column outside the image reads
+    /// `zeroPixel` instead, so every segment is a full block: each input vector is loaded once for the
+    /// up to 4 pixels whose windows hold it, each weight vector once per 4 pixels, and the 8
+    /// independent accumulator chains of a 16-channel block keep both FMA pipes busy. The extra
+    /// products are `x * 0` terms added in the same place of the same order, so results equal the
+    /// clipped sums (up to the sign of an exact zero). A channel block sweeps the whole row before
+    /// the next starts, so the window rows it reads (one 64-byte line per pixel) stay in L1.
+    func segments<W: DepthwiseWindow>(_: W.Type, _ range: Range<Int>, _ y0: Int, _ ky: Range<Int>,
+                                      _ image: UnsafePointer<Float>, _ outRow: UnsafeMutablePointer<Float>) {
+        let rowSpan = (ow - 1) * W.stride + W.kernel
+        let vec16 = range.lowerBound + (range.count & ~15), vec8 = range.lowerBound + (range.count & ~7)
+        withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: max(1, ky.count * rowSpan)) { table in
+            // columns[r * rowSpan + i]: the pixel at window row ky.lowerBound + r, column i - padLeft.
+            let columns = table.baseAddress!
+            for r in 0..<ky.count {
+                let rowBase = image + (y0 + ky.lowerBound + r) * width * channels
+                for i in 0..<rowSpan {
+                    let x = i - padLeft
+                    columns[r * rowSpan + i] = x >= 0 && x < width ? rowBase + x * channels : zeroPixel
+                }
+            }
+            func sweep<V: KernelVector>(_: V.Type, _ ch: Int) {
+                for start in Swift.stride(from: 0, to: ow, by: 4) {
+                    let ox = min(start, ow - 4)
+                    segment(W.self, V.self, ox, ch, ky, columns + ox * W.stride, rowSpan, outRow)
+                }
+            }
+            var ch = range.lowerBound
+            while ch < vec16 { sweep(SIMD16<Float>.self, ch); ch += 16 }
+            if ch < vec8 { sweep(SIMD8<Float>.self, ch); ch += 8 }
+            if ch < range.upperBound { for x in 0..<ow { scalarPixel(x, ch..<range.upperBound, y0, ky, image, outRow) } }
         }
-        return interior.lowerBound + 4 * quads
     }
 
-    /// The row's `quads` interior 4-pixel blocks over the 8-channel blocks from `channels`, with `quad`
-    /// specialised to the window `W`: its size and stride are constants here, so the loop over a kernel
-    /// row unrolls and each input vector is loaded once for the up to 4 pixels whose windows hold it (8
-    /// loads per row of a 5-wide window instead of 20). Same products in the same order as the
-    /// general `quad`, so the results are identical.
-    func fixedQuads<W: DepthwiseWindow>(_: W.Type, quads: Int, channels: StrideTo<Int>, _ y0: Int, _ ky: Range<Int>,
-                                        _ image: UnsafePointer<Float>, _ outRow: UnsafeMutablePointer<Float>) {
-        for q in 0..<quads {
-            for ch in channels {
-                quad(interior.lowerBound + 4 * q, ch, y0, ky, image, outRow, SIMD8<Float>.self, kernel: W.kernel, stride: W.stride)
+    /// Four adjacent output pixels from `ox` for one channel block, reading input pixel vectors
+    /// through `columns` (pixel pointers from the segment's first window column, window rows
+    /// `rowSpan` apart; `zeroPixel` outside the image).
+    @inline(__always)
+    func segment<W: DepthwiseWindow, V: KernelVector>(_: W.Type, _: V.Type, _ ox: Int, _ ch: Int, _ ky: Range<Int>,
+                                                      _ columns: UnsafeMutablePointer<UnsafePointer<Float>>, _ rowSpan: Int,
+                                                      _ outRow: UnsafeMutablePointer<Float>) {
+        let c = channels
+        let bv = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
+        var a0 = bv, a1 = bv, a2 = bv, a3 = bv
+        for r in 0..<ky.count {
+            let col = columns + r * rowSpan
+            let wr = weights + (ky.lowerBound + r) * W.kernel * c + ch
+            for x in 0..<W.kernel {
+                let wv = UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self)
+                a0 = a0.addingProduct(UnsafeRawPointer(col[x] + ch).loadUnaligned(as: V.self), wv)
+                a1 = a1.addingProduct(UnsafeRawPointer(col[x + W.stride] + ch).loadUnaligned(as: V.self), wv)
+                a2 = a2.addingProduct(UnsafeRawPointer(col[x + 2 * W.stride] + ch).loadUnaligned(as: V.self), wv)
+                a3 = a3.addingProduct(UnsafeRawPointer(col[x + 3 * W.stride] + ch).loadUnaligned(as: V.self), wv)
             }
         }
+        let dst = outRow + ox * c + ch
+        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: V.self)
     }
 
-    /// Four adjacent output pixels (full windows horizontally) for one channel block, for a
-    /// `kernel`-wide window at `stride` (the layer's own; `fixedQuads` passes them as constants).
+    /// Four adjacent output pixels (full windows horizontally) for one channel block.
     @inline(__always)
     func quad<V: KernelVector>(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
-                             _ outRow: UnsafeMutablePointer<Float>, _: V.Type, kernel kw: Int, stride: Int) {
+                             _ outRow: UnsafeMutablePointer<Float>, _: V.Type) {
         let c = channels, s = stride * channels
         let x0 = ox * stride - padLeft
         let bv = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)

@@ -264,18 +264,22 @@ final class KernelParityTests: XCTestCase {
                                       bias: true, activation: .relu6), "depthwise3x3_s1_same_bias_relu6")
         try assertParity(runDepthwise("depthwise5x5_s2_same", n: 1, ch: 20, h: 9, w: 10, k: 5, stride: 2,
                                       bias: false, activation: .none), "depthwise5x5_s2_same")
-        // 92 channels: every channel-block width (4x16 edge blocks, 16, 8, scalar) on a mostly-edge map.
+        // 92 channels: every channel-block width (16, 8, scalar) on a map whose 4-pixel segments all read
+        // window columns outside the image.
         try assertParity(runDepthwise("depthwise5x5_s1_same_c92_bias_relu6", n: 1, ch: 92, h: 7, w: 11, k: 5, stride: 1,
                                       bias: true, activation: .relu6), "depthwise5x5_s1_same_c92_bias_relu6")
-        // 12 channels: the register-blocked interior path plus its 4-channel scalar tail.
+        // 12 channels: an 8-channel block plus a 4-channel scalar tail.
         try assertParity(runDepthwise("depthwise3x3_s2_same_c12_relu", n: 2, ch: 12, h: 12, w: 16, k: 3, stride: 2,
                                       bias: true, activation: .relu), "depthwise3x3_s2_same_c12_relu")
-        // 27 columns at stride 2: interior blocks of the fixed 5x5/2 window, with a 4-channel scalar tail.
+        // 27 columns at stride 2: 14 output pixels, the last segment shifted back over the one before.
         try assertParity(runDepthwise("depthwise5x5_s2_same_w27_bias", n: 2, ch: 20, h: 11, w: 27, k: 5, stride: 2,
                                       bias: true, activation: .none), "depthwise5x5_s2_same_w27_bias")
         // A 7x7 window takes the generic path (the fixed-window kernels cover 3x3 and 5x5).
         try assertParity(runDepthwise("depthwise7x7_s1_same_c24_relu6", n: 1, ch: 24, h: 9, w: 16, k: 7, stride: 1,
                                       bias: true, activation: .relu6), "depthwise7x7_s1_same_c24_relu6")
+        // Rows of 3 output pixels, narrower than a segment: a fixed window on the generic path.
+        try assertParity(runDepthwise("depthwise5x5_s1_same_w3_c40_bias", n: 1, ch: 40, h: 5, w: 3, k: 5, stride: 1,
+                                      bias: true, activation: .none), "depthwise5x5_s1_same_w3_c40_bias")
     }
 
     func pool(_ c: String, n: Int, ch: Int, h: Int, w: Int, oh: Int, ow: Int,

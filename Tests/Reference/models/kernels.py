@@ -85,18 +85,22 @@ with torch.no_grad():
     save(c, F.relu6(F.conv2d(same_pad(x(c, (2, 12, 7, 8)), 3, 1), w(c, (12, 1, 3, 3)), b(c, 12), groups=12)))
     c = "depthwise5x5_s2_same"
     save(c, F.conv2d(same_pad(x(c, (1, 20, 9, 10)), 5, 2), w(c, (20, 1, 5, 5)), None, stride=2, groups=20))
-    # 92 channels = 64 (four-block edge path) + 16 + 8 + 4 scalar; 7x7 map, so most pixels are edges.
+    # 92 channels = 5 16-channel blocks + 8 + 4 scalar; a 7x7 map, so every 4-pixel segment reads window
+    # columns outside the image, and the last segment overlaps the first.
     c = "depthwise5x5_s1_same_c92_bias_relu6"
     save(c, F.relu6(F.conv2d(same_pad(x(c, (1, 92, 7, 11)), 5, 1), w(c, (92, 1, 5, 5)), b(c, 92), groups=92)))
     c = "depthwise3x3_s2_same_c12_relu"
     save(c, F.relu(F.conv2d(same_pad(x(c, (2, 12, 12, 16)), 3, 2), w(c, (12, 1, 3, 3)), b(c, 12), stride=2, groups=12)))
-    # 27 columns at stride 2: two interior 4-pixel blocks per row (the fixed 5x5/2 window path) and 20 channels
-    # (two 8-channel blocks plus a 4-channel scalar tail).
+    # 27 columns at stride 2: 14 output pixels per row (4-pixel segments, the last shifted back) and 20 channels
+    # (a 16-channel block plus a 4-channel scalar tail).
     c = "depthwise5x5_s2_same_w27_bias"
     save(c, F.conv2d(same_pad(x(c, (2, 20, 11, 27)), 5, 2), w(c, (20, 1, 5, 5)), b(c, 20), stride=2, groups=20))
     # A 7x7 window: the generic register-blocked path (no fixed-window specialisation).
     c = "depthwise7x7_s1_same_c24_relu6"
     save(c, F.relu6(F.conv2d(same_pad(x(c, (1, 24, 9, 16)), 7, 1), w(c, (24, 1, 7, 7)), b(c, 24), groups=24)))
+    # Rows of 3 output pixels, too narrow for a 4-pixel segment: a fixed window on the generic path.
+    c = "depthwise5x5_s1_same_w3_c40_bias"
+    save(c, F.conv2d(same_pad(x(c, (1, 40, 5, 3)), 5, 1), w(c, (40, 1, 5, 5)), b(c, 40), groups=40))
     c = "maxpool3_s2_p1"
     save(c, F.max_pool2d(x(c, (2, 10, 9, 8)), 3, 2, 1))
     c = "avgpool3_s2_p1"
