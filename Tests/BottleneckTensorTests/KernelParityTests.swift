@@ -277,6 +277,9 @@ final class KernelParityTests: XCTestCase {
         // A 7x7 window takes the generic path (the fixed-window kernels cover 3x3 and 5x5).
         try assertParity(runDepthwise("depthwise7x7_s1_same_c24_relu6", n: 1, ch: 24, h: 9, w: 16, k: 7, stride: 1,
                                       bias: true, activation: .relu6), "depthwise7x7_s1_same_c24_relu6")
+        // 21 columns under 3x3/1: interior segments address their pixels directly, edge ones use the table.
+        try assertParity(runDepthwise("depthwise3x3_s1_same_w21_c16_relu6", n: 2, ch: 16, h: 5, w: 21, k: 3, stride: 1,
+                                      bias: true, activation: .relu6), "depthwise3x3_s1_same_w21_c16_relu6")
         // Rows of 3 output pixels, narrower than a segment: a fixed window on the generic path.
         try assertParity(runDepthwise("depthwise5x5_s1_same_w3_c40_bias", n: 1, ch: 40, h: 5, w: 3, k: 5, stride: 1,
                                       bias: true, activation: .none), "depthwise5x5_s1_same_w3_c40_bias")
