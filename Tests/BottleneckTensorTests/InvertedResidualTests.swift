@@ -54,7 +54,7 @@ final class InvertedResidualTests: XCTestCase {
             }
         }
         var worst: Float = 0
-        for i in 0..<reference.count { worst = max(worst, abs(fused[i] - reference[i])) }
+        for i in 0..<reference.count { let d = abs(fused[i] - reference[i]); worst = d.isNaN ? .infinity : max(worst, d) }
         XCTAssertFalse(fused.contains { $0.isNaN }, "\(c.name) bands \(bands): output not fully written")
         XCTAssertEqual(worst, 0, "\(c.name) bands \(bands): fused differs from layer-by-layer by \(worst)")
     }

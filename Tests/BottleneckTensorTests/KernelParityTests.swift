@@ -32,7 +32,11 @@ final class KernelParityTests: XCTestCase {
         XCTAssertEqual(ours.count, expected.count, "\(name): element count", file: file, line: line)
         guard ours.count == expected.count else { return .infinity }
         var maxDiff: Float = 0, maxRef: Float = 0
-        for i in 0..<ours.count { maxDiff = max(maxDiff, abs(ours[i] - expected[i])); maxRef = max(maxRef, abs(expected[i])) }
+        for i in 0..<ours.count {
+            // A NaN (an output never written: the tests fill outputs with NaN) must fail, not vanish in max().
+            let d = abs(ours[i] - expected[i])
+            maxDiff = d.isNaN ? .infinity : max(maxDiff, d); maxRef = max(maxRef, abs(expected[i]))
+        }
         let err = maxDiff / max(1, maxRef)
         XCTAssertLessThanOrEqual(err, tolerance ?? self.tolerance, "\(name): relative max error \(err)", file: file, line: line)
         return err
@@ -158,7 +162,8 @@ final class KernelParityTests: XCTestCase {
             }
             var maxDiff: Float = 0, maxRef: Float = 0
             for i in 0..<results[0].count {
-                maxDiff = max(maxDiff, abs(results[1][i] - results[0][i]))
+                let d = abs(results[1][i] - results[0][i])
+                maxDiff = d.isNaN ? .infinity : max(maxDiff, d)
                 maxRef = max(maxRef, abs(results[0][i]))
             }
             let err = maxDiff / max(1, maxRef)
@@ -280,6 +285,9 @@ final class KernelParityTests: XCTestCase {
         // 21 columns under 3x3/1: interior segments address their pixels directly, edge ones use the table.
         try assertParity(runDepthwise("depthwise3x3_s1_same_w21_c16_relu6", n: 2, ch: 16, h: 5, w: 21, k: 3, stride: 1,
                                       bias: true, activation: .relu6), "depthwise3x3_s1_same_w21_c16_relu6")
+        // 200 channels: each channel block sweeps the row in turn (the other cases take all channels per segment).
+        try assertParity(runDepthwise("depthwise5x5_s1_same_c200_bias_relu6", n: 1, ch: 200, h: 6, w: 9, k: 5, stride: 1,
+                                      bias: true, activation: .relu6), "depthwise5x5_s1_same_c200_bias_relu6")
         // Rows of 3 output pixels, narrower than a segment: a fixed window on the generic path.
         try assertParity(runDepthwise("depthwise5x5_s1_same_w3_c40_bias", n: 1, ch: 40, h: 5, w: 3, k: 5, stride: 1,
                                       bias: true, activation: .none), "depthwise5x5_s1_same_w3_c40_bias")

@@ -46,7 +46,7 @@ enum TrainingFixtures {
         XCTAssertEqual(a.count, ref.count, "\(what): length", file: file, line: line)
         guard a.count == ref.count else { return }
         var diff: Float = 0, scale: Float = 0
-        for i in 0..<a.count { diff = max(diff, abs(a[i] - ref[i])); scale = max(scale, abs(ref[i])) }
+        for i in 0..<a.count { let d = abs(a[i] - ref[i]); diff = d.isNaN ? .infinity : max(diff, d); scale = max(scale, abs(ref[i])) }
         XCTAssertLessThanOrEqual(diff, tol * max(scale, floor), "\(what): max abs diff \(diff), scale \(scale)",
                                  file: file, line: line)
     }

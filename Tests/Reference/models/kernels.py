@@ -101,6 +101,9 @@ with torch.no_grad():
     # 21 columns under a 3x3/1 window: interior segments that address pixels directly between two edge ones.
     c = "depthwise3x3_s1_same_w21_c16_relu6"
     save(c, F.relu6(F.conv2d(same_pad(x(c, (2, 16, 5, 21)), 3, 1), w(c, (16, 1, 3, 3)), b(c, 16), groups=16)))
+    # 200 channels (12 16-channel blocks + 8): enough that each channel block sweeps the row in turn.
+    c = "depthwise5x5_s1_same_c200_bias_relu6"
+    save(c, F.relu6(F.conv2d(same_pad(x(c, (1, 200, 6, 9)), 5, 1), w(c, (200, 1, 5, 5)), b(c, 200), groups=200)))
     # Rows of 3 output pixels, too narrow for a 4-pixel segment: a fixed window on the generic path.
     c = "depthwise5x5_s1_same_w3_c40_bias"
     save(c, F.conv2d(same_pad(x(c, (1, 40, 5, 3)), 5, 1), w(c, (40, 1, 5, 5)), b(c, 40), groups=40))
