@@ -265,32 +265,30 @@ final class KernelParityTests: XCTestCase {
     }
 
     func testDepthwise() throws {
-        try assertParity(runDepthwise("depthwise3x3_s1_same_bias_relu6", n: 2, ch: 12, h: 7, w: 8, k: 3, stride: 1,
-                                      bias: true, activation: .relu6), "depthwise3x3_s1_same_bias_relu6")
-        try assertParity(runDepthwise("depthwise5x5_s2_same", n: 1, ch: 20, h: 9, w: 10, k: 5, stride: 2,
-                                      bias: false, activation: .none), "depthwise5x5_s2_same")
-        // 92 channels: every channel-block width (16, 8, scalar) on a map whose 4-pixel segments all read
-        // window columns outside the image.
-        try assertParity(runDepthwise("depthwise5x5_s1_same_c92_bias_relu6", n: 1, ch: 92, h: 7, w: 11, k: 5, stride: 1,
-                                      bias: true, activation: .relu6), "depthwise5x5_s1_same_c92_bias_relu6")
-        // 12 channels: an 8-channel block plus a 4-channel scalar tail.
-        try assertParity(runDepthwise("depthwise3x3_s2_same_c12_relu", n: 2, ch: 12, h: 12, w: 16, k: 3, stride: 2,
-                                      bias: true, activation: .relu), "depthwise3x3_s2_same_c12_relu")
-        // 27 columns at stride 2: 14 output pixels, the last segment shifted back over the one before.
-        try assertParity(runDepthwise("depthwise5x5_s2_same_w27_bias", n: 2, ch: 20, h: 11, w: 27, k: 5, stride: 2,
-                                      bias: true, activation: .none), "depthwise5x5_s2_same_w27_bias")
-        // A 7x7 window takes the generic path (the fixed-window kernels cover 3x3 and 5x5).
-        try assertParity(runDepthwise("depthwise7x7_s1_same_c24_relu6", n: 1, ch: 24, h: 9, w: 16, k: 7, stride: 1,
-                                      bias: true, activation: .relu6), "depthwise7x7_s1_same_c24_relu6")
-        // 21 columns under 3x3/1: interior segments address their pixels directly, edge ones use the table.
-        try assertParity(runDepthwise("depthwise3x3_s1_same_w21_c16_relu6", n: 2, ch: 16, h: 5, w: 21, k: 3, stride: 1,
-                                      bias: true, activation: .relu6), "depthwise3x3_s1_same_w21_c16_relu6")
-        // 200 channels: each channel block sweeps the row in turn (the other cases take all channels per segment).
-        try assertParity(runDepthwise("depthwise5x5_s1_same_c200_bias_relu6", n: 1, ch: 200, h: 6, w: 9, k: 5, stride: 1,
-                                      bias: true, activation: .relu6), "depthwise5x5_s1_same_c200_bias_relu6")
-        // Rows of 3 output pixels, narrower than a segment: a fixed window on the generic path.
-        try assertParity(runDepthwise("depthwise5x5_s1_same_w3_c40_bias", n: 1, ch: 40, h: 5, w: 3, k: 5, stride: 1,
-                                      bias: true, activation: .none), "depthwise5x5_s1_same_w3_c40_bias")
+        // (fixture, batch, channels, height, width, kernel, stride, bias, activation); each case names what it covers.
+        let cases: [(String, Int, Int, Int, Int, Int, Int, Bool, Activation)] = [
+            ("depthwise3x3_s1_same_bias_relu6", 2, 12, 7, 8, 3, 1, true, .relu6),
+            ("depthwise5x5_s2_same", 1, 20, 9, 10, 5, 2, false, .none),
+            // 92 channels: every channel-block width (16, 8, scalar) on a map whose 4-pixel segments all
+            // read window columns outside the image.
+            ("depthwise5x5_s1_same_c92_bias_relu6", 1, 92, 7, 11, 5, 1, true, .relu6),
+            // 12 channels: an 8-channel block plus a 4-channel scalar tail.
+            ("depthwise3x3_s2_same_c12_relu", 2, 12, 12, 16, 3, 2, true, .relu),
+            // 27 columns at stride 2: 14 output pixels, the last segment shifted back over the one before.
+            ("depthwise5x5_s2_same_w27_bias", 2, 20, 11, 27, 5, 2, true, .none),
+            // A 7x7 window takes the generic path (the fixed-window kernels cover 3x3 and 5x5).
+            ("depthwise7x7_s1_same_c24_relu6", 1, 24, 9, 16, 7, 1, true, .relu6),
+            // 21 columns under 3x3/1: interior segments address their pixels directly, edge ones use the table.
+            ("depthwise3x3_s1_same_w21_c16_relu6", 2, 16, 5, 21, 3, 1, true, .relu6),
+            // 200 channels: each channel block sweeps the row in turn (the others take all channels per segment).
+            ("depthwise5x5_s1_same_c200_bias_relu6", 1, 200, 6, 9, 5, 1, true, .relu6),
+            // Rows of 3 output pixels, narrower than a segment: a fixed window on the generic path.
+            ("depthwise5x5_s1_same_w3_c40_bias", 1, 40, 5, 3, 5, 1, true, .none),
+        ]
+        for (name, n, ch, h, w, k, stride, bias, activation) in cases {
+            try assertParity(runDepthwise(name, n: n, ch: ch, h: h, w: w, k: k, stride: stride, bias: bias,
+                                          activation: activation), name)
+        }
     }
 
     func pool(_ c: String, n: Int, ch: Int, h: Int, w: Int, oh: Int, ow: Int,
