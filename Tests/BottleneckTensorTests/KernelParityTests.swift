@@ -268,19 +268,21 @@ final class KernelParityTests: XCTestCase {
         // (fixture, batch, channels, height, width, kernel, stride, bias, activation); each case names what it covers.
         let cases: [(String, Int, Int, Int, Int, Int, Int, Bool, Activation)] = [
             ("depthwise3x3_s1_same_bias_relu6", 2, 12, 7, 8, 3, 1, true, .relu6),
+            // 5 output pixels: the second 4-pixel segment shifted back over the first.
             ("depthwise5x5_s2_same", 1, 20, 9, 10, 5, 2, false, .none),
             // 92 channels: every channel-block width (16, 8, scalar) on a map whose 4-pixel segments all
             // read window columns outside the image.
             ("depthwise5x5_s1_same_c92_bias_relu6", 1, 92, 7, 11, 5, 1, true, .relu6),
             // 12 channels: an 8-channel block plus a 4-channel scalar tail.
             ("depthwise3x3_s2_same_c12_relu", 2, 12, 12, 16, 3, 2, true, .relu),
-            // 27 columns at stride 2: 14 output pixels, the last segment shifted back over the one before.
+            // 27 columns at stride 2: 14 output pixels as 4 + 4 + 3 + 3.
             ("depthwise5x5_s2_same_w27_bias", 2, 20, 11, 27, 5, 2, true, .none),
             // A 7x7 window takes the generic path (the fixed-window kernels cover 3x3 and 5x5).
             ("depthwise7x7_s1_same_c24_relu6", 1, 24, 9, 16, 7, 1, true, .relu6),
             // 21 columns under 3x3/1: interior segments address their pixels directly, edge ones use the table.
             ("depthwise3x3_s1_same_w21_c16_relu6", 2, 16, 5, 21, 3, 1, true, .relu6),
-            // 200 channels: each channel block sweeps the row in turn (the others take all channels per segment).
+            // 200 channels: each channel block sweeps the row in turn (the others take all channels per
+            // segment); 9 output pixels as three 3-pixel segments.
             ("depthwise5x5_s1_same_c200_bias_relu6", 1, 200, 6, 9, 5, 1, true, .relu6),
             // Rows of 3 output pixels, narrower than a segment: a fixed window on the generic path.
             ("depthwise5x5_s1_same_w3_c40_bias", 1, 40, 5, 3, 5, 1, true, .none),

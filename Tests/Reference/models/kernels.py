@@ -86,12 +86,12 @@ with torch.no_grad():
     c = "depthwise5x5_s2_same"
     save(c, F.conv2d(same_pad(x(c, (1, 20, 9, 10)), 5, 2), w(c, (20, 1, 5, 5)), None, stride=2, groups=20))
     # 92 channels = 5 16-channel blocks + 8 + 4 scalar; a 7x7 map, so every 4-pixel segment reads window
-    # columns outside the image, and the last segment overlaps the first.
+    # columns outside the image (11 pixels: 4 + 4 + 3).
     c = "depthwise5x5_s1_same_c92_bias_relu6"
     save(c, F.relu6(F.conv2d(same_pad(x(c, (1, 92, 7, 11)), 5, 1), w(c, (92, 1, 5, 5)), b(c, 92), groups=92)))
     c = "depthwise3x3_s2_same_c12_relu"
     save(c, F.relu(F.conv2d(same_pad(x(c, (2, 12, 12, 16)), 3, 2), w(c, (12, 1, 3, 3)), b(c, 12), stride=2, groups=12)))
-    # 27 columns at stride 2: 14 output pixels per row (4-pixel segments, the last shifted back) and 20 channels
+    # 27 columns at stride 2: 14 output pixels per row (4 + 4 + 3 + 3-pixel segments) and 20 channels
     # (a 16-channel block plus a 4-channel scalar tail).
     c = "depthwise5x5_s2_same_w27_bias"
     save(c, F.conv2d(same_pad(x(c, (2, 20, 11, 27)), 5, 2), w(c, (20, 1, 5, 5)), b(c, 20), stride=2, groups=20))
