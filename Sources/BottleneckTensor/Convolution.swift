@@ -468,7 +468,9 @@ struct DepthwiseRow {
     /// in L1; with few, each segment takes all channels at once (`segmentMajorFootprint`).
     func segments<W: DepthwiseWindow>(_: W.Type, _ range: Range<Int>, _ y0: Int, _ ky: Range<Int>,
                                       _ image: UnsafePointer<Float>, _ outRow: UnsafeMutablePointer<Float>) {
-        let rowSpan = (ow - 1) * W.stride + W.kernel
+        /// Input columns `pixels` adjacent output pixels read.
+        func span(pixels: Int) -> Int { (pixels - 1) * W.stride + W.kernel }
+        let rowSpan = span(pixels: ow)
         // 4-pixel segments, then up to three 3-pixel ones so that they end exactly at the row's end
         // (7 = 4 + 3, 14 = 4 + 4 + 3 + 3); a 5-pixel row shifts its second 4-pixel segment back instead.
         let threes = ow % 4 != 0 && ow >= 6 ? 4 - ow % 4 : 0
@@ -478,12 +480,10 @@ struct DepthwiseRow {
         let rowStride = width * channels, firstRow = image + (y0 + ky.lowerBound) * rowStride
         /// The first output pixel of segment `s`.
         func origin(_ s: Int) -> Int { s < fours ? min(4 * s, ow - 4) : 4 * fours + 3 * (s - fours) }
-        /// Input columns segment `s` reads.
-        func span(_ s: Int) -> Int { (s < fours ? 3 : 2) * W.stride + W.kernel }
         /// Whether the windows of segment `s` lie inside the image horizontally.
         func inside(_ s: Int) -> Bool {
             let x0 = origin(s) * W.stride - padLeft
-            return W.addressesInteriorDirectly && x0 >= 0 && x0 + span(s) <= width
+            return W.addressesInteriorDirectly && x0 >= 0 && x0 + span(pixels: s < fours ? 4 : 3) <= width
         }
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: max(1, ky.count * rowSpan)) { buffer in
             // table[r * rowSpan + i]: the pixel at window row ky.lowerBound + r, column i - padLeft;
@@ -492,7 +492,7 @@ struct DepthwiseRow {
             for s in 0..<segmentCount where !inside(s) {
                 let i0 = origin(s) * W.stride
                 for r in 0..<ky.count {
-                    for i in i0..<(i0 + span(s)) {
+                    for i in i0..<(i0 + span(pixels: s < fours ? 4 : 3)) {
                         let x = i - padLeft
                         table[r * rowSpan + i] = x >= 0 && x < width ? firstRow + r * rowStride + x * channels : zeroPixel
                     }
@@ -511,7 +511,7 @@ struct DepthwiseRow {
             func run<V: KernelVector>(_: V.Type, segment s: Int, _ ch: Int) {
                 if s < fours { run(V.self, FourPixels.self, s, ch) } else { run(V.self, ThreePixels.self, s, ch) }
             }
-            let footprint = W.kernel * (3 * W.stride + W.kernel) * channels * MemoryLayout<Float>.stride
+            let footprint = W.kernel * span(pixels: 4) * channels * MemoryLayout<Float>.stride
             if footprint <= DepthwiseRow.segmentMajorFootprint {
                 for s in 0..<segmentCount {
                     var ch = range.lowerBound
@@ -603,8 +603,8 @@ struct DepthwiseRow {
     }
 
     /// One clipped output pixel for four 16-channel blocks at once: four independent accumulator
-    /// chains instead of one, so the fused multiply-adds do not wait on each other's latency (edge
-    /// pixels are most of a 7x7 map under a 5x5 kernel).
+    /// chains instead of one, so the fused multiply-adds do not wait on each other's latency (the
+    /// edges of windows other than 3x3 and 5x5, which `segments` does not cover).
     @inline(__always)
     func edgePixel4(_ ox: Int, _ ch: Int, _ y0: Int, _ ky: Range<Int>, _ image: UnsafePointer<Float>,
                     _ outRow: UnsafeMutablePointer<Float>) {

@@ -24,6 +24,17 @@ final class KernelParityTests: XCTestCase {
         return try NumpyArray(contentsOf: url)
     }
 
+    /// max |ours - reference| / max(1, max |reference|); infinite where `ours` holds a NaN (an output
+    /// never written: the tests fill outputs with NaN), which `max` would otherwise drop.
+    func relativeMaxError(_ ours: [Float], _ reference: [Float]) -> Float {
+        var maxDiff: Float = 0, maxRef: Float = 0
+        for i in 0..<ours.count {
+            let d = abs(ours[i] - reference[i])
+            maxDiff = d.isNaN ? .infinity : max(maxDiff, d); maxRef = max(maxRef, abs(reference[i]))
+        }
+        return maxDiff / max(1, maxRef)
+    }
+
     @discardableResult
     func assertParity(_ ours: [Float], _ name: String, tolerance: Float? = nil,
                       file: StaticString = #filePath, line: UInt = #line) throws -> Float {
@@ -31,13 +42,7 @@ final class KernelParityTests: XCTestCase {
         let expected = ref.floats
         XCTAssertEqual(ours.count, expected.count, "\(name): element count", file: file, line: line)
         guard ours.count == expected.count else { return .infinity }
-        var maxDiff: Float = 0, maxRef: Float = 0
-        for i in 0..<ours.count {
-            // A NaN (an output never written: the tests fill outputs with NaN) must fail, not vanish in max().
-            let d = abs(ours[i] - expected[i])
-            maxDiff = d.isNaN ? .infinity : max(maxDiff, d); maxRef = max(maxRef, abs(expected[i]))
-        }
-        let err = maxDiff / max(1, maxRef)
+        let err = relativeMaxError(ours, expected)
         XCTAssertLessThanOrEqual(err, tolerance ?? self.tolerance, "\(name): relative max error \(err)", file: file, line: line)
         return err
     }
@@ -160,13 +165,7 @@ final class KernelParityTests: XCTestCase {
                 } } }
                 results.append(out)
             }
-            var maxDiff: Float = 0, maxRef: Float = 0
-            for i in 0..<results[0].count {
-                let d = abs(results[1][i] - results[0][i])
-                maxDiff = d.isNaN ? .infinity : max(maxDiff, d)
-                maxRef = max(maxRef, abs(results[0][i]))
-            }
-            let err = maxDiff / max(1, maxRef)
+            let err = relativeMaxError(results[1], results[0])
             XCTAssertLessThanOrEqual(err, winogradTolerance, "\(name): Winograd vs direct relative error \(err)")
             XCTAssertFalse(results[1].contains { $0.isNaN }, "\(name): pixels left unwritten")
             print("\(name) (n \(t.n), \(t.cin)->\(t.cout), \(t.h)x\(t.w)): Winograd vs direct relative error \(err)")
