@@ -150,8 +150,10 @@ extension SIMD16: KernelVector where Scalar == Float {
         case .none: return self
         case .relu: return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
         case .relu6:
-            let six = SIMD16<Float>(repeating: 6)
-            return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>()).replacing(with: six, where: self .> six)
+            // Clamp the clamped value (not `self` twice): the optimiser then emits one max and one min
+            // instead of two compares, a mask and a blend. Same values, NaN included.
+            let six = SIMD16<Float>(repeating: 6), low = replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
+            return low.replacing(with: six, where: low .> six)
         }
     }
 }
@@ -163,8 +165,10 @@ extension SIMD8: KernelVector where Scalar == Float {
         case .none: return self
         case .relu: return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>())
         case .relu6:
-            let six = SIMD8<Float>(repeating: 6)
-            return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>()).replacing(with: six, where: self .> six)
+            // Clamp the clamped value (not `self` twice): the optimiser then emits one max and one min
+            // instead of two compares, a mask and a blend. Same values, NaN included.
+            let six = SIMD8<Float>(repeating: 6), low = replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>())
+            return low.replacing(with: six, where: low .> six)
         }
     }
 }

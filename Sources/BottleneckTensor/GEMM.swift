@@ -262,7 +262,16 @@ public enum PackedGEMM {
         var g0 = panelRange.lowerBound
         while g0 < panelRange.upperBound {
             let g1 = min(panelRange.upperBound, g0 + groupPanels)
-            var r = 0
+            // Whole tiles with the activation a constant (`Tile.full`), then the last, partial one.
+            var r: Int
+            switch activation {
+            case .none: r = tileMajorFullTiles(a: a, lda: lda, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                               residual: residual, residualStride: residualStride, .none)
+            case .relu: r = tileMajorFullTiles(a: a, lda: lda, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                               residual: residual, residualStride: residualStride, .relu)
+            case .relu6: r = tileMajorFullTiles(a: a, lda: lda, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                                residual: residual, residualStride: residualStride, .relu6)
+            }
             while r < rows {
                 for p in g0..<g1 {
                     let j0 = p * 16
@@ -281,6 +290,33 @@ public enum PackedGEMM {
             scalarTail(a: a, lda: lda, rows: rows, k0: 0, kc: k, w: w, c: c, ldc: ldc, bias: bias,
                        residual: residual, residualStride: residualStride, accumulate: false, activation: activation)
         }
+    }
+
+    /// The whole six-row tiles of `tileMajorBlock` against panels `panels`; returns the rows covered.
+    @_transparent
+    static func tileMajorFullTiles(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panels: Range<Int>,
+                                   c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
+                                   residual: UnsafePointer<Float>?, residualStride: Int, _ act: Activation) -> Int {
+        let k = w.k, packed = UnsafePointer(w.panels.baseAddress!)
+        var r = 0
+        while r + mr <= rows {
+            let windows = TileWindows(a + r * lda, rowStride: lda, rows: min(mr, rows - r))
+            let out = c + r * ldc, res = residual.map { $0 + r * residualStride }
+            for p in panels {
+                let j0 = p * 16
+                if PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
+                    Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc, fresh: true,
+                              bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
+                              residual: res.map { $0 + j0 }, residualStride: residualStride, act)
+                } else {
+                    Tile.full(SIMD8<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc, fresh: true,
+                              bias: bias.map { Tile.load($0 + j0, SIMD8<Float>.self) } ?? SIMD8(),
+                              residual: res.map { $0 + j0 }, residualStride: residualStride, act)
+                }
+            }
+            r += mr
+        }
+        return r
     }
 
     /// `block` for convolutions whose receptive fields are gathered in short pieces (few input
@@ -481,22 +517,50 @@ struct TileStrip {
 
     @inline(never)
     private func run<V: KernelVector>(_: V.Type) {
+        // One loop per activation, so that the activation is a constant in it (see `fullTiles`).
+        let full: Int
+        switch activation {
+        case .none: full = fullTiles(V.self, .none)
+        case .relu: full = fullTiles(V.self, .relu)
+        case .relu6: full = fullTiles(V.self, .relu6)
+        }
+        if full < rows {
+            Tile(a: a + full * lda, lda: lda, rows: rows - full, b: b, kc: kc, c: c + full * ldc, ldc: ldc,
+                 initial: first ? .fresh(bias: bias, residual: residual.map { $0 + full * residualStride }, residualStride: residualStride)
+                                : .accumulate,
+                 activation: activation).contiguousProduct(V.self)
+        }
+    }
+
+    /// The strip's whole six-row tiles; returns the rows they cover. A `Tile` per six rows (as for the
+    /// last, partial one) decides per stored vector which activation to apply and how many rows to
+    /// store, and rebuilds its row pointers with multiplications: with K = 16 to 40 (EfficientNet-Lite0's
+    /// expansions) a tile's 16-40 reduction steps took about as long as that bookkeeping around them.
+    @_transparent
+    private func fullTiles<V: KernelVector>(_: V.Type, _ act: Activation) -> Int {
+        let mr = PackedGEMM.mr
+        let ahead = prefetches ? PackedGEMM.prefetchTiles * mr : 0
+        let biasVector = bias.map { Tile.load($0, V.self) } ?? V()
         var r = 0
-        let ahead = prefetches ? PackedGEMM.prefetchTiles * PackedGEMM.mr : 0
-        while r < rows {
+        var a0 = a
+        var out = c
+        while r + mr <= rows {
             if ahead > 0 && r + ahead < rows {
                 let p = r + ahead
-                for i in 0..<min(PackedGEMM.mr, rows - p) {
+                for i in 0..<min(mr, rows - p) {
                     bottleneck_prefetch_write(c + (p + i) * ldc)
                     if first, let residual { bottleneck_prefetch_read(residual + (p + i) * residualStride) }
                 }
             }
-            Tile(a: a + r * lda, lda: lda, rows: min(PackedGEMM.mr, rows - r), b: b, kc: kc, c: c + r * ldc, ldc: ldc,
-                 initial: first ? .fresh(bias: bias, residual: residual.map { $0 + r * residualStride }, residualStride: residualStride)
-                                : .accumulate,
-                 activation: activation).contiguousProduct(V.self)
-            r += PackedGEMM.mr
+            // Row pointers as `Tile` builds them: written as a0 + i * lda, the optimiser rebuilt them
+            // from one base inside the reduction loop (3-4 more integer ops per step; 1.05-1.15x the
+            // time at K >= 80).
+            let w = TileWindows(a0, rowStride: lda, rows: min(mr, rows - r))
+            Tile.full(V.self, rows: w, b: b, kc: kc, out: out, ldc: ldc, fresh: first, bias: biasVector,
+                      residual: residual.map { $0 + r * residualStride }, residualStride: residualStride, act)
+            r += mr; a0 += mr * lda; out += mr * ldc
         }
+        return r
     }
 }
 
@@ -564,8 +628,45 @@ struct Tile {
     /// The tile with rows read contiguously from `windows`.
     @inline(__always)
     fileprivate func contiguousProduct<V: KernelVector>(_: V.Type) {
-        var (c0, c1, c2, c3, c4, c5) = initialAccumulators(V.self)
-        let (a0, a1, a2, a3, a4, a5) = (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5)
+        var acc = initialAccumulators(V.self)
+        Tile.accumulate(&acc, rows: (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5), b: b, kc: kc)
+        store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
+    }
+
+    /// A whole six-row tile: `out` row `i` = `act(start + Σ_kk rows[i][kk] * b[kk])`, where `start` is
+    /// `bias` plus the residual row (`fresh`, a first `k` slice) or what `out` holds (later slices).
+    /// Without the per-row and per-activation branches of a `Tile` (the caller passes a constant
+    /// `act`); the same sums in the same order.
+    @_transparent
+    static func full<V: KernelVector>(_: V.Type, rows w: TileWindows, b: UnsafePointer<Float>, kc: Int,
+                                      out: UnsafeMutablePointer<Float>, ldc: Int, fresh: Bool, bias: V,
+                                      residual: UnsafePointer<Float>?, residualStride rs: Int, _ act: Activation) {
+        var acc: (V, V, V, V, V, V)
+        if fresh {
+            acc = (bias, bias, bias, bias, bias, bias)
+            if let residual {
+                acc.0 += load(residual, V.self); acc.1 += load(residual + rs, V.self); acc.2 += load(residual + 2 * rs, V.self)
+                acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self); acc.5 += load(residual + 5 * rs, V.self)
+            }
+        } else {
+            acc = (load(out, V.self), load(out + ldc, V.self), load(out + 2 * ldc, V.self),
+                   load(out + 3 * ldc, V.self), load(out + 4 * ldc, V.self), load(out + 5 * ldc, V.self))
+        }
+        accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc)
+        store(acc.0.activated(act), out); store(acc.1.activated(act), out + ldc)
+        store(acc.2.activated(act), out + 2 * ldc); store(acc.3.activated(act), out + 3 * ldc)
+        store(acc.4.activated(act), out + 4 * ldc); store(acc.5.activated(act), out + 5 * ldc)
+    }
+
+    /// `acc.i += Σ_kk rows.i[kk] * b[kk]` over `kc` steps of a panel `V.scalarCount` wide: the
+    /// micro-kernel (6 broadcasts and one panel row per 12 fused multiply-adds at width 16).
+    @inline(__always)
+    static func accumulate<V: KernelVector>(_ acc: inout (V, V, V, V, V, V),
+                                            rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                                                   UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>),
+                                            b: UnsafePointer<Float>, kc: Int) {
+        var (c0, c1, c2, c3, c4, c5) = acc
+        let (a0, a1, a2, a3, a4, a5) = rows
         var bp = b
         for kk in 0..<kc {
             let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
@@ -577,7 +678,17 @@ struct Tile {
             c5 = c5.addingProduct(V(repeating: a5[kk]), bv)
             bp += V.scalarCount
         }
-        store(c0, c1, c2, c3, c4, c5)
+        acc = (c0, c1, c2, c3, c4, c5)
+    }
+
+    @inline(__always)
+    static func load<V: SIMD>(_ p: UnsafePointer<Float>, _: V.Type) -> V where V.Scalar == Float {
+        UnsafeRawPointer(p).loadUnaligned(as: V.self)
+    }
+
+    @inline(__always)
+    static func store<V: SIMD>(_ v: V, _ p: UnsafeMutablePointer<Float>) where V.Scalar == Float {
+        UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self)
     }
 
     @inline(never)
