@@ -293,6 +293,14 @@ public enum PackedGEMM {
     }
 
     /// The whole six-row tiles of `tileMajorBlock` against panels `panels`; returns the rows covered.
+    /// A `Tile` per tile and panel (as for the last, partial tile) was a call that rebuilt the row
+    /// pointers and decided per stored vector which activation to apply and how many rows to store;
+    /// here the activation is a constant (`act`, one copy of the loop per activation) and the row
+    /// pointers are built once per tile. Measured on EfficientNet-Lite0 at batch 32, one thread,
+    /// the two binaries alternating (10 rounds, per-layer minimum): its tile-major 1x1 layers took
+    /// 0.90-0.99x the time. The same change in the panel-major strips (`TileStrip`) made the fused
+    /// MBConv blocks 1.05-1.2x slower in the network although single GEMMs ran 0.94-0.99x, so the
+    /// strips keep one `Tile` per six rows.
     @_transparent
     static func tileMajorFullTiles(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panels: Range<Int>,
                                    c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
@@ -300,16 +308,18 @@ public enum PackedGEMM {
         let k = w.k, packed = UnsafePointer(w.panels.baseAddress!)
         var r = 0
         while r + mr <= rows {
+            // Row pointers as `Tile` builds them: written as `a + (r + i) * lda`, the optimiser
+            // rebuilt them from one base inside the reduction loop (3-4 more integer ops per step).
             let windows = TileWindows(a + r * lda, rowStride: lda, rows: min(mr, rows - r))
             let out = c + r * ldc, res = residual.map { $0 + r * residualStride }
             for p in panels {
                 let j0 = p * 16
                 if PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
-                    Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc, fresh: true,
+                    Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc,
                               bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
                               residual: res.map { $0 + j0 }, residualStride: residualStride, act)
                 } else {
-                    Tile.full(SIMD8<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc, fresh: true,
+                    Tile.full(SIMD8<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc,
                               bias: bias.map { Tile.load($0 + j0, SIMD8<Float>.self) } ?? SIMD8(),
                               residual: res.map { $0 + j0 }, residualStride: residualStride, act)
                 }
@@ -517,50 +527,22 @@ struct TileStrip {
 
     @inline(never)
     private func run<V: KernelVector>(_: V.Type) {
-        // One loop per activation, so that the activation is a constant in it (see `fullTiles`).
-        let full: Int
-        switch activation {
-        case .none: full = fullTiles(V.self, .none)
-        case .relu: full = fullTiles(V.self, .relu)
-        case .relu6: full = fullTiles(V.self, .relu6)
-        }
-        if full < rows {
-            Tile(a: a + full * lda, lda: lda, rows: rows - full, b: b, kc: kc, c: c + full * ldc, ldc: ldc,
-                 initial: first ? .fresh(bias: bias, residual: residual.map { $0 + full * residualStride }, residualStride: residualStride)
-                                : .accumulate,
-                 activation: activation).contiguousProduct(V.self)
-        }
-    }
-
-    /// The strip's whole six-row tiles; returns the rows they cover. A `Tile` per six rows (as for the
-    /// last, partial one) decides per stored vector which activation to apply and how many rows to
-    /// store, and rebuilds its row pointers with multiplications: with K = 16 to 40 (EfficientNet-Lite0's
-    /// expansions) a tile's 16-40 reduction steps took about as long as that bookkeeping around them.
-    @_transparent
-    private func fullTiles<V: KernelVector>(_: V.Type, _ act: Activation) -> Int {
-        let mr = PackedGEMM.mr
-        let ahead = prefetches ? PackedGEMM.prefetchTiles * mr : 0
-        let biasVector = bias.map { Tile.load($0, V.self) } ?? V()
         var r = 0
-        var a0 = a
-        var out = c
-        while r + mr <= rows {
+        let ahead = prefetches ? PackedGEMM.prefetchTiles * PackedGEMM.mr : 0
+        while r < rows {
             if ahead > 0 && r + ahead < rows {
                 let p = r + ahead
-                for i in 0..<min(mr, rows - p) {
+                for i in 0..<min(PackedGEMM.mr, rows - p) {
                     bottleneck_prefetch_write(c + (p + i) * ldc)
                     if first, let residual { bottleneck_prefetch_read(residual + (p + i) * residualStride) }
                 }
             }
-            // Row pointers as `Tile` builds them: written as a0 + i * lda, the optimiser rebuilt them
-            // from one base inside the reduction loop (3-4 more integer ops per step; 1.05-1.15x the
-            // time at K >= 80).
-            let w = TileWindows(a0, rowStride: lda, rows: min(mr, rows - r))
-            Tile.full(V.self, rows: w, b: b, kc: kc, out: out, ldc: ldc, fresh: first, bias: biasVector,
-                      residual: residual.map { $0 + r * residualStride }, residualStride: residualStride, act)
-            r += mr; a0 += mr * lda; out += mr * ldc
+            Tile(a: a + r * lda, lda: lda, rows: min(PackedGEMM.mr, rows - r), b: b, kc: kc, c: c + r * ldc, ldc: ldc,
+                 initial: first ? .fresh(bias: bias, residual: residual.map { $0 + r * residualStride }, residualStride: residualStride)
+                                : .accumulate,
+                 activation: activation).contiguousProduct(V.self)
+            r += PackedGEMM.mr
         }
-        return r
     }
 }
 
@@ -633,24 +615,17 @@ struct Tile {
         store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
     }
 
-    /// A whole six-row tile: `out` row `i` = `act(start + Σ_kk rows[i][kk] * b[kk])`, where `start` is
-    /// `bias` plus the residual row (`fresh`, a first `k` slice) or what `out` holds (later slices).
+    /// A whole six-row tile over all of `k`: `out` row `i` = `act(bias + residual row i + Σ_kk rows[i][kk] * b[kk])`.
     /// Without the per-row and per-activation branches of a `Tile` (the caller passes a constant
     /// `act`); the same sums in the same order.
     @_transparent
     static func full<V: KernelVector>(_: V.Type, rows w: TileWindows, b: UnsafePointer<Float>, kc: Int,
-                                      out: UnsafeMutablePointer<Float>, ldc: Int, fresh: Bool, bias: V,
+                                      out: UnsafeMutablePointer<Float>, ldc: Int, bias: V,
                                       residual: UnsafePointer<Float>?, residualStride rs: Int, _ act: Activation) {
-        var acc: (V, V, V, V, V, V)
-        if fresh {
-            acc = (bias, bias, bias, bias, bias, bias)
-            if let residual {
-                acc.0 += load(residual, V.self); acc.1 += load(residual + rs, V.self); acc.2 += load(residual + 2 * rs, V.self)
-                acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self); acc.5 += load(residual + 5 * rs, V.self)
-            }
-        } else {
-            acc = (load(out, V.self), load(out + ldc, V.self), load(out + 2 * ldc, V.self),
-                   load(out + 3 * ldc, V.self), load(out + 4 * ldc, V.self), load(out + 5 * ldc, V.self))
+        var acc = (bias, bias, bias, bias, bias, bias)
+        if let residual {
+            acc.0 += load(residual, V.self); acc.1 += load(residual + rs, V.self); acc.2 += load(residual + 2 * rs, V.self)
+            acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self); acc.5 += load(residual + 5 * rs, V.self)
         }
         accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc)
         store(acc.0.activated(act), out); store(acc.1.activated(act), out + ldc)
