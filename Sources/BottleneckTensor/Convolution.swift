@@ -395,87 +395,11 @@ struct TableColumns: SegmentColumns {
     @inline(__always) func pixel(_ r: Int, _ i: Int) -> UnsafePointer<Float> { table[r * rowSpan + i] }
 }
 
-/// One window row's weight vectors for an 8-channel block (`kernel` of them, at most 5).
-struct WindowRowWeights {
-    let w0, w1, w2, w3, w4: SIMD8<Float>
-    @inline(__always)
-    init(_ p: UnsafePointer<Float>, channels c: Int, kernel: Int) {
-        w0 = UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self)
-        w1 = UnsafeRawPointer(p + c).loadUnaligned(as: SIMD8<Float>.self)
-        w2 = UnsafeRawPointer(p + 2 * c).loadUnaligned(as: SIMD8<Float>.self)
-        w3 = kernel > 3 ? UnsafeRawPointer(p + 3 * c).loadUnaligned(as: SIMD8<Float>.self) : SIMD8()
-        w4 = kernel > 4 ? UnsafeRawPointer(p + 4 * c).loadUnaligned(as: SIMD8<Float>.self) : SIMD8()
-    }
-    @inline(__always)
-    subscript(kx: Int) -> SIMD8<Float> {
-        switch kx { case 0: w0; case 1: w1; case 2: w2; case 3: w3; default: w4 }
-    }
-}
-
-/// The seven output pixels of a sliding depthwise segment, one 8-channel vector each.
-struct SlidingAccumulators {
-    var a0, a1, a2, a3, a4, a5, a6: SIMD8<Float>
-    @inline(__always)
-    init(_ bias: SIMD8<Float>) { (a0, a1, a2, a3, a4, a5, a6) = (bias, bias, bias, bias, bias, bias, bias) }
-
-    /// Adds one window row: its `6 * stride + kernel` input columns, each loaded once.
-    @_transparent
-    mutating func feedRow<W: DepthwiseWindow, C: SegmentColumns>(_: W.Type, _ columns: C, _ r: Int, _ ch: Int,
-                                                                 _ w: WindowRowWeights) {
-        // Written out, not looped: the optimiser does not reliably unroll a loop over the columns,
-        // and the accumulator each column feeds must be known at compile time to stay in a register.
-        feed(W.self, column: 0, columns, r, ch, w); feed(W.self, column: 1, columns, r, ch, w)
-        feed(W.self, column: 2, columns, r, ch, w); feed(W.self, column: 3, columns, r, ch, w)
-        feed(W.self, column: 4, columns, r, ch, w); feed(W.self, column: 5, columns, r, ch, w)
-        feed(W.self, column: 6, columns, r, ch, w); feed(W.self, column: 7, columns, r, ch, w)
-        feed(W.self, column: 8, columns, r, ch, w); feed(W.self, column: 9, columns, r, ch, w)
-        feed(W.self, column: 10, columns, r, ch, w); feed(W.self, column: 11, columns, r, ch, w)
-        feed(W.self, column: 12, columns, r, ch, w); feed(W.self, column: 13, columns, r, ch, w)
-        feed(W.self, column: 14, columns, r, ch, w); feed(W.self, column: 15, columns, r, ch, w)
-        feed(W.self, column: 16, columns, r, ch, w)
-    }
-
-    /// Column `i` of window row `r`, if the segment reads that far.
-    @_transparent
-    mutating func feed<W: DepthwiseWindow, C: SegmentColumns>(_: W.Type, column i: Int, _ columns: C, _ r: Int, _ ch: Int,
-                                                              _ w: WindowRowWeights) {
-        if i < 6 * W.stride + W.kernel {
-            feed(W.self, column: i, UnsafeRawPointer(columns.pixel(r, i) + ch).loadUnaligned(as: SIMD8<Float>.self), w)
-        }
-    }
-
-    /// Adds input column `i` (from the segment's first window column) to the pixels whose windows hold it.
-    @_transparent
-    mutating func feed<W: DepthwiseWindow>(_: W.Type, column i: Int, _ x: SIMD8<Float>, _ w: WindowRowWeights) {
-        let s = W.stride, k = W.kernel
-        if i < k { a0 = a0.addingProduct(x, w[i]) }
-        if i >= s && i - s < k { a1 = a1.addingProduct(x, w[i - s]) }
-        if i >= 2 * s && i - 2 * s < k { a2 = a2.addingProduct(x, w[i - 2 * s]) }
-        if i >= 3 * s && i - 3 * s < k { a3 = a3.addingProduct(x, w[i - 3 * s]) }
-        if i >= 4 * s && i - 4 * s < k { a4 = a4.addingProduct(x, w[i - 4 * s]) }
-        if i >= 5 * s && i - 5 * s < k { a5 = a5.addingProduct(x, w[i - 5 * s]) }
-        if i >= 6 * s && i - 6 * s < k { a6 = a6.addingProduct(x, w[i - 6 * s]) }
-    }
-
-    @_transparent
-    func store(to dst: UnsafeMutablePointer<Float>, pixelStride c: Int, _ activation: Activation) {
-        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(dst + 4 * c).storeBytes(of: a4.activated(activation), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(dst + 5 * c).storeBytes(of: a5.activated(activation), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(dst + 6 * c).storeBytes(of: a6.activated(activation), as: SIMD8<Float>.self)
-    }
-}
-
 /// One depthwise output row over a channel range.
 ///
 /// The model zoo's windows (square 3x3 or 5x5, stride 1 or 2) run `segments`: 4 output pixels x 16
 /// channels per register block across the whole row, edges included, with the window's size a
-/// compile-time constant; or, on rows a multiple of 7 pixels wide with at least
-/// `slidingMinimumChannels` channels (every such layer of EfficientNet-Lite0 but the first), 7 pixels
-/// x 8 channels sliding along the row (`slidingSegment`). Any other window runs 4-pixel blocks in the interior (`quad`) and clipped
+/// compile-time constant. Any other window runs 4-pixel blocks in the interior (`quad`) and clipped
 /// windows at the edges (`edgePixel`); scalar code only for channels past the last multiple of 8.
 struct DepthwiseRow {
     /// Bytes of input a segment reads across all channels (window rows x columns x channels) up to
@@ -526,8 +450,7 @@ struct DepthwiseRow {
         }
     }
 
-    /// The whole row (at least 4 pixels wide) in 7-pixel sliding segments (`slidingSegment`) where
-    /// the width and channel count allow, else in 4-pixel segments and up to three 3-pixel ones, so that
+    /// The whole row (at least 4 pixels wide) in 4-pixel segments and up to three 3-pixel ones, so that
     /// no pixel is computed twice: on 7x7 maps a 4-pixel segment shifted back over the first took
     /// 1.08-1.25x the time of 4 + 3 (Lite0 batch 32, passes alternating, per-layer medians).
     ///
@@ -550,20 +473,17 @@ struct DepthwiseRow {
         let rowSpan = span(pixels: ow)
         // 4-pixel segments, then up to three 3-pixel ones so that they end exactly at the row's end
         // (7 = 4 + 3, 14 = 4 + 4 + 3 + 3); a 5-pixel row shifts its second 4-pixel segment back instead.
-        let slides = ow % 7 == 0 && channels >= DepthwiseRow.slidingMinimumChannels
-        let threes = slides ? 0 : ow % 4 != 0 && ow >= 6 ? 4 - ow % 4 : 0
-        let fours = slides ? 0 : threes == 0 ? (ow + 3) / 4 : (ow - 3 * threes) / 4
-        let segmentCount = slides ? ow / 7 : fours + threes
-        /// Output pixels of segment `s`.
-        func pixels(_ s: Int) -> Int { slides ? 7 : s < fours ? 4 : 3 }
+        let threes = ow % 4 != 0 && ow >= 6 ? 4 - ow % 4 : 0
+        let fours = threes == 0 ? (ow + 3) / 4 : (ow - 3 * threes) / 4
+        let segmentCount = fours + threes
         let vec16 = range.lowerBound + (range.count & ~15), vec8 = range.lowerBound + (range.count & ~7)
         let rowStride = width * channels, firstRow = image + (y0 + ky.lowerBound) * rowStride
         /// The first output pixel of segment `s`.
-        func origin(_ s: Int) -> Int { slides ? 7 * s : s < fours ? min(4 * s, ow - 4) : 4 * fours + 3 * (s - fours) }
+        func origin(_ s: Int) -> Int { s < fours ? min(4 * s, ow - 4) : 4 * fours + 3 * (s - fours) }
         /// Whether the windows of segment `s` lie inside the image horizontally.
         func inside(_ s: Int) -> Bool {
             let x0 = origin(s) * W.stride - padLeft
-            return !slides && W.addressesInteriorDirectly && x0 >= 0 && x0 + span(pixels: pixels(s)) <= width
+            return W.addressesInteriorDirectly && x0 >= 0 && x0 + span(pixels: s < fours ? 4 : 3) <= width
         }
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: max(1, ky.count * rowSpan)) { buffer in
             // table[r * rowSpan + i]: the pixel at window row ky.lowerBound + r, column i - padLeft;
@@ -572,7 +492,7 @@ struct DepthwiseRow {
             for s in 0..<segmentCount where !inside(s) {
                 let i0 = origin(s) * W.stride
                 for r in 0..<ky.count {
-                    for i in i0..<(i0 + span(pixels: pixels(s))) {
+                    for i in i0..<(i0 + span(pixels: s < fours ? 4 : 3)) {
                         let x = i - padLeft
                         table[r * rowSpan + i] = x >= 0 && x < width ? firstRow + r * rowStride + x * channels : zeroPixel
                     }
@@ -589,14 +509,9 @@ struct DepthwiseRow {
                 }
             }
             func run<V: KernelVector>(_: V.Type, segment s: Int, _ ch: Int) {
-                if slides {
-                    let ox = origin(s), columns = TableColumns(table: table + ox * W.stride, rowSpan: rowSpan)
-                    for half in Swift.stride(from: ch, to: ch + V.scalarCount, by: 8) {
-                        slidingSegment(W.self, ox, half, ky, columns, outRow)
-                    }
-                } else if s < fours { run(V.self, FourPixels.self, s, ch) } else { run(V.self, ThreePixels.self, s, ch) }
+                if s < fours { run(V.self, FourPixels.self, s, ch) } else { run(V.self, ThreePixels.self, s, ch) }
             }
-            let footprint = W.kernel * span(pixels: slides ? 7 : 4) * channels * MemoryLayout<Float>.stride
+            let footprint = W.kernel * span(pixels: 4) * channels * MemoryLayout<Float>.stride
             if footprint <= DepthwiseRow.segmentMajorFootprint {
                 for s in 0..<segmentCount {
                     var ch = range.lowerBound
@@ -610,34 +525,6 @@ struct DepthwiseRow {
             }
             if vec8 < range.upperBound { for x in 0..<ow { scalarPixel(x, vec8..<range.upperBound, y0, ky, image, outRow) } }
         }
-    }
-
-    /// Fewest channels for which rows a multiple of 7 pixels wide run sliding segments
-    /// (`slidingSegment`). With EfficientNet-Lite0's 32-channel first block they took 1.07-1.11x
-    /// the time of the 4-pixel segments, where every other block with 96 to 1152 channels took
-    /// 0.65-0.97x (two runs, each one thread of each kernel at the same time on the two cores,
-    /// swapped every round, per-layer medians of six rounds): every sliding segment reads its
-    /// columns through the pointer table (computing the 9-17 column addresses instead spills them),
-    /// a cost per pixel that few channels do not amortise.
-    static let slidingMinimumChannels = 64
-
-    /// Seven adjacent output pixels from `ox` for one 8-channel block, sliding along the row: each
-    /// input column of a window row is loaded once and multiplied into every pixel whose window holds
-    /// it, with the window row's weights in registers (7 accumulators, up to 5 weights, 1 input).
-    /// A 5x5/1 window row loads 11 input and 5 weight vectors for 35 multiply-adds, where the 4-pixel
-    /// segment loads one input vector per multiply-add. Each pixel still sums its taps row by row,
-    /// left to right, from the bias, so the results equal the other kernels' bit for bit.
-    @inline(__always)
-    func slidingSegment<W: DepthwiseWindow, C: SegmentColumns>(
-        _: W.Type, _ ox: Int, _ ch: Int, _ ky: Range<Int>, _ columns: C, _ outRow: UnsafeMutablePointer<Float>
-    ) {
-        let c = channels
-        var acc = SlidingAccumulators(UnsafeRawPointer(bias + ch).loadUnaligned(as: SIMD8<Float>.self))
-        for r in 0..<ky.count {
-            let w = WindowRowWeights(weights + (ky.lowerBound + r) * W.kernel * c + ch, channels: c, kernel: W.kernel)
-            acc.feedRow(W.self, columns, r, ch, w)
-        }
-        acc.store(to: outRow + ox * c + ch, pixelStride: c, activation)
     }
 
     /// Four (or three: `P`) adjacent output pixels from `ox` for one channel block, reading the

@@ -285,8 +285,8 @@ final class KernelParityTests: XCTestCase {
             ("depthwise5x5_s1_same_c200_bias_relu6", 1, 200, 6, 9, 5, 1, true, .relu6),
             // Rows of 3 output pixels, narrower than a segment: a fixed window on the generic path.
             ("depthwise5x5_s1_same_w3_c40_bias", 1, 40, 5, 3, 5, 1, true, .none),
-            // Sliding 7-pixel segments, one per window: an 8-channel block after the 16-channel ones,
-            // a scalar channel tail, interior segments with the channel-major sweep, a single segment.
+            // Lite0-like widths (multiples of 7), one per window: an 8-channel block after the
+            // 16-channel ones, a scalar channel tail, interior segments with the channel-major sweep.
             ("depthwise3x3_s1_same_w14_c72_bias_relu6", 2, 72, 6, 14, 3, 1, true, .relu6),
             ("depthwise5x5_s2_same_w28_c66_relu", 1, 66, 9, 28, 5, 2, true, .relu),
             ("depthwise5x5_s1_same_w35_c80_bias_relu6", 1, 80, 7, 35, 5, 1, true, .relu6),

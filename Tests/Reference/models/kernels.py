@@ -107,18 +107,18 @@ with torch.no_grad():
     # Rows of 3 output pixels, too narrow for a 4-pixel segment: a fixed window on the generic path.
     c = "depthwise5x5_s1_same_w3_c40_bias"
     save(c, F.conv2d(same_pad(x(c, (1, 40, 5, 3)), 5, 1), w(c, (40, 1, 5, 5)), b(c, 40), groups=40))
-    # Sliding 7-pixel segments (rows a multiple of 7 wide, at least 64 channels), one case per window:
-    # 72 channels = 4 16-channel blocks + one 8-channel block; 14 output pixels, both segments at an edge.
+    # EfficientNet-Lite0-like row widths (multiples of 7) with 64-80 channels, one case per window:
+    # 72 channels = 4 16-channel blocks + one 8-channel block; 14 output pixels (4 + 4 + 3 + 3).
     c = "depthwise3x3_s1_same_w14_c72_bias_relu6"
     save(c, F.relu6(F.conv2d(same_pad(x(c, (2, 72, 6, 14)), 3, 1), w(c, (72, 1, 3, 3)), b(c, 72), groups=72)))
-    # Stride 2 on 28 columns (14 output pixels) with 66 channels: a 2-channel scalar tail after the slides.
+    # Stride 2 on 28 columns (14 output pixels) with 66 channels: a 2-channel scalar tail.
     c = "depthwise5x5_s2_same_w28_c66_relu"
     save(c, F.relu(F.conv2d(same_pad(x(c, (1, 66, 9, 28)), 5, 2), w(c, (66, 1, 5, 5)), b(c, 66), stride=2, groups=66)))
-    # 35 columns under 5x5/1: three interior segments between two edge ones; 80 channels make the
-    # footprint large enough for the channel-major sweep.
+    # 35 columns under 5x5/1: interior segments between edge ones; 80 channels make the footprint
+    # large enough for the channel-major sweep.
     c = "depthwise5x5_s1_same_w35_c80_bias_relu6"
     save(c, F.relu6(F.conv2d(same_pad(x(c, (1, 80, 7, 35)), 5, 1), w(c, (80, 1, 5, 5)), b(c, 80), groups=80)))
-    # 3x3/2 to a 7-pixel row (14 columns, 64 channels): one segment reaching past the right edge.
+    # 3x3/2 to a 7-pixel row (14 columns, 64 channels): a 4-pixel and a 3-pixel segment.
     c = "depthwise3x3_s2_same_w14_c64"
     save(c, F.conv2d(same_pad(x(c, (2, 64, 8, 14)), 3, 2), w(c, (64, 1, 3, 3)), None, stride=2, groups=64))
     c = "maxpool3_s2_p1"
