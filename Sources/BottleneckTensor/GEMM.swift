@@ -250,8 +250,9 @@ public enum PackedGEMM {
     /// layers 0.85-0.94x, the others 0.91-0.99x after the drift the untouched layers show;
     /// EfficientNet-Lite0 (whose unfused 1x1 layers take this path) 0.94x and 1.01x at batch 32
     /// (medians of 8 and 10 alternating runs, within this host's noise), 1.00x at batch 1. The GEMMs
-    /// inside Winograd and the fused MBConv blocks keep their panel-major order (their operands are
-    /// blocked for L2 already). Same products in the same order as `block`, so results are identical.
+    /// inside Winograd keep their panel-major order (their operands are blocked for L2 already); the
+    /// fused MBConv blocks' 1x1 steps run tile-major too (`InvertedResidual`). Same products in the
+    /// same order as `block`, so results are identical.
     static func tileMajorBlock(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                                c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
