@@ -227,9 +227,9 @@ public enum PackedGEMM {
         }
     }
 
-    /// Whether `run` takes 1x1 convolutions tile-major (`tileMajorBlock`); false keeps them
-    /// panel-major like everything else (same results; for tests and A/B timing:
-    /// `BOTTLENECK_TILE_MAJOR=0` in the environment).
+    /// Whether `run` (and the fused MBConv blocks, `InvertedResidual`) take 1x1 convolutions
+    /// tile-major (`tileMajorBlock`); false keeps them panel-major like everything else (same
+    /// results; for tests and A/B timing: `BOTTLENECK_TILE_MAJOR=0` in the environment).
     nonisolated(unsafe) static var tileMajorLayers = ProcessInfo.processInfo.environment["BOTTLENECK_TILE_MAJOR"] != "0"
     /// Longest `k` run tile-major: a tile's six rows of `A` (6 * k floats) stay in L1.
     static let tileMajorMaximumK = 2 * kBlock
@@ -725,11 +725,11 @@ struct Tile {
 
     @inline(__always)
     private func load<V: SIMD>(_ p: UnsafePointer<Float>, _ row: Int, _ stride: Int, _: V.Type) -> V where V.Scalar == Float {
-        UnsafeRawPointer(p + row * stride).loadUnaligned(as: V.self)
+        Tile.load(p + row * stride, V.self)
     }
 
     @inline(__always)
     private func store<V: KernelVector>(_ v: V, _ row: Int) {
-        UnsafeMutableRawPointer(c + row * ldc).storeBytes(of: v.activated(activation), as: V.self)
+        Tile.store(v.activated(activation), c + row * ldc)
     }
 }

@@ -173,6 +173,7 @@ public final class InvertedResidual: @unchecked Sendable {
         PackedGEMM.block(.matrix(a, rowStride: lda), row0: 0, rows: rows, w: conv.weights,
                          panelRange: 0..<conv.weights.panelCount, c: c, ldc: conv.outChannels,
                          bias: conv.bias.map { UnsafePointer($0.baseAddress!) }, residual: residual,
-                         residualStride: conv.outChannels, activation: conv.activation, includeTail: true, tileMajor: true)
+                         residualStride: conv.outChannels, activation: conv.activation, includeTail: true,
+                         tileMajor: PackedGEMM.tileMajorLayers)
     }
 }
