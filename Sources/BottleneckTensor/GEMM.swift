@@ -95,9 +95,19 @@ public enum PackedGEMM {
         let threads = TensorThreads.count
         // Row blocks of at most `mBlock` rows, evened out (196 rows: 66 + 66 + 64, not 96 + 96 + 4);
         // column groups as well when there are too few row blocks to give every worker several tasks.
-        let rowBlocks = (m + mBlock - 1) / mBlock
-        let groups = threads == 1 ? 1 : min(max(1, panels), max(1, (4 * threads + rowBlocks - 1) / rowBlocks))
-        let blockRows = ((m + rowBlocks - 1) / rowBlocks + mr - 1) / mr * mr
+        let tiles = (m + mr - 1) / mr
+        var rowBlocks = (m + mBlock - 1) / mBlock
+        var groups = threads == 1 ? 1 : min(max(1, panels), max(1, (4 * threads + rowBlocks - 1) / rowBlocks))
+        // A whole number of tasks per thread: tasks are claimed as threads come free, so 9 tasks of
+        // the same size on 2 threads leave one thread waiting for the other's fifth (the 14x14 and
+        // 28x28 layers of a batch-1 pass: 3 row blocks x 3 column groups, 9 row blocks).
+        if threads > 1 {
+            if groups > 1 {
+                while (rowBlocks * groups) % threads != 0 && groups < panels { groups += 1 }
+            } else {
+                while (rowBlocks * groups) % threads != 0 && rowBlocks < tiles { rowBlocks += 1 }
+            }
+        }
         let tasks = rowBlocks * groups
         if groups > 1 && sharesGatheredOperand, let stride = sharedOperandStride(operand, k: w.k) {
             // Every column group would gather (or copy) the same rows: do it once, in parallel, and
@@ -118,9 +128,10 @@ public enum PackedGEMM {
         let tileMajor = tileMajorLayers
         let task: (Int) -> Void = { task in
             let mb = task / groups, g = task - mb * groups
-            let r0 = mb * blockRows
-            guard r0 < m else { return }
-            let rows = min(blockRows, m - r0)
+            // Whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
+            let r0 = mb * tiles / rowBlocks * mr, r1 = min(m, (mb + 1) * tiles / rowBlocks * mr)
+            guard r0 < r1 else { return }
+            let rows = r1 - r0
             let p0 = g * panels / groups, p1 = (g + 1) * panels / groups
             block(operand, row0: r0, rows: rows, w: w, panelRange: p0..<p1,
                   c: c + r0 * ldc, ldc: ldc, bias: bias,
