@@ -98,15 +98,12 @@ public enum PackedGEMM {
         let tiles = (m + mr - 1) / mr
         var rowBlocks = (m + mBlock - 1) / mBlock
         var groups = threads == 1 ? 1 : min(max(1, panels), max(1, (4 * threads + rowBlocks - 1) / rowBlocks))
-        // A whole number of tasks per thread: tasks are claimed as threads come free, so 9 tasks of
-        // the same size on 2 threads leave one thread waiting for the other's fifth (the 14x14 and
-        // 28x28 layers of a batch-1 pass: 3 row blocks x 3 column groups, 9 row blocks).
-        if threads > 1 {
-            if groups > 1 {
-                while (rowBlocks * groups) % threads != 0 && groups < panels { groups += 1 }
-            } else {
-                while (rowBlocks * groups) % threads != 0 && rowBlocks < tiles { rowBlocks += 1 }
-            }
+        // A whole number of tasks per thread (`TensorThreads.wholeRounds`; the 14x14 and 28x28 layers
+        // of a batch-1 pass had 3 row blocks x 3 column groups, and 9 row blocks).
+        if groups > 1 {
+            groups = TensorThreads.wholeRounds(groups, times: rowBlocks, limit: panels, threads: threads)
+        } else {
+            rowBlocks = TensorThreads.wholeRounds(rowBlocks, times: 1, limit: tiles, threads: threads)
         }
         let tasks = rowBlocks * groups
         if groups > 1 && sharesGatheredOperand, let stride = sharedOperandStride(operand, k: w.k) {

@@ -23,6 +23,16 @@ public enum TensorThreads {
         return key
     }()
 
+    /// The smallest `n` in `count...max(count, limit)` for which `n * multiplier` tasks give every
+    /// one of `threads` threads the same number (else `count`). Tasks are claimed as threads come
+    /// free, so 9 tasks of the same size on 2 threads keep one thread waiting for the other's fifth.
+    static func wholeRounds(_ count: Int, times multiplier: Int, limit: Int, threads: Int) -> Int {
+        guard threads > 1 else { return count }
+        var n = count
+        while n < limit && (n * multiplier) % threads != 0 { n += 1 }
+        return (n * multiplier) % threads == 0 ? n : count
+    }
+
     /// Runs `body(i)` for every `i` in `0..<pieces` on the kernel pool, or inline on the caller when
     /// kernels are single-threaded here (`count == 1`) or there is only one piece (no hand-off cost).
     /// Pieces are claimed dynamically, so uneven pieces balance out.

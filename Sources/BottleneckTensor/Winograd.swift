@@ -145,7 +145,8 @@ final class WinogradConvolution: @unchecked Sendable {
         }
         let blockTiles = ((tiles + blocks - 1) / blocks + 5) / 6 * 6
         blocks = (tiles + blockTiles - 1) / blockTiles
-        let groups = threads == 1 || blocks >= wanted ? 1 : min(panels, (2 * wanted + blocks - 1) / blocks)
+        var groups = threads == 1 || blocks >= wanted ? 1 : min(panels, (2 * wanted + blocks - 1) / blocks)
+        if groups > 1 { groups = TensorThreads.wholeRounds(groups, times: blocks, limit: panels, threads: threads) }
         return Plan(blockTiles: blockTiles, blocks: blocks, groups: groups)
     }
 

@@ -74,4 +74,14 @@ final class WorkerPoolTests: XCTestCase {
         func add() { lock.lock(); stored += 1; lock.unlock() }
         var value: Int { lock.lock(); defer { lock.unlock() }; return stored }
     }
+
+    /// Task counts rounded up to a whole number per thread, within the limit.
+    func testWholeRoundsOfTasks() {
+        XCTAssertEqual(TensorThreads.wholeRounds(3, times: 3, limit: 42, threads: 2), 4)     // 9 tasks -> 12
+        XCTAssertEqual(TensorThreads.wholeRounds(9, times: 1, limit: 131, threads: 2), 10)
+        XCTAssertEqual(TensorThreads.wholeRounds(3, times: 2, limit: 42, threads: 2), 3)     // already even
+        XCTAssertEqual(TensorThreads.wholeRounds(5, times: 1, limit: 42, threads: 4), 8)
+        XCTAssertEqual(TensorThreads.wholeRounds(3, times: 3, limit: 3, threads: 2), 3)      // no room: unchanged
+        XCTAssertEqual(TensorThreads.wholeRounds(3, times: 3, limit: 42, threads: 1), 3)
+    }
 }
