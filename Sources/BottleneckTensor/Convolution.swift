@@ -550,10 +550,10 @@ struct DepthwiseRow {
             }
         }
         let dst = outRow + ox * c + ch
-        a0.store(activated: activation, to: dst)
-        a1.store(activated: activation, to: dst + c)
-        a2.store(activated: activation, to: dst + 2 * c)
-        if P.pixels == 4 { a3.store(activated: activation, to: dst + 3 * c) }
+        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: V.self)
+        if P.pixels == 4 { UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: V.self) }
     }
 
     /// Four adjacent output pixels (full windows horizontally) for one channel block.
@@ -577,10 +577,10 @@ struct DepthwiseRow {
             }
         }
         let dst = outRow + ox * c + ch
-        a0.store(activated: activation, to: dst)
-        a1.store(activated: activation, to: dst + c)
-        a2.store(activated: activation, to: dst + 2 * c)
-        a3.store(activated: activation, to: dst + 3 * c)
+        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: V.self)
     }
 
     /// One output pixel whose window is clipped by the image border, for one channel block.
@@ -599,7 +599,7 @@ struct DepthwiseRow {
                                         UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self))
             }
         }
-        acc.store(activated: activation, to: outRow + ox * c + ch)
+        UnsafeMutableRawPointer(outRow + ox * c + ch).storeBytes(of: acc.activated(activation), as: V.self)
     }
 
     /// One clipped output pixel for four 16-channel blocks at once: four independent accumulator
@@ -628,10 +628,10 @@ struct DepthwiseRow {
             }
         }
         let dst = outRow + ox * c + ch
-        a0.store(activated: activation, to: dst)
-        a1.store(activated: activation, to: dst + 16)
-        a2.store(activated: activation, to: dst + 32)
-        a3.store(activated: activation, to: dst + 48)
+        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 16).storeBytes(of: a1.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 32).storeBytes(of: a2.activated(activation), as: V.self)
+        UnsafeMutableRawPointer(dst + 48).storeBytes(of: a3.activated(activation), as: V.self)
     }
 
     /// Channels past the last multiple of 8 (none in the model zoo), one at a time.

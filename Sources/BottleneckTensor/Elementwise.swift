@@ -141,16 +141,6 @@ import Glibc
 protocol KernelVector: SIMD where Scalar == Float {
     /// `self` after the activation (ReLU, ReLU6 or none).
     func activated(_ activation: Activation) -> Self
-
-    /// Stores `activated(activation)` at `p` (unaligned).
-    func store(activated activation: Activation, to p: UnsafeMutablePointer<Float>)
-}
-
-extension KernelVector {
-    @_transparent
-    func store(activated activation: Activation, to p: UnsafeMutablePointer<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: activated(activation), as: Self.self)
-    }
 }
 
 extension SIMD16: KernelVector where Scalar == Float {
@@ -165,18 +155,6 @@ extension SIMD16: KernelVector where Scalar == Float {
             let six = SIMD16<Float>(repeating: 6), low = replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
             return low.replacing(with: six, where: low .> six)
         }
-    }
-
-    /// Each 8-lane half activated and stored on its own. In the depthwise kernels the 16-lane
-    /// comparisons of `activated` were lowered (AVX2, no 16-lane masks) to 128-bit pieces with
-    /// integer compares and blends, about ten instructions per 8 lanes where a half takes a
-    /// `vmaxps` and a `vminps`; taking the halves apart inside `activated` did not help (the
-    /// optimiser put them back together).
-    @_transparent
-    func store(activated activation: Activation, to p: UnsafeMutablePointer<Float>) {
-        let (low, high) = unsafeBitCast(self, to: (SIMD8<Float>, SIMD8<Float>).self)
-        UnsafeMutableRawPointer(p).storeBytes(of: low.activated(activation), as: SIMD8<Float>.self)
-        UnsafeMutableRawPointer(p + 8).storeBytes(of: high.activated(activation), as: SIMD8<Float>.self)
     }
 }
 
