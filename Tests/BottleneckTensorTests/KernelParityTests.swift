@@ -109,6 +109,15 @@ final class KernelParityTests: XCTestCase {
         try assertParity(runConv("conv3x3_k288_n24_s1_p1_bias_relu", n: 1, cin: 32, h: 13, w: 14, cout: 24, k: 3,
                                  stride: 1, padding: .symmetric(1), bias: true, activation: .relu),
                          "conv3x3_k288_n24_s1_p1_bias_relu")
+        // A batch-1 7x7 map: the 49th row is a one-row tile. One thread takes all six panels in one
+        // task; several threads split them into column groups.
+        let remainder = "conv1x1_k200_n88_7x7_bias_residual_relu6"
+        try TensorThreads.withSingleThreadedKernels {
+            try assertParity(runConv(remainder, n: 1, cin: 200, h: 7, w: 7, cout: 88, k: 1, stride: 1, padding: .symmetric(0),
+                                     bias: true, activation: .relu6, residual: true), remainder)
+        }
+        try assertParity(runConv(remainder, n: 1, cin: 200, h: 7, w: 7, cout: 88, k: 1, stride: 1, padding: .symmetric(0),
+                                 bias: true, activation: .relu6, residual: true), remainder)
     }
 
     /// Winograd F(4x4, 3x3) against torch: overhanging tiles (13x11, 7x10), 16/16/8 column panels,

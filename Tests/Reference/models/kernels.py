@@ -64,6 +64,11 @@ with torch.no_grad():
                         + T(synthetic_input(c + ".r", (2, 44, 11, 9))), 0, 6))
     c = "conv3x3_k288_n24_s1_p1_bias_relu"
     save(c, F.relu(F.conv2d(x(c, (1, 32, 13, 14)), w(c, (24, 32, 3, 3)), b(c, 24), padding=1)))
+    # A batch-1 7x7 map: 49 rows, a one-row remainder after 8 six-row tiles, against five 16-wide
+    # panels and an 8-wide one.
+    c = "conv1x1_k200_n88_7x7_bias_residual_relu6"
+    save(c, torch.clamp(F.conv2d(x(c, (1, 200, 7, 7)), w(c, (88, 200, 1, 1)), b(c, 88))
+                        + T(synthetic_input(c + ".r", (1, 88, 7, 7))), 0, 6))
     # Winograd F(4x4, 3x3) path: 13x11 maps (the last tile row and column overhang the image),
     # 40 output channels (16 + 16 + 8 panels), batch 2, bias + residual + ReLU fused.
     c = "wino3x3_c64_n40_13x11_bias_residual_relu"
