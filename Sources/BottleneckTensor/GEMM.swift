@@ -72,16 +72,19 @@ public enum PackedGEMM {
     /// (ResNet-50's 256- to 1024-channel maps) every tile used to wait for its lines. Prefetching
     /// one tile ahead (about 400 cycles of work at K = 64) made those layers 13-18 % faster, medians
     /// of 5 alternating runs of `bench --profile`-style layer timings; others were unchanged.
-    /// Only outputs of at least `prefetchMinimumBytes` are prefetched. Those K <= 512 1x1 layers now
-    /// run tile-major (`tileMajorBlock`, sequential rows, no prefetch), so the panel-major strips
-    /// that still prefetch are the gathered 3x3/7x7 layers' and the 1x1 layers' with K > 512.
+    /// Only outputs of at least `prefetchMinimumBytes` are prefetched. The K <= 512 1x1 layers run
+    /// tile-major (`tileMajorBlock`) and prefetch one tile ahead there as well (0 turns both off).
     nonisolated(unsafe) static var prefetchTiles = Int(ProcessInfo.processInfo.environment["BOTTLENECK_PREFETCH"] ?? "1") ?? 1
 
-    /// Smallest GEMM output (bytes) whose lines are prefetched: 16 MB, about what outlives the
+    /// Smallest GEMM output (bytes) whose lines are prefetched: 8 MB, about what outlives the
     /// caches between layers here. Smaller outputs are mostly still cached, and the prefetches only
     /// cost instructions: with them on every layer, EfficientNet-Lite0 at batch 1 ran 0.885x
-    /// (median of 5 alternating runs against the binary without them; 0.98x with them off).
-    nonisolated(unsafe) static var prefetchMinimumBytes = 16 << 20
+    /// (median of 5 alternating runs against the binary without them; 0.98x with them off). Down
+    /// from 16 MB when the tile-major layers began to prefetch: ResNet-50's 256->64 and 64->64
+    /// layers on 56x56 maps write 12.8 MB per 16-image slice, and with a 2 MB threshold the first
+    /// took 0.86x the time (minimum of 6 alternating `bench --profile` runs, batch 32; median 0.92x)
+    /// while the layers with 3-6 MB outputs moved by less than the untouched layers' drift.
+    nonisolated(unsafe) static var prefetchMinimumBytes = 8 << 20
 
     /// Runs the product. `c` (row stride `ldc`) must not alias the operand; `residual` (row stride
     /// `residualStride`) must not alias the operand but may be `c` itself with `residualStride == ldc`
@@ -189,10 +192,10 @@ public enum PackedGEMM {
                         residual: residual, residualStride: residualStride, activation: activation)
             return
         }
-        if tileMajor, case let .matrix(base, stride) = operand, w.k <= tileMajorMaximumK {
-            tileMajorBlock(a: base + row0 * stride, lda: stride, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc,
+        if tileMajor, let source = TileMajorRows(operand, row0: row0, w: w, includeTail: includeTail) {
+            tileMajorBlock(source, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc,
                            bias: bias, residual: residual, residualStride: residualStride, activation: activation,
-                           includeTail: includeTail)
+                           includeTail: includeTail, prefetches: prefetches)
             return
         }
         let gatherCount: Int
@@ -239,11 +242,11 @@ public enum PackedGEMM {
     /// tile-major (`tileMajorBlock`); false keeps them panel-major like everything else (same
     /// results; for tests and A/B timing: `BOTTLENECK_TILE_MAJOR=0` in the environment).
     nonisolated(unsafe) static var tileMajorLayers = ProcessInfo.processInfo.environment["BOTTLENECK_TILE_MAJOR"] != "0"
-    /// Longest `k` run tile-major: a tile's six rows of `A` (6 * k floats) stay in L1.
-    static let tileMajorMaximumK = 2 * kBlock
     /// Weight bytes one pass of tiles runs against in `tileMajorBlock` (panels of 16 * k floats): half
     /// the 512 KiB L2.
     static let tileMajorWeightBytes = 256 << 10
+    /// Longest `k` run tile-major: a tile's six rows of `A` (6 * k floats) stay in L1.
+    static let tileMajorMaximumK = 2 * kBlock
 
     /// `block` for a whole 1x1 convolution layer (`run` with a `.matrix` operand, `k <= 512`): each
     /// six-row tile runs against every panel of a group before the next tile, instead of each panel
@@ -261,41 +264,63 @@ public enum PackedGEMM {
     /// inside Winograd keep their panel-major order (their operands are blocked for L2 already); the
     /// fused MBConv blocks' 1x1 steps run tile-major too (`InvertedResidual`). Same products in the
     /// same order as `block`, so results are identical.
-    static func tileMajorBlock(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
+    ///
+    /// Strided 1x1 layers (ResNet's projection shortcuts) take this order too, their rows read at
+    /// the input pixels (`TileMajorRows.pixels`; copied per tile when they lie 4 KiB multiples apart):
+    /// in one process, alternating with the gathered panel-major path, caches flushed, 32 images,
+    /// 2 threads (medians of 15 calls each): 256->512 @56 0.92x the time, 512->1024 @28 0.975x. The
+    /// same with K over 512 (1024 and 2048, rows copied per tile and weight group) ran 1.03-1.11x,
+    /// so those keep the k-sliced strips (`tileMajorMaximumK`).
+    ///
+    /// With `prefetches` (outputs of at least `prefetchMinimumBytes`), while a tile runs against a
+    /// panel it prefetches the next tile's skip (or output) lines for that panel and a share of the
+    /// next tile's `A` block (when its rows are contiguous). ResNet-50 batch 32, 6 alternating
+    /// `bench --profile` runs with and without, per-layer minimum / median: 64->256 @56 0.85x / 0.82x
+    /// the time, 256->128 @56 0.85x / 0.85x, 128->512 @28 0.91x / 0.90x (untouched layers 0.90-1.13x);
+    /// without the `A` share, 256->64 @56 ran 1.15x and 256->128 1.04-1.06x the time of with it.
+    static func tileMajorBlock(_ source: TileMajorRows, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                                c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
-                               includeTail: Bool) {
+                               includeTail: Bool, prefetches: Bool = false) {
+        let prefetches = prefetches && prefetchTiles > 0
         let k = w.k
         let groupPanels = max(1, tileMajorWeightBytes / (k * 16 * MemoryLayout<Float>.stride))
         let panels = UnsafePointer(w.panels.baseAddress!)
-        var g0 = panelRange.lowerBound
-        while g0 < panelRange.upperBound {
-            let g1 = min(panelRange.upperBound, g0 + groupPanels)
-            // Whole tiles with the activation a constant (`Tile.full`), then the last, partial one.
-            var r: Int
-            switch activation {
-            case .none: r = tileMajorFullTiles(a: a, lda: lda, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                               residual: residual, residualStride: residualStride, .none)
-            case .relu: r = tileMajorFullTiles(a: a, lda: lda, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                               residual: residual, residualStride: residualStride, .relu)
-            case .relu6: r = tileMajorFullTiles(a: a, lda: lda, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                                residual: residual, residualStride: residualStride, .relu6)
+        let copyStride = source.copyStride(k: k)
+        KernelScratch.with(count: copyStride > 0 ? mr * copyStride : 1) { copy in
+            @inline(__always) func windows(_ r: Int, _ n: Int) -> TileWindows {
+                source.windows(row: r, rows: n, k: k, copy: copy, copyStride: copyStride)
             }
-            while r < rows {
-                for p in g0..<g1 {
-                    let j0 = p * 16
-                    let tile = Tile(a: a + r * lda, lda: lda, rows: min(mr, rows - r), b: panels + j0 * k, kc: k,
-                                    c: c + r * ldc + j0, ldc: ldc,
-                                    initial: .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + r * residualStride + j0 },
-                                                    residualStride: residualStride),
-                                    activation: activation)
-                    tile.contiguousProduct(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))
+            var g0 = panelRange.lowerBound
+            while g0 < panelRange.upperBound {
+                let g1 = min(panelRange.upperBound, g0 + groupPanels)
+                // Whole tiles with the activation a constant (`Tile.full`), then the last, partial one.
+                var r: Int
+                switch activation {
+                case .none: r = tileMajorFullTiles(windows, source: source, prefetches: prefetches, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                                   residual: residual, residualStride: residualStride, .none)
+                case .relu: r = tileMajorFullTiles(windows, source: source, prefetches: prefetches, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                                   residual: residual, residualStride: residualStride, .relu)
+                case .relu6: r = tileMajorFullTiles(windows, source: source, prefetches: prefetches, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                                    residual: residual, residualStride: residualStride, .relu6)
                 }
-                r += mr
+                while r < rows {
+                    let n = min(mr, rows - r), tileWindows = windows(r, n)
+                    for p in g0..<g1 {
+                        let j0 = p * 16
+                        let tile = Tile(windows: tileWindows, offsets: nil, rows: n, b: panels + j0 * k, kc: k,
+                                        c: c + r * ldc + j0, ldc: ldc,
+                                        initial: .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + r * residualStride + j0 },
+                                                        residualStride: residualStride),
+                                        activation: activation)
+                        tile.contiguousProduct(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))
+                    }
+                    r += mr
+                }
+                g0 = g1
             }
-            g0 = g1
         }
-        if includeTail && w.panelColumns < w.n {
+        if includeTail && w.panelColumns < w.n, case let .matrix(a, lda) = source {
             scalarTail(a: a, lda: lda, rows: rows, k0: 0, kc: k, w: w, c: c, ldc: ldc, bias: bias,
                        residual: residual, residualStride: residualStride, accumulate: false, activation: activation)
         }
@@ -311,18 +336,36 @@ public enum PackedGEMM {
     /// MBConv blocks 1.05-1.2x slower in the network although single GEMMs ran 0.94-0.99x, so the
     /// strips keep one `Tile` per six rows.
     @_transparent
-    static func tileMajorFullTiles(a: UnsafePointer<Float>, lda: Int, rows: Int, w: PackedWeights, panels: Range<Int>,
-                                   c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
+    static func tileMajorFullTiles(_ windowsAt: (_ row: Int, _ rows: Int) -> TileWindows, source: TileMajorRows,
+                                   prefetches: Bool, rows: Int, w: PackedWeights,
+                                   panels: Range<Int>, c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                    residual: UnsafePointer<Float>?, residualStride: Int, _ act: Activation) -> Int {
         let k = w.k, packed = UnsafePointer(w.panels.baseAddress!)
         var r = 0
         while r + mr <= rows {
-            // Row pointers as `Tile` builds them: written as `a + (r + i) * lda`, the optimiser
-            // rebuilt them from one base inside the reduction loop (3-4 more integer ops per step).
-            let windows = TileWindows(a + r * lda, rowStride: lda, rows: min(mr, rows - r))
+            // Row pointers built once per tile (`TileWindows`): written as `a + (r + i) * lda`, the
+            // optimiser rebuilt them from one base inside the reduction loop (3-4 more integer ops per step).
+            let windows = windowsAt(r, mr)
             let out = c + r * ldc, res = residual.map { $0 + r * residualStride }
+            let next = prefetches && r + 2 * mr <= rows
+            let nextA = next ? source.contiguousRow(r + mr, k: k) : nil
+            let aLines = 6 * k / 16, groupCount = panels.count
             for p in panels {
                 let j0 = p * 16
+                if next {
+                    // The next tile's lines for this panel (skip or output rows), and a share of its A block.
+                    if let res {
+                        for i in mr..<(2 * mr) { bottleneck_prefetch_read(res + i * residualStride + j0) }
+                    } else {
+                        for i in mr..<(2 * mr) { bottleneck_prefetch_write(out + i * ldc + j0) }
+                    }
+                    if let nextA {
+                        let q = p - panels.lowerBound
+                        for line in (q * aLines / groupCount)..<((q + 1) * aLines / groupCount) {
+                            bottleneck_prefetch_read(nextA + line * 16)
+                        }
+                    }
+                }
                 if PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
                     Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc,
                               bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
@@ -398,6 +441,68 @@ public enum PackedGEMM {
     }
 }
 
+/// The `A` rows `PackedGEMM.tileMajorBlock` reads: a row-major matrix (`lda` floats apart, from the
+/// block's first row), or the input pixels of an unpadded 1x1 convolution of any stride (ResNet's
+/// stride-2 projection shortcuts), each row its pixel's channels, read where they lie.
+enum TileMajorRows {
+    case matrix(UnsafePointer<Float>, lda: Int)
+    case pixels(PatchGeometry, row0: Int)
+
+    /// The tile-major source for rows `row0...` of `operand`, or nil when the product runs
+    /// panel-major: windows of larger kernels (gathered per `k` slice), and strided 1x1 layers
+    /// with a scalar column tail (none in the model zoo).
+    init?(_ operand: GEMMOperand, row0: Int, w: PackedWeights, includeTail: Bool) {
+        guard w.k <= PackedGEMM.tileMajorMaximumK else { return nil }
+        switch operand {
+        case let .matrix(base, stride):
+            self = .matrix(base + row0 * stride, lda: stride)
+        case let .patches(geometry):
+            guard geometry.isPointwise, !includeTail || w.panelColumns == w.n else { return nil }
+            self = .pixels(geometry, row0: row0)
+        }
+    }
+
+    /// Row stride of the scratch each tile's rows are first copied to when adjacent rows lie a
+    /// multiple of 4 KiB apart (K = 1024 and 2048 matrices, stride-2 shortcuts of 512 and 1024
+    /// channels): six rows in one L1 set would evict each other while the panels stream through.
+    /// 0 when the rows are read in place.
+    func copyStride(k: Int) -> Int {
+        let distance: Int
+        switch self {
+        case let .matrix(_, lda): distance = lda
+        case let .pixels(geometry, _): distance = geometry.stride * geometry.channels
+        }
+        guard PackedGEMM.rowsShareL1Set(distance) else { return 0 }
+        let rounded = (k + 15) / 16 * 16
+        return rounded % 256 == 0 ? rounded + 16 : rounded
+    }
+
+    /// The first element of row `row` when rows follow each other in memory (a matrix with `lda == k`):
+    /// a tile's rows are then one block of `6 * k` floats.
+    @inline(__always)
+    func contiguousRow(_ row: Int, k: Int) -> UnsafePointer<Float>? {
+        if case let .matrix(a, lda) = self, lda == k { return a + row * lda }
+        return nil
+    }
+
+    /// The first elements of rows `row..<row + rows` (`rows` 1...6), copied `copyStride` apart to
+    /// `copy` first when `copyStride > 0`.
+    @inline(__always)
+    func windows(row: Int, rows: Int, k: Int, copy: UnsafeMutablePointer<Float>, copyStride: Int) -> TileWindows {
+        var windows: TileWindows
+        switch self {
+        case let .matrix(a, lda):
+            windows = TileWindows(a + row * lda, rowStride: lda, rows: rows)
+        case let .pixels(geometry, row0):
+            windows = TileWindows(geometry.input, rowStride: 0, rows: 1)
+            for i in 0..<PackedGEMM.mr { windows[i] = geometry.pointwiseRow(row0 + row + min(i, rows - 1)) }
+        }
+        guard copyStride > 0 else { return windows }
+        for i in 0..<rows { (copy + i * copyStride).update(from: windows[i], count: k) }
+        return TileWindows(UnsafePointer(copy), rowStride: copyStride, rows: rows)
+    }
+}
+
 /// The left operand of `PackedGEMM`.
 public enum GEMMOperand {
     /// A row-major `[m][k]` matrix (an NHWC activation for a 1x1 convolution), read in place.
@@ -428,6 +533,20 @@ public struct PatchGeometry {
         for ky in 0..<kernelH {
             for x in 0..<(kernelW * channels) { offsets[i] = Int32(ky * width * channels + x); i += 1 }
         }
+    }
+
+    /// Whether this is a 1x1 convolution (any stride) whose every window lies inside the image: each
+    /// row is one input pixel's channels.
+    var isPointwise: Bool {
+        kernelH == 1 && kernelW == 1 && padTop == 0 && padLeft == 0
+            && (outHeight - 1) * stride < height && (outWidth - 1) * stride < width
+    }
+
+    /// Row `row`'s channels in the input, for a pointwise geometry (`isPointwise`).
+    @inline(__always)
+    func pointwiseRow(_ row: Int) -> UnsafePointer<Float> {
+        let (img, oy, ox) = pixel(ofRow: row)
+        return input + ((img * height + oy * stride) * width + ox * stride) * channels
     }
 
     /// Output pixel `(image, y, x)` of GEMM row `row`.

@@ -11,7 +11,8 @@ func timingShapes(_ name: String) -> [[Int]]? {
 }
 
 /// Single-threaded timing of `PackedGEMM.block` on the 1x1-convolution shapes of EfficientNet-Lite0
-/// (rows, K, N). Opt-in: `BOTTLENECK_GEMM_TIMING=1`; `BOTTLENECK_GEMM_SHAPES=m:k:n,...` overrides.
+/// (rows, K, N), in the loop order the layers use (tile-major up to K = 512; `BOTTLENECK_TILE_MAJOR=0`
+/// for panel-major). Opt-in: `BOTTLENECK_GEMM_TIMING=1`; `BOTTLENECK_GEMM_SHAPES=m:k:n,...` overrides.
 final class GEMMTimingTests: XCTestCase {
     func testTiming() throws {
         let env = ProcessInfo.processInfo.environment
@@ -45,7 +46,8 @@ final class GEMMTimingTests: XCTestCase {
                         if threads == 1 {
                             PackedGEMM.block(.matrix(ap.baseAddress!, rowStride: k), row0: 0, rows: m, w: w,
                                              panelRange: 0..<w.panelCount, c: cp.baseAddress!, ldc: n, bias: bp.baseAddress!,
-                                             residual: nil, residualStride: 0, activation: .relu6, includeTail: true)
+                                             residual: nil, residualStride: 0, activation: .relu6, includeTail: true,
+                                             tileMajor: PackedGEMM.tileMajorLayers)
                         } else {
                             PackedGEMM.run(.matrix(ap.baseAddress!, rowStride: k), m: m, weights: w, c: cp.baseAddress!, ldc: n,
                                            bias: bp.baseAddress!, residual: nil, residualStride: 0, activation: .relu6)

@@ -118,6 +118,19 @@ final class KernelParityTests: XCTestCase {
         }
         try assertParity(runConv(remainder, n: 1, cin: 200, h: 7, w: 7, cout: 88, k: 1, stride: 1, padding: .symmetric(0),
                                  bias: true, activation: .relu6, residual: true), remainder)
+        // Strided 1x1 layers, rows read at the input pixels (`TileMajorRows.pixels`): copied per tile
+        // (512 channels, rows 4 KiB apart), and in place with a tile spanning two images. One thread
+        // (one task reads the pixels), then the default threads (column groups share one gathered copy).
+        let strided = "conv1x1_s2_c512_n24_bias_relu", spanning = "conv1x1_s2_c64_n40_13x13"
+        for singleThreaded in [true, false] {
+            let run = { [self] in
+                try assertParity(runConv(strided, n: 1, cin: 512, h: 5, w: 6, cout: 24, k: 1, stride: 2,
+                                         padding: .symmetric(0), bias: true, activation: .relu), strided)
+                try assertParity(runConv(spanning, n: 2, cin: 64, h: 13, w: 13, cout: 40, k: 1, stride: 2,
+                                         padding: .symmetric(0), bias: false), spanning)
+            }
+            if singleThreaded { try TensorThreads.withSingleThreadedKernels(run) } else { try run() }
+        }
     }
 
     /// Winograd F(4x4, 3x3) against torch: overhanging tiles (13x11, 7x10), 16/16/8 column panels,

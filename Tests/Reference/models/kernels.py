@@ -69,6 +69,14 @@ with torch.no_grad():
     c = "conv1x1_k200_n88_7x7_bias_residual_relu6"
     save(c, torch.clamp(F.conv2d(x(c, (1, 200, 7, 7)), w(c, (88, 200, 1, 1)), b(c, 88))
                         + T(synthetic_input(c + ".r", (1, 88, 7, 7))), 0, 6))
+    # Strided 1x1 layers run tile-major with rows read at the input pixels. 512 channels at stride
+    # 2: adjacent rows 4 KiB apart, so each tile's rows are copied first; 9 rows (a six-row tile and
+    # a three-row one) against a 16- and an 8-wide panel, bias + ReLU.
+    c = "conv1x1_s2_c512_n24_bias_relu"
+    save(c, F.relu(F.conv2d(x(c, (1, 512, 5, 6)), w(c, (24, 512, 1, 1)), b(c, 24), stride=2)))
+    # 64 channels at stride 2, read in place: 7x7 outputs per image, so the ninth tile spans both images.
+    c = "conv1x1_s2_c64_n40_13x13"
+    save(c, F.conv2d(x(c, (2, 64, 13, 13)), w(c, (40, 64, 1, 1)), None, stride=2))
     # Winograd F(4x4, 3x3) path: 13x11 maps (the last tile row and column overhang the image),
     # 40 output channels (16 + 16 + 8 panels), batch 2, bias + residual + ReLU fused.
     c = "wino3x3_c64_n40_13x11_bias_residual_relu"
