@@ -42,13 +42,15 @@ let package = Package(
         .target(name: "CPNGRead", dependencies: ["CPNG"]),
         // C shim: cache prefetch hints for the GEMM kernel (Swift has no prefetch instruction).
         .target(name: "CCacheHints"),
+        // C shim: unaligned 8- and 16-float loads and stores that always inline into the kernels.
+        .target(name: "CVectorAccess"),
 
         // Shared plumbing: .npy I/O, atomic writes, SHA-256, JSON helpers.
         .target(name: "BottleneckCore", swiftSettings: fastMath),
         // Image decoding (JPEG, PNG, PPM), EXIF orientation, Pillow-exact resampling, presets.
         .target(name: "BottleneckImage", dependencies: ["CJPEG", "CPNG", "CPNGRead", "BottleneckCore"], swiftSettings: fastMath),
         // Tensor kernels on OpenBLAS: convolution, pooling, activations, linear.
-        .target(name: "BottleneckTensor", dependencies: ["CBLAS", "CCacheHints", "BottleneckCore"], swiftSettings: fastMath),
+        .target(name: "BottleneckTensor", dependencies: ["CBLAS", "CCacheHints", "CVectorAccess", "BottleneckCore"], swiftSettings: fastMath),
         // Architectures (ResNet, VGG, EfficientNet-Lite), weight formats, manifest, labels.
         .target(name: "BottleneckModels", dependencies: ["BottleneckTensor", "BottleneckImage", "BottleneckCore", "CZlib"],
                 resources: [.copy("Resources")], swiftSettings: fastMath),

@@ -535,25 +535,25 @@ struct DepthwiseRow {
         _ outRow: UnsafeMutablePointer<Float>
     ) {
         let c = channels
-        let bv = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
+        let bv = V.load(UnsafeRawPointer(bias + ch))
         var a0 = bv, a1 = bv, a2 = bv, a3 = bv
         for r in 0..<ky.count {
             let wr = weights + (ky.lowerBound + r) * W.kernel * c + ch
             for x in 0..<W.kernel {
-                let wv = UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self)
-                a0 = a0.addingProduct(UnsafeRawPointer(columns.pixel(r, x) + ch).loadUnaligned(as: V.self), wv)
-                a1 = a1.addingProduct(UnsafeRawPointer(columns.pixel(r, x + W.stride) + ch).loadUnaligned(as: V.self), wv)
-                a2 = a2.addingProduct(UnsafeRawPointer(columns.pixel(r, x + 2 * W.stride) + ch).loadUnaligned(as: V.self), wv)
+                let wv = V.load(UnsafeRawPointer(wr + x * c))
+                a0 = a0.addingProduct(V.load(UnsafeRawPointer(columns.pixel(r, x) + ch)), wv)
+                a1 = a1.addingProduct(V.load(UnsafeRawPointer(columns.pixel(r, x + W.stride) + ch)), wv)
+                a2 = a2.addingProduct(V.load(UnsafeRawPointer(columns.pixel(r, x + 2 * W.stride) + ch)), wv)
                 if P.pixels == 4 {
-                    a3 = a3.addingProduct(UnsafeRawPointer(columns.pixel(r, x + 3 * W.stride) + ch).loadUnaligned(as: V.self), wv)
+                    a3 = a3.addingProduct(V.load(UnsafeRawPointer(columns.pixel(r, x + 3 * W.stride) + ch)), wv)
                 }
             }
         }
         let dst = outRow + ox * c + ch
-        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: V.self)
-        if P.pixels == 4 { UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: V.self) }
+        V.store(a0.activated(activation), to: UnsafeMutableRawPointer(dst))
+        V.store(a1.activated(activation), to: UnsafeMutableRawPointer(dst + c))
+        V.store(a2.activated(activation), to: UnsafeMutableRawPointer(dst + 2 * c))
+        if P.pixels == 4 { V.store(a3.activated(activation), to: UnsafeMutableRawPointer(dst + 3 * c)) }
     }
 
     /// Four adjacent output pixels (full windows horizontally) for one channel block.
@@ -562,25 +562,25 @@ struct DepthwiseRow {
                              _ outRow: UnsafeMutablePointer<Float>, _: V.Type) {
         let c = channels, s = stride * channels
         let x0 = ox * stride - padLeft
-        let bv = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
+        let bv = V.load(UnsafeRawPointer(bias + ch))
         var a0 = bv, a1 = bv, a2 = bv, a3 = bv
         for y in ky {
             let src = image + ((y0 + y) * width + x0) * c + ch
             let wr = weights + y * kw * c + ch
             for x in 0..<kw {
-                let wv = UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self)
+                let wv = V.load(UnsafeRawPointer(wr + x * c))
                 let q = src + x * c
-                a0 = a0.addingProduct(UnsafeRawPointer(q).loadUnaligned(as: V.self), wv)
-                a1 = a1.addingProduct(UnsafeRawPointer(q + s).loadUnaligned(as: V.self), wv)
-                a2 = a2.addingProduct(UnsafeRawPointer(q + 2 * s).loadUnaligned(as: V.self), wv)
-                a3 = a3.addingProduct(UnsafeRawPointer(q + 3 * s).loadUnaligned(as: V.self), wv)
+                a0 = a0.addingProduct(V.load(UnsafeRawPointer(q)), wv)
+                a1 = a1.addingProduct(V.load(UnsafeRawPointer(q + s)), wv)
+                a2 = a2.addingProduct(V.load(UnsafeRawPointer(q + 2 * s)), wv)
+                a3 = a3.addingProduct(V.load(UnsafeRawPointer(q + 3 * s)), wv)
             }
         }
         let dst = outRow + ox * c + ch
-        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + c).storeBytes(of: a1.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: a2.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: a3.activated(activation), as: V.self)
+        V.store(a0.activated(activation), to: UnsafeMutableRawPointer(dst))
+        V.store(a1.activated(activation), to: UnsafeMutableRawPointer(dst + c))
+        V.store(a2.activated(activation), to: UnsafeMutableRawPointer(dst + 2 * c))
+        V.store(a3.activated(activation), to: UnsafeMutableRawPointer(dst + 3 * c))
     }
 
     /// One output pixel whose window is clipped by the image border, for one channel block.
@@ -590,16 +590,16 @@ struct DepthwiseRow {
         let c = channels
         let x0 = ox * stride - padLeft
         let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
-        var acc = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
+        var acc = V.load(UnsafeRawPointer(bias + ch))
         for y in ky {
             let src = image + ((y0 + y) * width + x0) * c + ch
             let wr = weights + y * kw * c + ch
             for x in kxLo..<kxHi {
-                acc = acc.addingProduct(UnsafeRawPointer(src + x * c).loadUnaligned(as: V.self),
-                                        UnsafeRawPointer(wr + x * c).loadUnaligned(as: V.self))
+                acc = acc.addingProduct(V.load(UnsafeRawPointer(src + x * c)),
+                                        V.load(UnsafeRawPointer(wr + x * c)))
             }
         }
-        UnsafeMutableRawPointer(outRow + ox * c + ch).storeBytes(of: acc.activated(activation), as: V.self)
+        V.store(acc.activated(activation), to: UnsafeMutableRawPointer(outRow + ox * c + ch))
     }
 
     /// One clipped output pixel for four 16-channel blocks at once: four independent accumulator
@@ -612,26 +612,26 @@ struct DepthwiseRow {
         let c = channels
         let x0 = ox * stride - padLeft
         let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
-        var a0 = UnsafeRawPointer(bias + ch).loadUnaligned(as: V.self)
-        var a1 = UnsafeRawPointer(bias + ch + 16).loadUnaligned(as: V.self)
-        var a2 = UnsafeRawPointer(bias + ch + 32).loadUnaligned(as: V.self)
-        var a3 = UnsafeRawPointer(bias + ch + 48).loadUnaligned(as: V.self)
+        var a0 = V.load(UnsafeRawPointer(bias + ch))
+        var a1 = V.load(UnsafeRawPointer(bias + ch + 16))
+        var a2 = V.load(UnsafeRawPointer(bias + ch + 32))
+        var a3 = V.load(UnsafeRawPointer(bias + ch + 48))
         for y in ky {
             let src = image + ((y0 + y) * width + x0) * c + ch
             let wr = weights + y * kw * c + ch
             for x in kxLo..<kxHi {
                 let q = src + x * c, w = wr + x * c
-                a0 = a0.addingProduct(UnsafeRawPointer(q).loadUnaligned(as: V.self), UnsafeRawPointer(w).loadUnaligned(as: V.self))
-                a1 = a1.addingProduct(UnsafeRawPointer(q + 16).loadUnaligned(as: V.self), UnsafeRawPointer(w + 16).loadUnaligned(as: V.self))
-                a2 = a2.addingProduct(UnsafeRawPointer(q + 32).loadUnaligned(as: V.self), UnsafeRawPointer(w + 32).loadUnaligned(as: V.self))
-                a3 = a3.addingProduct(UnsafeRawPointer(q + 48).loadUnaligned(as: V.self), UnsafeRawPointer(w + 48).loadUnaligned(as: V.self))
+                a0 = a0.addingProduct(V.load(UnsafeRawPointer(q)), V.load(UnsafeRawPointer(w)))
+                a1 = a1.addingProduct(V.load(UnsafeRawPointer(q + 16)), V.load(UnsafeRawPointer(w + 16)))
+                a2 = a2.addingProduct(V.load(UnsafeRawPointer(q + 32)), V.load(UnsafeRawPointer(w + 32)))
+                a3 = a3.addingProduct(V.load(UnsafeRawPointer(q + 48)), V.load(UnsafeRawPointer(w + 48)))
             }
         }
         let dst = outRow + ox * c + ch
-        UnsafeMutableRawPointer(dst).storeBytes(of: a0.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 16).storeBytes(of: a1.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 32).storeBytes(of: a2.activated(activation), as: V.self)
-        UnsafeMutableRawPointer(dst + 48).storeBytes(of: a3.activated(activation), as: V.self)
+        V.store(a0.activated(activation), to: UnsafeMutableRawPointer(dst))
+        V.store(a1.activated(activation), to: UnsafeMutableRawPointer(dst + 16))
+        V.store(a2.activated(activation), to: UnsafeMutableRawPointer(dst + 32))
+        V.store(a3.activated(activation), to: UnsafeMutableRawPointer(dst + 48))
     }
 
     /// Channels past the last multiple of 8 (none in the model zoo), one at a time.

@@ -1,3 +1,5 @@
+import CVectorAccess
+
 /// Point-wise activation applied in a kernel's output pass.
 public enum Activation: String, Sendable, CaseIterable {
     /// Identity.
@@ -23,10 +25,10 @@ public func applyEpilogue(_ out: UnsafeMutablePointer<Float>, rows: Int, cols: I
         let res = residual.map { $0 + r * cols }
         var c = 0
         while c < vecCols {
-            var v = UnsafeRawPointer(row + c).loadUnaligned(as: SIMD8<Float>.self)
-            if let bias { v += UnsafeRawPointer(bias + c).loadUnaligned(as: SIMD8<Float>.self) }
-            if let res { v += UnsafeRawPointer(res + c).loadUnaligned(as: SIMD8<Float>.self) }
-            UnsafeMutableRawPointer(row + c).storeBytes(of: v.activated(activation), as: SIMD8<Float>.self)
+            var v = SIMD8<Float>.load(UnsafeRawPointer(row + c))
+            if let bias { v += SIMD8<Float>.load(UnsafeRawPointer(bias + c)) }
+            if let res { v += SIMD8<Float>.load(UnsafeRawPointer(res + c)) }
+            SIMD8<Float>.store(v.activated(activation), to: UnsafeMutableRawPointer(row + c))
             c += 8
         }
         while c < cols {
@@ -141,9 +143,26 @@ import Glibc
 protocol KernelVector: SIMD where Scalar == Float {
     /// `self` after the activation (ReLU, ReLU6 or none).
     func activated(_ activation: Activation) -> Self
+    /// The `scalarCount` floats at `p` (any alignment), always inlined (`CVectorAccess`).
+    static func load(_ p: UnsafeRawPointer) -> Self
+    /// Writes `v` to `p` (any alignment), always inlined (`CVectorAccess`).
+    static func store(_ v: Self, to p: UnsafeMutableRawPointer)
+}
+
+extension KernelVector {
+    /// The `scalarCount` floats from `p` on (any alignment).
+    @_transparent
+    static func load(_ p: UnsafePointer<Float>) -> Self { load(UnsafeRawPointer(p)) }
+    /// Writes `v` to `p` and the floats after it (any alignment).
+    @_transparent
+    static func store(_ v: Self, to p: UnsafeMutablePointer<Float>) { store(v, to: UnsafeMutableRawPointer(p)) }
 }
 
 extension SIMD16: KernelVector where Scalar == Float {
+    @_transparent
+    static func load(_ p: UnsafeRawPointer) -> SIMD16<Float> { bottleneck_load_f32x16(p) }
+    @_transparent
+    static func store(_ v: SIMD16<Float>, to p: UnsafeMutableRawPointer) { bottleneck_store_f32x16(p, v) }
     @_transparent
     func activated(_ activation: Activation) -> SIMD16<Float> {
         switch activation {
@@ -159,6 +178,10 @@ extension SIMD16: KernelVector where Scalar == Float {
 }
 
 extension SIMD8: KernelVector where Scalar == Float {
+    @_transparent
+    static func load(_ p: UnsafeRawPointer) -> SIMD8<Float> { bottleneck_load_f32x8(p) }
+    @_transparent
+    static func store(_ v: SIMD8<Float>, to p: UnsafeMutableRawPointer) { bottleneck_store_f32x8(p, v) }
     @_transparent
     func activated(_ activation: Activation) -> SIMD8<Float> {
         switch activation {

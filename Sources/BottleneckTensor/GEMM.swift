@@ -772,7 +772,7 @@ struct Tile {
         let (a0, a1, a2, a3, a4, a5) = rows
         var bp = b
         for kk in 0..<kc {
-            let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
+            let bv = V.load(UnsafeRawPointer(bp))
             c0 = c0.addingProduct(V(repeating: a0[kk]), bv)
             c1 = c1.addingProduct(V(repeating: a1[kk]), bv)
             c2 = c2.addingProduct(V(repeating: a2[kk]), bv)
@@ -785,13 +785,13 @@ struct Tile {
     }
 
     @inline(__always)
-    static func load<V: SIMD>(_ p: UnsafePointer<Float>, _: V.Type) -> V where V.Scalar == Float {
-        UnsafeRawPointer(p).loadUnaligned(as: V.self)
+    static func load<V: KernelVector>(_ p: UnsafePointer<Float>, _: V.Type) -> V {
+        V.load(UnsafeRawPointer(p))
     }
 
     @inline(__always)
-    static func store<V: SIMD>(_ v: V, _ p: UnsafeMutablePointer<Float>) where V.Scalar == Float {
-        UnsafeMutableRawPointer(p).storeBytes(of: v, as: V.self)
+    static func store<V: KernelVector>(_ v: V, _ p: UnsafeMutablePointer<Float>) {
+        V.store(v, to: UnsafeMutableRawPointer(p))
     }
 
     @inline(never)
@@ -801,7 +801,7 @@ struct Tile {
         var bp = b
         for kk in 0..<kc {
             let o = Int(offsets[kk])
-            let bv = UnsafeRawPointer(bp).loadUnaligned(as: V.self)
+            let bv = V.load(UnsafeRawPointer(bp))
             c0 = c0.addingProduct(V(repeating: a0[o]), bv)
             c1 = c1.addingProduct(V(repeating: a1[o]), bv)
             c2 = c2.addingProduct(V(repeating: a2[o]), bv)
@@ -820,7 +820,7 @@ struct Tile {
         switch initial {
         case let .fresh(bias, residual, rs):
             if let bias {
-                let v = UnsafeRawPointer(bias).loadUnaligned(as: V.self)
+                let v = V.load(UnsafeRawPointer(bias))
                 c0 = v; c1 = v; c2 = v; c3 = v; c4 = v; c5 = v
             }
             if let residual {
@@ -851,7 +851,7 @@ struct Tile {
     }
 
     @inline(__always)
-    private func load<V: SIMD>(_ p: UnsafePointer<Float>, _ row: Int, _ stride: Int, _: V.Type) -> V where V.Scalar == Float {
+    private func load<V: KernelVector>(_ p: UnsafePointer<Float>, _ row: Int, _ stride: Int, _: V.Type) -> V {
         Tile.load(p + row * stride, V.self)
     }
 

@@ -57,12 +57,12 @@ public enum Pooling2D {
             var acc = SIMD8<Float>(repeating: isMax ? -.infinity : 0)
             for y in ys {
                 for x in xs {
-                    let v = UnsafeRawPointer(image + (y * width + x) * c + ch).loadUnaligned(as: SIMD8<Float>.self)
+                    let v = SIMD8<Float>.load(UnsafeRawPointer(image + (y * width + x) * c + ch))
                     if isMax { acc = acc.replacing(with: v, where: v .> acc) } else { acc += v }
                 }
             }
             if !isMax { acc /= SIMD8(repeating: divisor) }
-            UnsafeMutableRawPointer(dst + ch).storeBytes(of: acc, as: SIMD8<Float>.self)
+            SIMD8<Float>.store(acc, to: UnsafeMutableRawPointer(dst + ch))
             ch += 8
         }
         while ch < c {

@@ -305,31 +305,31 @@ struct WinogradGeometry {
         let c = inChannels, size = MemoryLayout<V>.stride
         @inline(__always) func load(_ i: Int, _ j: Int) -> V {
             if full || (rows.contains(i) && cols.contains(j)) {
-                return UnsafeRawPointer(src + i * rowStride + j * c).loadUnaligned(as: V.self)
+                return V.load(UnsafeRawPointer(src + i * rowStride + j * c))
             }
             return V()
         }
         // Columns: t[.][j] = Bᵀ d[.][j].
         for j in 0..<6 {
             let r = bt(load(0, j), load(1, j), load(2, j), load(3, j), load(4, j), load(5, j))
-            scratch.storeBytes(of: r.0, toByteOffset: (0 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.1, toByteOffset: (1 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.2, toByteOffset: (2 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.3, toByteOffset: (3 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.4, toByteOffset: (4 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.5, toByteOffset: (5 * 6 + j) * size, as: V.self)
+            V.store(r.0, to: scratch + (0 * 6 + j) * size)
+            V.store(r.1, to: scratch + (1 * 6 + j) * size)
+            V.store(r.2, to: scratch + (2 * 6 + j) * size)
+            V.store(r.3, to: scratch + (3 * 6 + j) * size)
+            V.store(r.4, to: scratch + (4 * 6 + j) * size)
+            V.store(r.5, to: scratch + (5 * 6 + j) * size)
         }
         // Rows: V[i][.] = t[i][.] B.
         for i in 0..<6 {
-            @inline(__always) func t(_ j: Int) -> V { scratch.load(fromByteOffset: (i * 6 + j) * size, as: V.self) }
+            @inline(__always) func t(_ j: Int) -> V { V.load(UnsafeRawPointer(scratch + (i * 6 + j) * size)) }
             let r = bt(t(0), t(1), t(2), t(3), t(4), t(5))
             let row = dst + i * 6 * slice
-            UnsafeMutableRawPointer(row).storeBytes(of: r.0, as: V.self)
-            UnsafeMutableRawPointer(row + slice).storeBytes(of: r.1, as: V.self)
-            UnsafeMutableRawPointer(row + 2 * slice).storeBytes(of: r.2, as: V.self)
-            UnsafeMutableRawPointer(row + 3 * slice).storeBytes(of: r.3, as: V.self)
-            UnsafeMutableRawPointer(row + 4 * slice).storeBytes(of: r.4, as: V.self)
-            UnsafeMutableRawPointer(row + 5 * slice).storeBytes(of: r.5, as: V.self)
+            V.store(r.0, to: UnsafeMutableRawPointer(row))
+            V.store(r.1, to: UnsafeMutableRawPointer(row + slice))
+            V.store(r.2, to: UnsafeMutableRawPointer(row + 2 * slice))
+            V.store(r.3, to: UnsafeMutableRawPointer(row + 3 * slice))
+            V.store(r.4, to: UnsafeMutableRawPointer(row + 4 * slice))
+            V.store(r.5, to: UnsafeMutableRawPointer(row + 5 * slice))
         }
     }
 
@@ -373,12 +373,12 @@ struct WinogradGeometry {
                                               _: V.Type) {
         let size = MemoryLayout<V>.stride
         for j in 0..<6 {
-            @inline(__always) func ld(_ i: Int) -> V { UnsafeRawPointer(src + (i * 6 + j) * slice).loadUnaligned(as: V.self) }
+            @inline(__always) func ld(_ i: Int) -> V { V.load(UnsafeRawPointer(src + (i * 6 + j) * slice)) }
             let r = at(ld(0), ld(1), ld(2), ld(3), ld(4), ld(5))
-            scratch.storeBytes(of: r.0, toByteOffset: (0 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.1, toByteOffset: (1 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.2, toByteOffset: (2 * 6 + j) * size, as: V.self)
-            scratch.storeBytes(of: r.3, toByteOffset: (3 * 6 + j) * size, as: V.self)
+            V.store(r.0, to: scratch + (0 * 6 + j) * size)
+            V.store(r.1, to: scratch + (1 * 6 + j) * size)
+            V.store(r.2, to: scratch + (2 * 6 + j) * size)
+            V.store(r.3, to: scratch + (3 * 6 + j) * size)
         }
     }
 
@@ -388,25 +388,25 @@ struct WinogradGeometry {
     private func outputRows<V: KernelVector>(_ pixel: Int, _ ch: Int, _ rows: Int, _ cols: Int,
                                            _ scratch: UnsafeMutableRawPointer, _: V.Type) {
         let size = MemoryLayout<V>.stride
-        let b = bias.map { UnsafeRawPointer($0 + ch).loadUnaligned(as: V.self) } ?? V()
+        let b = bias.map { V.load(UnsafeRawPointer($0 + ch)) } ?? V()
         let c = outChannels
         for i in 0..<rows {
-            @inline(__always) func s(_ j: Int) -> V { scratch.load(fromByteOffset: (i * 6 + j) * size, as: V.self) }
+            @inline(__always) func s(_ j: Int) -> V { V.load(UnsafeRawPointer(scratch + (i * 6 + j) * size)) }
             let r = at(s(0), s(1), s(2), s(3), s(4), s(5))
             let offset = (pixel + i * width) * c + ch
             let dst = output + offset
             var y0 = r.0 + b, y1 = r.1 + b, y2 = r.2 + b, y3 = r.3 + b
             if let residual {
                 let res = residual + offset
-                y0 += UnsafeRawPointer(res).loadUnaligned(as: V.self)
-                if cols > 1 { y1 += UnsafeRawPointer(res + c).loadUnaligned(as: V.self) }
-                if cols > 2 { y2 += UnsafeRawPointer(res + 2 * c).loadUnaligned(as: V.self) }
-                if cols > 3 { y3 += UnsafeRawPointer(res + 3 * c).loadUnaligned(as: V.self) }
+                y0 += V.load(UnsafeRawPointer(res))
+                if cols > 1 { y1 += V.load(UnsafeRawPointer(res + c)) }
+                if cols > 2 { y2 += V.load(UnsafeRawPointer(res + 2 * c)) }
+                if cols > 3 { y3 += V.load(UnsafeRawPointer(res + 3 * c)) }
             }
-            UnsafeMutableRawPointer(dst).storeBytes(of: y0.activated(activation), as: V.self)
-            if cols > 1 { UnsafeMutableRawPointer(dst + c).storeBytes(of: y1.activated(activation), as: V.self) }
-            if cols > 2 { UnsafeMutableRawPointer(dst + 2 * c).storeBytes(of: y2.activated(activation), as: V.self) }
-            if cols > 3 { UnsafeMutableRawPointer(dst + 3 * c).storeBytes(of: y3.activated(activation), as: V.self) }
+            V.store(y0.activated(activation), to: UnsafeMutableRawPointer(dst))
+            if cols > 1 { V.store(y1.activated(activation), to: UnsafeMutableRawPointer(dst + c)) }
+            if cols > 2 { V.store(y2.activated(activation), to: UnsafeMutableRawPointer(dst + 2 * c)) }
+            if cols > 3 { V.store(y3.activated(activation), to: UnsafeMutableRawPointer(dst + 3 * c)) }
         }
     }
 
