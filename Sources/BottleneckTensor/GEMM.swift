@@ -245,7 +245,8 @@ public enum PackedGEMM {
     /// Weight bytes one pass of tiles runs against in `tileMajorBlock` (panels of 16 * k floats): half
     /// the 512 KiB L2.
     static let tileMajorWeightBytes = 256 << 10
-    /// Longest `k` run tile-major: a tile's six rows of `A` (6 * k floats) stay in L1.
+    /// Longest `k` slice of a tile-major product: a tile's six rows of `A` (6 * k floats) stay in L1.
+    /// Products with a longer `k` run tile-major only when their rows are copied (see `tileMajorBlock`).
     static let tileMajorMaximumK = 2 * kBlock
 
     /// `block` for a whole 1x1 convolution layer (`run` with a `.matrix` operand, `k <= 512`): each
@@ -268,9 +269,15 @@ public enum PackedGEMM {
     /// Strided 1x1 layers (ResNet's projection shortcuts) take this order too, their rows read at
     /// the input pixels (`TileMajorRows.pixels`; copied per tile when they lie 4 KiB multiples apart):
     /// in one process, alternating with the gathered panel-major path, caches flushed, 32 images,
-    /// 2 threads (medians of 15 calls each): 256->512 @56 0.92x the time, 512->1024 @28 0.975x. The
-    /// same with K over 512 (1024 and 2048, rows copied per tile and weight group) ran 1.03-1.11x,
-    /// so those keep the k-sliced strips (`tileMajorMaximumK`).
+    /// 2 threads (medians of 15 calls each): 256->512 @56 0.92x the time, 512->1024 @28 0.975x.
+    ///
+    /// K over `tileMajorMaximumK` runs tile-major only where the rows are copied anyway (4 KiB
+    /// multiples apart: ResNet's K = 1024 and 2048 layers and its 1024-channel shortcut), in slices of
+    /// at most 512 with the partial sums kept in the output (`KSlice`): over all of K at once (the
+    /// copied rows then 24-48 KiB) the same layers took 1.03-1.11x the strips' time, sliced 0.94-0.96x
+    /// (medians of 6 alternating `bench --profile` runs, ResNet-50 batch 32, untouched layers
+    /// 0.97-1.05x). EfficientNet-Lite's K = 672 and 1152 projections keep the strips: with K sliced
+    /// this way they ran 1.00-1.11x (an earlier session's measurement).
     ///
     /// With `prefetches` (outputs of at least `prefetchMinimumBytes`), while a tile runs against a
     /// panel it prefetches the next tile's skip (or output) lines for that panel and a share of the
@@ -282,42 +289,58 @@ public enum PackedGEMM {
                                c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
                                includeTail: Bool, prefetches: Bool = false) {
-        let prefetches = prefetches && prefetchTiles > 0
         let k = w.k
-        let groupPanels = max(1, tileMajorWeightBytes / (k * 16 * MemoryLayout<Float>.stride))
+        // `k` in slices of at most `tileMajorMaximumK` (multiples of 16), partial sums kept in `c`.
+        let sliceCount = (k + tileMajorMaximumK - 1) / tileMajorMaximumK
+        let longest = sliceCount == 1 ? k : ((k / 16 + sliceCount - 1) / sliceCount) * 16
+        let prefetches = prefetches && prefetchTiles > 0
+        let groupPanels = max(1, tileMajorWeightBytes / (longest * 16 * MemoryLayout<Float>.stride))
         let panels = UnsafePointer(w.panels.baseAddress!)
-        let copyStride = source.copyStride(k: k)
+        let copyStride = source.copyStride(k: longest)
         KernelScratch.with(count: copyStride > 0 ? mr * copyStride : 1) { copy in
-            @inline(__always) func windows(_ r: Int, _ n: Int) -> TileWindows {
-                source.windows(row: r, rows: n, k: k, copy: copy, copyStride: copyStride)
-            }
-            var g0 = panelRange.lowerBound
-            while g0 < panelRange.upperBound {
-                let g1 = min(panelRange.upperBound, g0 + groupPanels)
-                // Whole tiles with the activation a constant (`Tile.full`), then the last, partial one.
-                var r: Int
-                switch activation {
-                case .none: r = tileMajorFullTiles(windows, source: source, prefetches: prefetches, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                                   residual: residual, residualStride: residualStride, .none)
-                case .relu: r = tileMajorFullTiles(windows, source: source, prefetches: prefetches, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                                   residual: residual, residualStride: residualStride, .relu)
-                case .relu6: r = tileMajorFullTiles(windows, source: source, prefetches: prefetches, rows: rows, w: w, panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                                    residual: residual, residualStride: residualStride, .relu6)
+            for s in 0..<sliceCount {
+                let k0 = s * (k / 16) / sliceCount * 16, k1 = s == sliceCount - 1 ? k : (s + 1) * (k / 16) / sliceCount * 16
+                let slice = KSlice(k0: k0, kc: k1 - k0, first: s == 0, last: s == sliceCount - 1)
+                @inline(__always) func windows(_ r: Int, _ n: Int) -> TileWindows {
+                    source.windows(row: r, rows: n, k0: k0, kc: slice.kc, copy: copy, copyStride: copyStride)
                 }
-                while r < rows {
-                    let n = min(mr, rows - r), tileWindows = windows(r, n)
-                    for p in g0..<g1 {
-                        let j0 = p * 16
-                        let tile = Tile(windows: tileWindows, offsets: nil, rows: n, b: panels + j0 * k, kc: k,
-                                        c: c + r * ldc + j0, ldc: ldc,
-                                        initial: .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + r * residualStride + j0 },
-                                                        residualStride: residualStride),
-                                        activation: activation)
-                        tile.contiguousProduct(width: PackedWeights.panelWidth(at: j0, columns: w.panelColumns))
+                // Skip lines only before the first slice writes over them; `A` only when one slice covers it.
+                let ahead = !prefetches ? TileMajorPrefetch.none : sliceCount == 1 ? .outputAndRows : .output
+                let act = slice.last ? activation : .none
+                var g0 = panelRange.lowerBound
+                while g0 < panelRange.upperBound {
+                    let g1 = min(panelRange.upperBound, g0 + groupPanels)
+                    // Whole tiles with the activation a constant (`Tile.full`), then the last, partial one.
+                    var r: Int
+                    switch act {
+                    case .none: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
+                                                       panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                                       residual: residual, residualStride: residualStride, .none)
+                    case .relu: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
+                                                       panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                                       residual: residual, residualStride: residualStride, .relu)
+                    case .relu6: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
+                                                        panels: g0..<g1, c: c, ldc: ldc, bias: bias,
+                                                        residual: residual, residualStride: residualStride, .relu6)
                     }
-                    r += mr
+                    while r < rows {
+                        let n = min(mr, rows - r), tileWindows = windows(r, n)
+                        for p in g0..<g1 {
+                            let j0 = p * 16
+                            let width = PackedWeights.panelWidth(at: j0, columns: w.panelColumns)
+                            let tile = Tile(windows: tileWindows, offsets: nil, rows: n, b: panels + j0 * k + k0 * width,
+                                            kc: slice.kc, c: c + r * ldc + j0, ldc: ldc,
+                                            initial: slice.first
+                                                ? .fresh(bias: bias.map { $0 + j0 }, residual: residual.map { $0 + r * residualStride + j0 },
+                                                         residualStride: residualStride)
+                                                : .accumulate,
+                                            activation: act)
+                            tile.contiguousProduct(width: width)
+                        }
+                        r += mr
+                    }
+                    g0 = g1
                 }
-                g0 = g1
             }
         }
         if includeTail && w.panelColumns < w.n, case let .matrix(a, lda) = source {
@@ -325,6 +348,16 @@ public enum PackedGEMM {
                        residual: residual, residualStride: residualStride, accumulate: false, activation: activation)
         }
     }
+
+    /// One `k` slice of a tile-major product: columns `k0..<k0 + kc` of `A`; the first starts from bias +
+    /// residual, later ones from the partial sums in the output; the last applies the activation.
+    struct KSlice {
+        let k0: Int, kc: Int, first: Bool, last: Bool
+    }
+
+    /// What a tile-major tile prefetches for the next tile: nothing, its output (or skip) lines, or
+    /// those and its `A` rows (when they are one contiguous block).
+    enum TileMajorPrefetch { case none, output, outputAndRows }
 
     /// The whole six-row tiles of `tileMajorBlock` against panels `panels`; returns the rows covered.
     /// A `Tile` per tile and panel (as for the last, partial tile) was a call that rebuilt the row
@@ -337,18 +370,19 @@ public enum PackedGEMM {
     /// strips keep one `Tile` per six rows.
     @_transparent
     static func tileMajorFullTiles(_ windowsAt: (_ row: Int, _ rows: Int) -> TileWindows, source: TileMajorRows,
-                                   prefetches: Bool, rows: Int, w: PackedWeights,
+                                   ahead: TileMajorPrefetch, rows: Int, w: PackedWeights, slice: KSlice,
                                    panels: Range<Int>, c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                    residual: UnsafePointer<Float>?, residualStride: Int, _ act: Activation) -> Int {
         let k = w.k, packed = UnsafePointer(w.panels.baseAddress!)
+        let residual = slice.first ? residual : nil
         var r = 0
         while r + mr <= rows {
             // Row pointers built once per tile (`TileWindows`): written as `a + (r + i) * lda`, the
             // optimiser rebuilt them from one base inside the reduction loop (3-4 more integer ops per step).
             let windows = windowsAt(r, mr)
             let out = c + r * ldc, res = residual.map { $0 + r * residualStride }
-            let next = prefetches && r + 2 * mr <= rows
-            let nextA = next ? source.contiguousRow(r + mr, k: k) : nil
+            let next = ahead != .none && r + 2 * mr <= rows
+            let nextA = next && ahead == .outputAndRows ? source.contiguousRow(r + mr, k: k) : nil
             let aLines = 6 * k / 16, groupCount = panels.count
             for p in panels {
                 let j0 = p * 16
@@ -367,11 +401,13 @@ public enum PackedGEMM {
                     }
                 }
                 if PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
-                    Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc,
+                    Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k + slice.k0 * 16, kc: slice.kc,
+                              out: out + j0, ldc: ldc, accumulating: !slice.first,
                               bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
                               residual: res.map { $0 + j0 }, residualStride: residualStride, act)
                 } else {
-                    Tile.full(SIMD8<Float>.self, rows: windows, b: packed + j0 * k, kc: k, out: out + j0, ldc: ldc,
+                    Tile.full(SIMD8<Float>.self, rows: windows, b: packed + j0 * k + slice.k0 * 8, kc: slice.kc,
+                              out: out + j0, ldc: ldc, accumulating: !slice.first,
                               bias: bias.map { Tile.load($0 + j0, SIMD8<Float>.self) } ?? SIMD8(),
                               residual: res.map { $0 + j0 }, residualStride: residualStride, act)
                 }
@@ -449,10 +485,10 @@ enum TileMajorRows {
     case pixels(PatchGeometry, row0: Int)
 
     /// The tile-major source for rows `row0...` of `operand`, or nil when the product runs
-    /// panel-major: windows of larger kernels (gathered per `k` slice), and strided 1x1 layers
-    /// with a scalar column tail (none in the model zoo).
+    /// panel-major: windows of larger kernels (gathered per `k` slice), strided 1x1 layers with a
+    /// scalar column tail (none in the model zoo), and `k` over `tileMajorMaximumK` with rows read in
+    /// place.
     init?(_ operand: GEMMOperand, row0: Int, w: PackedWeights, includeTail: Bool) {
-        guard w.k <= PackedGEMM.tileMajorMaximumK else { return nil }
         switch operand {
         case let .matrix(base, stride):
             self = .matrix(base + row0 * stride, lda: stride)
@@ -460,6 +496,7 @@ enum TileMajorRows {
             guard geometry.isPointwise, !includeTail || w.panelColumns == w.n else { return nil }
             self = .pixels(geometry, row0: row0)
         }
+        guard w.k <= PackedGEMM.tileMajorMaximumK || copyStride(k: w.k) > 0 else { return nil }
     }
 
     /// Row stride of the scratch each tile's rows are first copied to when adjacent rows lie a
@@ -485,20 +522,20 @@ enum TileMajorRows {
         return nil
     }
 
-    /// The first elements of rows `row..<row + rows` (`rows` 1...6), copied `copyStride` apart to
-    /// `copy` first when `copyStride > 0`.
+    /// Columns `k0..<k0 + kc` of rows `row..<row + rows` (`rows` 1...6): their first elements, in
+    /// place or, when `copyStride > 0`, after copying them `copyStride` apart to `copy`.
     @inline(__always)
-    func windows(row: Int, rows: Int, k: Int, copy: UnsafeMutablePointer<Float>, copyStride: Int) -> TileWindows {
+    func windows(row: Int, rows: Int, k0: Int, kc: Int, copy: UnsafeMutablePointer<Float>, copyStride: Int) -> TileWindows {
         var windows: TileWindows
         switch self {
         case let .matrix(a, lda):
-            windows = TileWindows(a + row * lda, rowStride: lda, rows: rows)
+            windows = TileWindows(a + row * lda + k0, rowStride: lda, rows: rows)
         case let .pixels(geometry, row0):
             windows = TileWindows(geometry.input, rowStride: 0, rows: 1)
-            for i in 0..<PackedGEMM.mr { windows[i] = geometry.pointwiseRow(row0 + row + min(i, rows - 1)) }
+            for i in 0..<PackedGEMM.mr { windows[i] = geometry.pointwiseRow(row0 + row + min(i, rows - 1)) + k0 }
         }
         guard copyStride > 0 else { return windows }
-        for i in 0..<rows { (copy + i * copyStride).update(from: windows[i], count: k) }
+        for i in 0..<rows { (copy + i * copyStride).update(from: windows[i], count: kc) }
         return TileWindows(UnsafePointer(copy), rowStride: copyStride, rows: rows)
     }
 }
@@ -743,15 +780,19 @@ struct Tile {
         store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
     }
 
-    /// A whole six-row tile over all of `k`: `out` row `i` = `act(bias + residual row i + Σ_kk rows[i][kk] * b[kk])`.
+    /// A whole six-row tile over `kc` steps: `out` row `i` = `act(bias + residual row i + Σ_kk rows[i][kk] * b[kk])`,
+    /// or with `accumulating`, `act(out row i + Σ ...)` (a later `k` slice; `bias` and `residual` unused).
     /// Without the per-row and per-activation branches of a `Tile` (the caller passes a constant
     /// `act`); the same sums in the same order.
     @_transparent
     static func full<V: KernelVector>(_: V.Type, rows w: TileWindows, b: UnsafePointer<Float>, kc: Int,
-                                      out: UnsafeMutablePointer<Float>, ldc: Int, bias: V,
+                                      out: UnsafeMutablePointer<Float>, ldc: Int, accumulating: Bool, bias: V,
                                       residual: UnsafePointer<Float>?, residualStride rs: Int, _ act: Activation) {
         var acc = (bias, bias, bias, bias, bias, bias)
-        if let residual {
+        if accumulating {
+            acc = (load(out, V.self), load(out + ldc, V.self), load(out + 2 * ldc, V.self),
+                   load(out + 3 * ldc, V.self), load(out + 4 * ldc, V.self), load(out + 5 * ldc, V.self))
+        } else if let residual {
             acc.0 += load(residual, V.self); acc.1 += load(residual + rs, V.self); acc.2 += load(residual + 2 * rs, V.self)
             acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self); acc.5 += load(residual + 5 * rs, V.self)
         }

@@ -121,13 +121,20 @@ final class KernelParityTests: XCTestCase {
         // Strided 1x1 layers, rows read at the input pixels (`TileMajorRows.pixels`): copied per tile
         // (512 channels, rows 4 KiB apart), and in place with a tile spanning two images. One thread
         // (one task reads the pixels), then the default threads (column groups share one gathered copy).
+        // K = 1024 (rows 4 KiB apart): tile-major in 512-wide k slices with the partial sums in the
+        // output, plain and strided.
         let strided = "conv1x1_s2_c512_n24_bias_relu", spanning = "conv1x1_s2_c64_n40_13x13"
+        let sliced = "conv1x1_k1024_n40_bias_residual_relu", slicedStrided = "conv1x1_s2_k1024_n24"
         for singleThreaded in [true, false] {
             let run = { [self] in
                 try assertParity(runConv(strided, n: 1, cin: 512, h: 5, w: 6, cout: 24, k: 1, stride: 2,
                                          padding: .symmetric(0), bias: true, activation: .relu), strided)
                 try assertParity(runConv(spanning, n: 2, cin: 64, h: 13, w: 13, cout: 40, k: 1, stride: 2,
                                          padding: .symmetric(0), bias: false), spanning)
+                try assertParity(runConv(sliced, n: 1, cin: 1024, h: 3, w: 5, cout: 40, k: 1, stride: 1, padding: .symmetric(0),
+                                         bias: true, activation: .relu, residual: true), sliced)
+                try assertParity(runConv(slicedStrided, n: 1, cin: 1024, h: 5, w: 5, cout: 24, k: 1, stride: 2,
+                                         padding: .symmetric(0), bias: false), slicedStrided)
             }
             if singleThreaded { try TensorThreads.withSingleThreadedKernels(run) } else { try run() }
         }

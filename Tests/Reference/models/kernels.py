@@ -77,6 +77,15 @@ with torch.no_grad():
     # 64 channels at stride 2, read in place: 7x7 outputs per image, so the ninth tile spans both images.
     c = "conv1x1_s2_c64_n40_13x13"
     save(c, F.conv2d(x(c, (2, 64, 13, 13)), w(c, (40, 64, 1, 1)), None, stride=2))
+    # K = 1024 with rows 4 KiB apart: tile-major in two 512-wide k slices (partial sums in the output),
+    # each tile's slice copied first; 15 rows (two six-row tiles and a three-row one), 16/16/8 panels,
+    # bias + residual + ReLU in the first and last slices.
+    c = "conv1x1_k1024_n40_bias_residual_relu"
+    save(c, F.relu(F.conv2d(x(c, (1, 1024, 3, 5)), w(c, (40, 1024, 1, 1)), b(c, 40))
+                   + T(synthetic_input(c + ".r", (1, 40, 3, 5)))))
+    # The same slicing for a stride-2 shortcut of 1024 channels (rows read at the input pixels, copied).
+    c = "conv1x1_s2_k1024_n24"
+    save(c, F.conv2d(x(c, (1, 1024, 5, 5)), w(c, (24, 1024, 1, 1)), None, stride=2))
     # Winograd F(4x4, 3x3) path: 13x11 maps (the last tile row and column overhang the image),
     # 40 output channels (16 + 16 + 8 panels), batch 2, bias + residual + ReLU fused.
     c = "wino3x3_c64_n40_13x11_bias_residual_relu"
