@@ -117,7 +117,7 @@ final class DepthwiseTimingTests: XCTestCase {
             (3, 240, 3, 2, 28), (3, 480, 3, 1, 14), (3, 480, 5, 1, 14), (3, 672, 5, 1, 14), (3, 672, 5, 2, 14),
             (3, 1152, 5, 1, 7), (3, 1152, 3, 1, 7)]
         if let parsed = timingShapes("BOTTLENECK_DEPTHWISE_SHAPES") { shapes = parsed.map { p in (p[0], p[1], p[2], p[3], p[4]) } }
-        try TensorThreads.withSingleThreadedKernels {
+        TensorThreads.withSingleThreadedKernels {
             var total = 0.0
             for (n, c, k, s, hw) in shapes {
                 let x = SyntheticFill.input(name: "dw.x", shape: [n, hw, hw, c])

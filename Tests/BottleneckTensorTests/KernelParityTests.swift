@@ -112,7 +112,7 @@ final class KernelParityTests: XCTestCase {
         // A batch-1 7x7 map: the 49th row is a one-row tile. One thread takes all six panels in one
         // task; several threads split them into column groups.
         let remainder = "conv1x1_k200_n88_7x7_bias_residual_relu6"
-        try TensorThreads.withSingleThreadedKernels {
+        _ = try TensorThreads.withSingleThreadedKernels {
             try assertParity(runConv(remainder, n: 1, cin: 200, h: 7, w: 7, cout: 88, k: 1, stride: 1, padding: .symmetric(0),
                                      bias: true, activation: .relu6, residual: true), remainder)
         }
