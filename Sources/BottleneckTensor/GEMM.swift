@@ -72,8 +72,8 @@ public enum PackedGEMM {
     /// (ResNet-50's 256- to 1024-channel maps) every tile used to wait for its lines. Prefetching
     /// one tile ahead (about 400 cycles of work at K = 64) made those layers 13-18 % faster, medians
     /// of 5 alternating runs of `bench --profile`-style layer timings; others were unchanged.
-    /// Only outputs of at least `prefetchMinimumBytes` are prefetched. The K <= 512 1x1 layers run
-    /// tile-major (`tileMajorBlock`) and prefetch one tile ahead there as well (0 turns both off).
+    /// Only outputs of at least `prefetchMinimumBytes` are prefetched. Most 1x1 layers run tile-major
+    /// (`tileMajorBlock`) and prefetch one tile ahead there as well (0 turns both off).
     nonisolated(unsafe) static var prefetchTiles = Int(ProcessInfo.processInfo.environment["BOTTLENECK_PREFETCH"] ?? "1") ?? 1
 
     /// Smallest GEMM output (bytes) whose lines are prefetched: 8 MB, about what outlives the
@@ -249,7 +249,7 @@ public enum PackedGEMM {
     /// Products with a longer `k` run tile-major only when their rows are copied (see `tileMajorBlock`).
     static let tileMajorMaximumK = 2 * kBlock
 
-    /// `block` for a whole 1x1 convolution layer (`run` with a `.matrix` operand, `k <= 512`): each
+    /// `block` for a whole 1x1 convolution layer (`run` with a `TileMajorRows` source): each
     /// six-row tile runs against every panel of a group before the next tile, instead of each panel
     /// against every tile. A tile's `A` rows are then read from memory once and stay in L1 while the
     /// group's panels (`tileMajorWeightBytes`) come from L2, and the output (and residual) rows are
@@ -304,7 +304,8 @@ public enum PackedGEMM {
                 @inline(__always) func windows(_ r: Int, _ n: Int) -> TileWindows {
                     source.windows(row: r, rows: n, k0: k0, kc: slice.kc, copy: copy, copyStride: copyStride)
                 }
-                // Skip lines only before the first slice writes over them; `A` only when one slice covers it.
+                // The next tile's output lines (skip lines in the first slice), and its `A` rows only
+                // when one slice covers them.
                 let ahead = !prefetches ? TileMajorPrefetch.none : sliceCount == 1 ? .outputAndRows : .output
                 let act = slice.last ? activation : .none
                 var g0 = panelRange.lowerBound
