@@ -149,15 +149,6 @@ protocol KernelVector: SIMD where Scalar == Float {
     static func store(_ v: Self, to p: UnsafeMutableRawPointer)
 }
 
-extension KernelVector {
-    /// The `scalarCount` floats from `p` on (any alignment).
-    @_transparent
-    static func load(_ p: UnsafePointer<Float>) -> Self { load(UnsafeRawPointer(p)) }
-    /// Writes `v` to `p` and the floats after it (any alignment).
-    @_transparent
-    static func store(_ v: Self, to p: UnsafeMutablePointer<Float>) { store(v, to: UnsafeMutableRawPointer(p)) }
-}
-
 extension SIMD16: KernelVector where Scalar == Float {
     @_transparent
     static func load(_ p: UnsafeRawPointer) -> SIMD16<Float> { bottleneck_load_f32x16(p) }

@@ -151,15 +151,20 @@ public enum PackedGEMM {
     nonisolated(unsafe) static var sharesGatheredOperand = ProcessInfo.processInfo.environment["BOTTLENECK_SHARED_OPERAND"] != "0"
 
     /// Row stride for a shared copy of `operand` when `block` would otherwise copy it per task (patches
-    /// it gathers, or rows 4 KiB multiples apart it copies to a padded block), else nil: `k` rounded
-    /// up to 16 floats, plus 16 when that is a multiple of 256 (rows a multiple of 1 KiB apart share
-    /// L1 sets, see `gatherStride`).
+    /// it gathers, or rows 4 KiB multiples apart it copies to a padded block), else nil
+    /// (`paddedRowStride`).
     static func sharedOperandStride(_ operand: GEMMOperand, k: Int) -> Int? {
         switch operand {
         case let .patches(geometry) where !geometry.readsWindowsInPlace(k: k): break
         case let .matrix(_, stride) where rowsShareL1Set(stride): break
         default: return nil
         }
+        return paddedRowStride(k)
+    }
+
+    /// A row stride for `k` floats copied to scratch: `k` rounded up to 16 floats, plus 16 when that
+    /// is a multiple of 256 (rows a multiple of 1 KiB apart share L1 sets, see `gatherStride`).
+    static func paddedRowStride(_ k: Int) -> Int {
         let rounded = (k + 15) / 16 * 16
         return rounded % 256 == 0 ? rounded + 16 : rounded
     }
@@ -297,7 +302,7 @@ public enum PackedGEMM {
         let groupPanels = max(1, tileMajorWeightBytes / (longest * 16 * MemoryLayout<Float>.stride))
         let panels = UnsafePointer(w.panels.baseAddress!)
         let copyStride = source.copyStride(k: longest)
-        KernelScratch.with(count: copyStride > 0 ? mr * copyStride : 1) { copy in
+        func run(copy: UnsafeMutablePointer<Float>?) {
             for s in 0..<sliceCount {
                 let k0 = s * (k / 16) / sliceCount * 16, k1 = s == sliceCount - 1 ? k : (s + 1) * (k / 16) / sliceCount * 16
                 let slice = KSlice(k0: k0, kc: k1 - k0, first: s == 0, last: s == sliceCount - 1)
@@ -344,6 +349,9 @@ public enum PackedGEMM {
                 }
             }
         }
+        // Scratch only for copied rows: this runs once per row block (and per fused-block step), and
+        // the scratch pool takes a lock.
+        if copyStride > 0 { KernelScratch.with(count: mr * copyStride) { run(copy: $0) } } else { run(copy: nil) }
         if includeTail && w.panelColumns < w.n, case let .matrix(a, lda) = source {
             scalarTail(a: a, lda: lda, rows: rows, k0: 0, kc: k, w: w, c: c, ldc: ldc, bias: bias,
                        residual: residual, residualStride: residualStride, accumulate: false, activation: activation)
@@ -510,9 +518,7 @@ enum TileMajorRows {
         case let .matrix(_, lda): distance = lda
         case let .pixels(geometry, _): distance = geometry.stride * geometry.channels
         }
-        guard PackedGEMM.rowsShareL1Set(distance) else { return 0 }
-        let rounded = (k + 15) / 16 * 16
-        return rounded % 256 == 0 ? rounded + 16 : rounded
+        return PackedGEMM.rowsShareL1Set(distance) ? PackedGEMM.paddedRowStride(k) : 0
     }
 
     /// The first element of row `row` when rows follow each other in memory (a matrix with `lda == k`):
@@ -526,7 +532,7 @@ enum TileMajorRows {
     /// Columns `k0..<k0 + kc` of rows `row..<row + rows` (`rows` 1...6): their first elements, in
     /// place or, when `copyStride > 0`, after copying them `copyStride` apart to `copy`.
     @inline(__always)
-    func windows(row: Int, rows: Int, k0: Int, kc: Int, copy: UnsafeMutablePointer<Float>, copyStride: Int) -> TileWindows {
+    func windows(row: Int, rows: Int, k0: Int, kc: Int, copy: UnsafeMutablePointer<Float>?, copyStride: Int) -> TileWindows {
         var windows: TileWindows
         switch self {
         case let .matrix(a, lda):
@@ -535,7 +541,7 @@ enum TileMajorRows {
             windows = TileWindows(geometry.input, rowStride: 0, rows: 1)
             for i in 0..<PackedGEMM.mr { windows[i] = geometry.pointwiseRow(row0 + row + min(i, rows - 1)) + k0 }
         }
-        guard copyStride > 0 else { return windows }
+        guard copyStride > 0, let copy else { return windows }
         for i in 0..<rows { (copy + i * copyStride).update(from: windows[i], count: kc) }
         return TileWindows(UnsafePointer(copy), rowStride: copyStride, rows: rows)
     }
