@@ -295,17 +295,23 @@ public enum PackedGEMM {
                                residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
                                includeTail: Bool, prefetches: Bool = false) {
         let k = w.k
-        // `k` in slices of at most `tileMajorMaximumK` (multiples of 16), partial sums kept in `c`.
+        // `k` in slices of at most `tileMajorMaximumK` (multiples of 16, the last taking the
+        // remainder), partial sums kept in `c`.
         let sliceCount = (k + tileMajorMaximumK - 1) / tileMajorMaximumK
-        let longest = sliceCount == 1 ? k : ((k / 16 + sliceCount - 1) / sliceCount) * 16
+        func columns(ofSlice s: Int) -> Range<Int> {
+            let k0 = s * (k / 16) / sliceCount * 16
+            return k0..<(s == sliceCount - 1 ? k : (s + 1) * (k / 16) / sliceCount * 16)
+        }
+        // The copy stride and the weight groups are sized for the longest slice.
+        let longest = (0..<sliceCount).reduce(0) { max($0, columns(ofSlice: $1).count) }
         let prefetches = prefetches && prefetchTiles > 0
         let groupPanels = max(1, tileMajorWeightBytes / (longest * 16 * MemoryLayout<Float>.stride))
         let panels = UnsafePointer(w.panels.baseAddress!)
         let copyStride = source.copyStride(k: longest)
         func run(copy: UnsafeMutablePointer<Float>?) {
             for s in 0..<sliceCount {
-                let k0 = s * (k / 16) / sliceCount * 16, k1 = s == sliceCount - 1 ? k : (s + 1) * (k / 16) / sliceCount * 16
-                let slice = KSlice(k0: k0, kc: k1 - k0, first: s == 0, last: s == sliceCount - 1)
+                let sliceColumns = columns(ofSlice: s), k0 = sliceColumns.lowerBound
+                let slice = KSlice(k0: k0, kc: sliceColumns.count, first: s == 0, last: s == sliceCount - 1)
                 @inline(__always) func windows(_ r: Int, _ n: Int) -> TileWindows {
                     source.windows(row: r, rows: n, k0: k0, kc: slice.kc, copy: copy, copyStride: copyStride)
                 }
