@@ -62,7 +62,9 @@ final class GEMMTimingTests: XCTestCase {
     }
 }
 
-/// Timing of whole `Conv2D` layers (ResNet-50's shapes at a batch slice of 5) on `TensorThreads`.
+/// Timing of whole `Conv2D` layers (ResNet-50's shapes at a batch slice of 5) on `TensorThreads`
+/// (wall time, median of 9 passes after one untimed pass), or with `BOTTLENECK_CONV_SINGLE=1` on
+/// one thread (thread CPU time, best of 9 passes: steadier on a shared host).
 /// Opt-in: `BOTTLENECK_CONV_TIMING=1`; `BOTTLENECK_CONV_SHAPES=n:cin:cout:k:stride:hw,...` overrides.
 final class ConvTimingTests: XCTestCase {
     func testTiming() throws {
@@ -76,6 +78,7 @@ final class ConvTimingTests: XCTestCase {
             (5, 1024, 512, 1, 1, 14), (5, 512, 512, 3, 2, 14), (5, 512, 2048, 1, 1, 7), (5, 1024, 2048, 1, 2, 14),
             (5, 2048, 512, 1, 1, 7), (5, 512, 512, 3, 1, 7)]
         if let parsed = timingShapes("BOTTLENECK_CONV_SHAPES") { shapes = parsed.map { p in (p[0], p[1], p[2], p[3], p[4], p[5]) } }
+        let single = env["BOTTLENECK_CONV_SINGLE"] == "1"
         var total = 0.0
         for (n, cin, cout, k, s, hw) in shapes {
             let x = SyntheticFill.input(name: "conv.x", shape: [n, hw, hw, cin])
@@ -87,15 +90,32 @@ final class ConvTimingTests: XCTestCase {
             }
             let oh = (hw + 2 * (k / 2) - k) / s + 1
             var out = [Float](repeating: 0, count: n * oh * oh * cout)
-            var times: [Double] = []
-            for _ in 0..<9 {
-                let t0 = Date()
+            func pass() {
                 x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
                     conv.forward(input: xp.baseAddress!, batch: n, height: hw, width: hw, output: op.baseAddress!, residual: nil)
                 } }
-                times.append(Date().timeIntervalSince(t0))
             }
-            let t = times.sorted()[times.count / 2]
+            var times: [Double] = []
+            if single {
+                TensorThreads.withSingleThreadedKernels {
+                    pass()
+                    for _ in 0..<9 {
+                        var t0 = timespec(), t1 = timespec()
+                        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0)
+                        pass()
+                        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1)
+                        times.append(Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9)
+                    }
+                }
+            } else {
+                pass()
+                for _ in 0..<9 {
+                    let t0 = Date()
+                    pass()
+                    times.append(Date().timeIntervalSince(t0))
+                }
+            }
+            let t = single ? times.min()! : times.sorted()[times.count / 2]
             total += t
             let flops = Double(2 * n * oh * oh * cout * cin * k * k)
             print(String(format: "conv n %d %4d->%4d k%d s%d %3dx%-3d %@  %8.3f ms  %6.1f GFLOP/s (direct-equivalent)", n, cin, cout, k, s,
