@@ -10,6 +10,14 @@ func timingShapes(_ name: String) -> [[Int]]? {
     }
 }
 
+/// Seconds on the calling thread's CPU-time clock (`cpuTime`: single-threaded timings, steadier on a
+/// shared host) or on the monotonic wall clock.
+func timingClock(cpuTime: Bool) -> Double {
+    var ts = timespec()
+    clock_gettime(cpuTime ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+}
+
 /// Single-threaded timing of `PackedGEMM.block` on the 1x1-convolution shapes of EfficientNet-Lite0
 /// (rows, K, N), in the loop order the layers use (tile-major up to K = 512; `BOTTLENECK_TILE_MAJOR=0`
 /// for panel-major). Opt-in: `BOTTLENECK_GEMM_TIMING=1`; `BOTTLENECK_GEMM_SHAPES=m:k:n,...` overrides.
@@ -27,10 +35,7 @@ final class GEMMTimingTests: XCTestCase {
         let saved = TensorThreads.count
         TensorThreads.configure(threads: threads)
         defer { TensorThreads.configure(threads: saved) }
-        func now() -> Double {
-            var ts = timespec(); clock_gettime(threads == 1 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts)
-            return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-        }
+        func now() -> Double { timingClock(cpuTime: threads == 1) }
         for (m, k, n) in shapes {
             let a = SyntheticFill.input(name: "gemm.a", shape: [m, k])
             let wv = SyntheticFill.values(name: "gemm.w", kind: .weight, shape: [n, k])
@@ -95,26 +100,15 @@ final class ConvTimingTests: XCTestCase {
                     conv.forward(input: xp.baseAddress!, batch: n, height: hw, width: hw, output: op.baseAddress!, residual: nil)
                 } }
             }
-            var times: [Double] = []
-            if single {
-                TensorThreads.withSingleThreadedKernels {
-                    pass()
-                    for _ in 0..<9 {
-                        var t0 = timespec(), t1 = timespec()
-                        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0)
-                        pass()
-                        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1)
-                        times.append(Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9)
-                    }
-                }
-            } else {
+            func measure() -> [Double] {
                 pass()
-                for _ in 0..<9 {
-                    let t0 = Date()
+                return (0..<9).map { _ in
+                    let t0 = timingClock(cpuTime: single)
                     pass()
-                    times.append(Date().timeIntervalSince(t0))
+                    return timingClock(cpuTime: single) - t0
                 }
             }
+            let times = single ? TensorThreads.withSingleThreadedKernels(measure) : measure()
             let t = single ? times.min()! : times.sorted()[times.count / 2]
             total += t
             let flops = Double(2 * n * oh * oh * cout * cin * k * k)
@@ -153,15 +147,13 @@ final class DepthwiseTimingTests: XCTestCase {
                 let reps = max(1, 20_000_000 / (n * conv.macs(height: hw, width: hw)))
                 var best = Double.infinity
                 for _ in 0..<7 {
-                    var t0 = timespec(), t1 = timespec()
-                    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0)
+                    let t0 = timingClock(cpuTime: true)
                     x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
                         for _ in 0..<reps {
                             conv.forward(input: xp.baseAddress!, batch: n, height: hw, width: hw, output: op.baseAddress!)
                         }
                     } }
-                    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1)
-                    best = min(best, (Double(t1.tv_sec - t0.tv_sec) + Double(t1.tv_nsec - t0.tv_nsec) * 1e-9) / Double(reps))
+                    best = min(best, (timingClock(cpuTime: true) - t0) / Double(reps))
                 }
                 total += best
                 print(String(format: "depthwise n %d c %4d k%d s%d %3dx%-3d  %8.1f us  %6.1f GFLOP/s", n, c, k, s, hw, hw,

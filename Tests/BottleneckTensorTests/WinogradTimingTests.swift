@@ -39,11 +39,7 @@ final class WinogradTimingTests: XCTestCase {
         for n in [5, 1] { for (c, hw) in [(64, 56), (128, 28), (256, 14), (512, 7)] { shapes.append((n, c, hw)) } }
         if let parsed = timingShapes("BOTTLENECK_WINOGRAD_SHAPES") { shapes = parsed.map { p in (p[0], p[1], p[2]) } }
         let cpuTime = TensorThreads.count == 1
-        func now() -> Double {
-            var ts = timespec()
-            clock_gettime(cpuTime ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC, &ts)
-            return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-        }
+        func now() -> Double { timingClock(cpuTime: cpuTime) }
         for (n, c, hw) in shapes {
             let x = SyntheticFill.input(name: "timing.x", shape: [n, hw, hw, c])
             let w = SyntheticFill.values(name: "timing.w", kind: .weight, shape: [c, c, 3, 3])
