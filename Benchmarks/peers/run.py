@@ -5,9 +5,10 @@ same model, input size (224x224), batch and thread count, in alternation, plus t
   Benchmarks/peers/.venv/bin/python Benchmarks/peers/run.py \\
       [--models efficientnet-lite0,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3] [--json OUT]
 
-Each (model, batch) cell runs `rounds` rounds of [ours, PyTorch, ONNX Runtime] (reversed in every other
-round), every measurement in a fresh process (peak RSS = that process's VmHWM), and reports the median
-images/s over rounds (each measurement is itself the median pass of >= 5 passes / 2 s after a warm-up pass).
+Each (model, batch) cell runs `rounds` rounds of [ours, ONNX Runtime, PyTorch] (reversed in every other
+round, so that ours and ONNX Runtime always run back to back), every measurement in a fresh process (peak
+RSS = that process's VmHWM), and reports the median images/s over rounds (each measurement is itself the
+median pass of >= 5 passes / 2 s after a warm-up pass).
 Ratios are ours / peer: the ratio of those medians, and in parentheses the median over rounds of each
 round's own ratio (paired, so less sensitive to the host's speed changing from round to round). The machine
 is shared and noisy: only ratios from the same run mean anything.
@@ -100,8 +101,11 @@ def main():
                        "onnx": lambda: peer("onnx", model, batch, a.threads, passes, onnx_dir)}
             for r in range(a.rounds):
                 # Alternate the order (ours first, then last) so that drift within a round does not
-                # favour whichever engine always runs first.
-                for engine in (["ours", "torch", "onnx"] if r % 2 == 0 else ["onnx", "torch", "ours"]):
+                # favour whichever engine always runs first. Ours and ONNX Runtime run back to back
+                # (PyTorch, the slowest by far, first or last): this host's speed swings by up to 1.5x
+                # between runs seconds apart, and with PyTorch's 10-20 s between them a round's ours/ORT
+                # ratio measured the host's phase as much as the engines.
+                for engine in (["ours", "onnx", "torch"] if r % 2 == 0 else ["torch", "onnx", "ours"]):
                     runs[engine].append(measure[engine]())
             med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
             # Paired: each round's ours/peer ratio, then the median over rounds (robust to the host's
