@@ -312,7 +312,10 @@ public final class DepthwiseConv2D: @unchecked Sendable {
 
     /// The row kernel for `height x width` inputs: row `i` of its output is image `i / oh`, output
     /// row `i % oh`, read from `input` and written to `output` (both NHWC, batch-major).
-    func rowKernel(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, height: Int, width: Int) -> DepthwiseRow {
+    /// With `ringRows` > 0 the input is one image whose row `y` lives in slot `y % ringRows` (see
+    /// `DepthwiseRow.ringRows`).
+    func rowKernel(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, height: Int, width: Int,
+                   ringRows: Int = 0) -> DepthwiseRow {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
         let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
         let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
@@ -323,7 +326,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
         return DepthwiseRow(
             input: input, output: output, weights: UnsafePointer(weights.baseAddress!), bias: UnsafePointer(bias.baseAddress!),
             zeroPixel: UnsafePointer(zeroPixel.baseAddress!), channels: channels, height: height, width: width, oh: oh, ow: ow, kh: kernelH, kw: kernelW, stride: stride,
-            padTop: p.top, padLeft: p.left, interior: interiorLo..<interiorHi, activation: activation)
+            padTop: p.top, padLeft: p.left, interior: interiorLo..<interiorHi, activation: activation, ringRows: ringRows)
     }
 
     /// Runs the convolution: NHWC `input` to NHWC `output` (must not alias).
@@ -416,6 +419,15 @@ struct DepthwiseRow {
     let padTop: Int, padLeft: Int
     let interior: Range<Int>
     let activation: Activation
+    /// 0 when input rows follow one another; else the rows live in a ring of this many row slots
+    /// (a fused MBConv block's scratch, `InvertedResidual`): row `y` in slot `y % ringRows`.
+    let ringRows: Int
+
+    /// The first pixel of input row `y` of `image` (see `ringRows`).
+    @inline(__always)
+    func row(_ image: UnsafePointer<Float>, _ y: Int) -> UnsafePointer<Float> {
+        image + (ringRows == 0 ? y : y % ringRows) * width * channels
+    }
 
     func run(row rowIndex: Int, channels range: Range<Int>) {
         let img = rowIndex / oh, oy = rowIndex - img * oh
@@ -477,13 +489,15 @@ struct DepthwiseRow {
         let fours = threes == 0 ? (ow + 3) / 4 : (ow - 3 * threes) / 4
         let segmentCount = fours + threes
         let vec16 = range.lowerBound + (range.count & ~15), vec8 = range.lowerBound + (range.count & ~7)
-        let rowStride = width * channels, firstRow = image + (y0 + ky.lowerBound) * rowStride
+        let rowStride = width * channels, firstRow = row(image, y0 + ky.lowerBound)
+        // Window rows that wrap around a ring of rows are not `rowStride` apart: the table holds them.
+        let wraps = ringRows > 0 && (y0 + ky.lowerBound) % ringRows + ky.count > ringRows
         /// The first output pixel of segment `s`.
         func origin(_ s: Int) -> Int { s < fours ? min(4 * s, ow - 4) : 4 * fours + 3 * (s - fours) }
         /// Whether the windows of segment `s` lie inside the image horizontally.
         func inside(_ s: Int) -> Bool {
             let x0 = origin(s) * W.stride - padLeft
-            return W.addressesInteriorDirectly && x0 >= 0 && x0 + span(pixels: s < fours ? 4 : 3) <= width
+            return W.addressesInteriorDirectly && !wraps && x0 >= 0 && x0 + span(pixels: s < fours ? 4 : 3) <= width
         }
         withUnsafeTemporaryAllocation(of: UnsafePointer<Float>.self, capacity: max(1, ky.count * rowSpan)) { buffer in
             // table[r * rowSpan + i]: the pixel at window row ky.lowerBound + r, column i - padLeft;
@@ -492,9 +506,10 @@ struct DepthwiseRow {
             for s in 0..<segmentCount where !inside(s) {
                 let i0 = origin(s) * W.stride
                 for r in 0..<ky.count {
+                    let rowStart = row(image, y0 + ky.lowerBound + r)
                     for i in i0..<(i0 + span(pixels: s < fours ? 4 : 3)) {
                         let x = i - padLeft
-                        table[r * rowSpan + i] = x >= 0 && x < width ? firstRow + r * rowStride + x * channels : zeroPixel
+                        table[r * rowSpan + i] = x >= 0 && x < width ? rowStart + x * channels : zeroPixel
                     }
                 }
             }
@@ -565,7 +580,7 @@ struct DepthwiseRow {
         let bv = V.load(UnsafeRawPointer(bias + ch))
         var a0 = bv, a1 = bv, a2 = bv, a3 = bv
         for y in ky {
-            let src = image + ((y0 + y) * width + x0) * c + ch
+            let src = row(image, y0 + y) + x0 * c + ch
             let wr = weights + y * kw * c + ch
             for x in 0..<kw {
                 let wv = V.load(UnsafeRawPointer(wr + x * c))
@@ -592,7 +607,7 @@ struct DepthwiseRow {
         let kxLo = max(0, -x0), kxHi = max(kxLo, min(kw, width - x0))
         var acc = V.load(UnsafeRawPointer(bias + ch))
         for y in ky {
-            let src = image + ((y0 + y) * width + x0) * c + ch
+            let src = row(image, y0 + y) + x0 * c + ch
             let wr = weights + y * kw * c + ch
             for x in kxLo..<kxHi {
                 acc = acc.addingProduct(V.load(UnsafeRawPointer(src + x * c)),
@@ -617,7 +632,7 @@ struct DepthwiseRow {
         var a2 = V.load(UnsafeRawPointer(bias + ch + 32))
         var a3 = V.load(UnsafeRawPointer(bias + ch + 48))
         for y in ky {
-            let src = image + ((y0 + y) * width + x0) * c + ch
+            let src = row(image, y0 + y) + x0 * c + ch
             let wr = weights + y * kw * c + ch
             for x in kxLo..<kxHi {
                 let q = src + x * c, w = wr + x * c
@@ -643,7 +658,8 @@ struct DepthwiseRow {
         for ch in chs {
             var acc = bias[ch]
             for y in ky {
-                for x in kxLo..<kxHi { acc += image[((y0 + y) * width + x0 + x) * c + ch] * weights[(y * kw + x) * c + ch] }
+                let src = row(image, y0 + y)
+                for x in kxLo..<kxHi { acc += src[(x0 + x) * c + ch] * weights[(y * kw + x) * c + ch] }
             }
             outRow[ox * c + ch] = BottleneckTensor.activate(acc, activation)
         }

@@ -95,6 +95,28 @@ final class ArchitectureSlicingTests: XCTestCase {
         XCTAssertLessThanOrEqual(maxDiff, 1e-5)
     }
 
+    /// The slice budget counts the tensors a pass holds: a network that fuses MBConv blocks never
+    /// materialises their expanded tensors (EfficientNet-Lite0 at 224: 112x112x96 floats per image in
+    /// blocks.1), so its largest is the stem's 112x112x32 output.
+    func testFusedBlocksLeaveExpandedTensorsOutOfTheBudget() throws {
+        let arch = try ModelZoo.architecture("efficientnet-lite0")
+        let all = arch.largestActivations(height: 224, width: 224)
+        let fused = arch.largestActivations(height: 224, width: 224, fusedBlocks: true)
+        XCTAssertEqual(all.max(), 112 * 112 * 96)
+        XCTAssertEqual(fused.max(), 112 * 112 * 32)
+        XCTAssertEqual(fused[0], 112 * 112 * 32)                  // the stem's output
+        XCTAssertEqual(fused[2], 112 * 112 * 16)                  // blocks.1: its input; 112x112x96 and 56x56x96 inside
+        XCTAssertEqual(all[2], 112 * 112 * 96)
+        // A network without depthwise layers is unaffected.
+        let resnet = try ModelZoo.architecture("resnet50")
+        XCTAssertEqual(resnet.largestActivations(height: 224, width: 224, fusedBlocks: true),
+                       resnet.largestActivations(height: 224, width: 224))
+        let net = try Network(syntheticModel: "efficientnet-lite0", cut: .cut(1), pool: .avg)
+        XCTAssertEqual(net.microBatch(height: 224, width: 224, batch: 32), net.sliceBudget / (112 * 112 * 32))
+        net.fusesInvertedResiduals = false
+        XCTAssertEqual(net.microBatch(height: 224, width: 224, batch: 32), net.sliceBudget / (112 * 112 * 96))
+    }
+
     /// Late stages run on more images at a time than early ones (`Network.segments`), their input
     /// staged slice by slice; results match the whole batch in one pass.
     func testSegmentedForwardEqualsWholeBatch() throws {

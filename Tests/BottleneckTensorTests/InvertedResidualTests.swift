@@ -67,9 +67,12 @@ final class InvertedResidualTests: XCTestCase {
             Case(name: "ir.wide", cin: 40, mid: 1160, cout: 40, k: 5, stride: 1, h: 9, w: 7, batch: 2),
             Case(name: "ir.noexpand", cin: 32, mid: 32, cout: 16, k: 3, stride: 1, h: 30, w: 29, batch: 2),
             Case(name: "ir.noexpand.skip", cin: 24, mid: 24, cout: 24, k: 3, stride: 1, h: 12, w: 12, batch: 1),
-            // Tall maps: many steps per image, each keeping the expanded rows it shares with the one before.
+            // Tall maps: many steps per image, each keeping the expanded rows it shares with the one before
+            // in a ring of row slots, so windows wrap around the ring's end.
             Case(name: "ir.tall", cin: 16, mid: 96, cout: 16, k: 3, stride: 1, h: 200, w: 24, batch: 1),
             Case(name: "ir.tall5", cin: 16, mid: 96, cout: 24, k: 5, stride: 2, h: 300, w: 20, batch: 1),
+            Case(name: "ir.tall5s1", cin: 24, mid: 144, cout: 24, k: 5, stride: 1, h: 90, w: 28, batch: 2),
+            Case(name: "ir.tall3s2", cin: 40, mid: 240, cout: 80, k: 3, stride: 2, h: 120, w: 28, batch: 1),
         ]
         for c in cases { for bands in [1, 2, 5] { check(c, bands: bands) } }
     }

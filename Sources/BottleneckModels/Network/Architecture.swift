@@ -131,23 +131,40 @@ public struct Architecture: Sendable {
     }
 
     /// The largest activation (floats per image, including those inside blocks) through stage
-    /// `index` for a `height x width` input.
-    public func largestActivation(height: Int, width: Int, throughStage index: Int) -> Int {
-        largestActivations(height: height, width: width)[0...index].max()!
+    /// `index` for a `height x width` input; `fusedBlocks` as in `largestActivations`.
+    public func largestActivation(height: Int, width: Int, throughStage index: Int, fusedBlocks: Bool = false) -> Int {
+        largestActivations(height: height, width: width, fusedBlocks: fusedBlocks)[0...index].max()!
     }
 
     /// Per stage, the largest activation (floats per image) it holds: its input, its output and those
     /// inside its blocks, for a `height x width` input. One walk over the layers.
-    public func largestActivations(height: Int, width: Int) -> [Int] {
+    ///
+    /// With `fusedBlocks`, the expanded and depthwise tensors inside an [expand →] depthwise → project
+    /// run are not counted: a network that fuses MBConv blocks (`InvertedResidual`) keeps only a few
+    /// of their rows, in a per-thread scratch. (The late blocks, whose maps are too small to fuse,
+    /// still materialise theirs, but those are smaller than the early maps that bound the total:
+    /// 14x14x672 against 112x112x32 in EfficientNet-Lite0.) Counting them made EfficientNet-Lite0's
+    /// budget see 112x112x96 floats per image where 112x112x32 exist.
+    public func largestActivations(height: Int, width: Int, fusedBlocks: Bool = false) -> [Int] {
+        func pointwise(_ layer: LayerSpec?) -> Bool {
+            guard case let .conv(_, _, _, kernel, stride, padding, _, _, _)? = layer, kernel == 1, stride == 1 else { return false }
+            return padding.resolve(height: 8, width: 8, kernelH: 1, kernelW: 1, stride: 1) == (0, 0, 0, 0)
+        }
+        func depthwise(_ layer: LayerSpec?) -> Bool {
+            if case .depthwise? = layer { return true } else { return false }
+        }
         func walk(_ layers: [LayerSpec], _ shape: inout ActivationShape, _ best: inout Int) {
-            for layer in layers {
+            for (j, layer) in layers.enumerated() {
                 if case let .residual(body, shortcut, _) = layer {
                     var b = shape, s = shape
                     walk(body, &b, &best)
                     walk(shortcut ?? [], &s, &best)
                 }
                 shape = Self.infer(layer, shape).shape
-                best = max(best, shape.count)
+                let next = j + 1 < layers.count ? layers[j + 1] : nil, afterNext = j + 2 < layers.count ? layers[j + 2] : nil
+                let insideFusedBlock = fusedBlocks && ((depthwise(layer) && pointwise(next))
+                    || (pointwise(layer) && depthwise(next) && pointwise(afterNext)))
+                if !insideFusedBlock { best = max(best, shape.count) }
             }
         }
         var shape = ActivationShape.map(channels: 3, height: height, width: width)

@@ -162,9 +162,9 @@ public final class Network: @unchecked Sendable {
     }
 
     /// How `forward` slices a layer-parallel batch. Each stage's slice is as many images as keep its
-    /// largest activation (its input included) within `layerParallelSliceBudget` (`sliceBudget`
-    /// when kernels run single-threaded here: one thread alone wants its activations in cache), lowered to the smallest slice
-    /// of any later stage, so that a segment's slice is made of whole slices of the segments before
+    /// largest materialised activation (its input included; see `microBatch`) within
+    /// `layerParallelSliceBudget` (`sliceBudget` when kernels run single-threaded here: one thread
+    /// alone wants its activations in cache), lowered to the smallest slice of any later stage, so that a segment's slice is made of whole slices of the segments before
     /// it; equal neighbours form one segment.
     ///
     /// Why not one slice for all: the early stages' large maps want few images at a time (their
@@ -174,7 +174,8 @@ public final class Network: @unchecked Sendable {
     /// slice, in buffers beside the activation ones (`activationSlots`).
     public func segments(height: Int, width: Int, batch: Int) -> [Segment] {
         let budget = TensorThreads.count > 1 ? layerParallelSliceBudget : sliceBudget
-        var slices = architecture.largestActivations(height: height, width: width)[0...stageIndex].map { largest in
+        let largestPerStage = architecture.largestActivations(height: height, width: width, fusedBlocks: fusesInvertedResiduals)
+        var slices = largestPerStage[0...stageIndex].map { largest in
             max(1, min(batch, budget / max(1, largest)))
         }
         for i in stride(from: slices.count - 2, through: 0, by: -1) { slices[i] = min(slices[i], slices[i + 1]) }
@@ -252,10 +253,15 @@ public final class Network: @unchecked Sendable {
     /// (601 MB), 256 MB 23.4 (601 MB).
     public var layerParallelSliceBudget = 16 << 20
 
-    /// Images per slice of an image-parallel batch: as many as keep the largest activation under
-    /// `sliceBudget`, at least 1.
+    /// Images per slice of an image-parallel batch: as many as keep the largest activation the
+    /// network materialises (`Architecture.largestActivations`, fused MBConv blocks' expanded tensors
+    /// left out when blocks fuse) under `sliceBudget`, at least 1. EfficientNet-Lite0 at 224: 10
+    /// images, so batch 32 runs as 4 slices of 8; counting the expanded tensors gave 3 (12 slices of
+    /// 2-3 images, each pass over the weights serving fewer images): 1.006-1.008x the time at batch
+    /// 32 and 1.023x at batch 8 (in-process A/B, `NetworkABTimingTests`).
     public func microBatch(height: Int, width: Int, batch: Int) -> Int {
-        let largest = architecture.largestActivation(height: height, width: width, throughStage: stageIndex)
+        let largest = architecture.largestActivation(height: height, width: width, throughStage: stageIndex,
+                                                     fusedBlocks: fusesInvertedResiduals)
         return max(1, min(batch, sliceBudget / max(1, largest)))
     }
 
