@@ -164,8 +164,9 @@ public final class Network: @unchecked Sendable {
     /// How `forward` slices a layer-parallel batch. Each stage's slice is as many images as keep its
     /// largest materialised activation (its input included; see `microBatch`) within
     /// `layerParallelSliceBudget` (`sliceBudget` when kernels run single-threaded here: one thread
-    /// alone wants its activations in cache), lowered to the smallest slice of any later stage, so that a segment's slice is made of whole slices of the segments before
-    /// it; equal neighbours form one segment.
+    /// alone wants its activations in cache), lowered to the smallest slice of any later stage, so
+    /// that a segment's slice is made of whole slices of the segments before it; equal neighbours
+    /// form one segment.
     ///
     /// Why not one slice for all: the early stages' large maps want few images at a time (their
     /// activations then stay in the last-level cache), but the late stages' small maps with large
