@@ -243,9 +243,13 @@ public final class Network: @unchecked Sendable {
         arenaLock.unlock()
     }
 
-    /// Activation budget per image-parallel slice, in floats (16 MB: a typical L3 share; each thread
-    /// works on its own slice alone, so its activations should stay in cache).
-    public var sliceBudget = 4 << 20
+    /// Activation budget per image-parallel slice, in floats (8 MB for the largest tensor; with the
+    /// one beside it, two threads' slices stay within a 32 MB L3). EfficientNet-Lite0 at 224: 5
+    /// images, so batch 32 runs as 8 slices of 4. Slices of 8 (16 MB) were as fast on a quiet host
+    /// (in-process A/B against the 2-3 image slices of before: 0.983-0.988x the time for 8, 0.988-0.989x
+    /// for 4), but with another process taking one core now and then, 4-image slices took 0.97-0.98x
+    /// the time of 8-image ones: a thread that falls behind leaves the other idle for up to a slice.
+    public var sliceBudget = 2 << 20
 
     /// Activation budget per slice of a layer-parallel batch (`segments`), in floats (64 MB). Larger
     /// than `sliceBudget`: there both threads share each layer, and bigger slices mean bigger GEMMs
@@ -256,10 +260,9 @@ public final class Network: @unchecked Sendable {
 
     /// Images per slice of an image-parallel batch: as many as keep the largest activation the
     /// network materialises (`Architecture.largestActivations`, fused MBConv blocks' expanded tensors
-    /// left out when blocks fuse) under `sliceBudget`, at least 1. EfficientNet-Lite0 at 224: 10
-    /// images, so batch 32 runs as 4 slices of 8; counting the expanded tensors gave 3 (12 slices of
-    /// 2-3 images, each pass over the weights serving fewer images): 1.006-1.008x the time at batch
-    /// 32 and 1.023x at batch 8 (in-process A/B, `NetworkABTimingTests`).
+    /// left out when blocks fuse) under `sliceBudget`, at least 1. Counting EfficientNet-Lite0's
+    /// expanded tensors too made its slices 2-3 images at batch 32, each pass over the weights serving
+    /// fewer images (see `sliceBudget`).
     public func microBatch(height: Int, width: Int, batch: Int) -> Int {
         let largest = architecture.largestActivation(height: height, width: width, throughStage: stageIndex,
                                                      fusedBlocks: fusesInvertedResiduals)
