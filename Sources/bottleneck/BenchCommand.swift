@@ -52,7 +52,7 @@ struct BenchCommand: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
 
-    @Option(help: "Activation budget per batch slice in MiB (default 16 for image-parallel slices, 64 for layer-parallel ones; larger = bigger slices).")
+    @Option(help: "Activation budget per batch slice in MiB (default 8 for image-parallel slices, 64 for layer-parallel ones; larger = bigger slices).")
     var sliceMib: Int?
 
     @Flag(help: "Run MBConv blocks layer by layer instead of fused (A/B timing of the fused kernel).")

@@ -247,8 +247,9 @@ public final class Network: @unchecked Sendable {
     /// one beside it, two threads' slices stay within a 32 MB L3). EfficientNet-Lite0 at 224: 5
     /// images, so batch 32 runs as 8 slices of 4. Slices of 8 (16 MB) were as fast on a quiet host
     /// (in-process A/B against the 2-3 image slices of before: 0.983-0.988x the time for 8, 0.988-0.989x
-    /// for 4), but with another process taking one core now and then, 4-image slices took 0.97-0.98x
-    /// the time of 8-image ones: a thread that falls behind leaves the other idle for up to a slice.
+    /// for 4), but against 8-image slices 4-image ones took 0.983x the time with another process
+    /// taking one core now and then, and 0.966x and 0.992x in a slow phase of the host (wide
+    /// intervals): a thread that falls behind leaves the other idle for up to a slice.
     public var sliceBudget = 2 << 20
 
     /// Activation budget per slice of a layer-parallel batch (`segments`), in floats (64 MB). Larger
