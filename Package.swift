@@ -14,9 +14,17 @@ let cpuFlags: [String] = portable ? [] : ["-target-cpu", "haswell", "-DBOTTLENEC
 let cpuFlags: [String] = []
 #endif
 
-/// Release builds of the numeric modules drop bounds checks and exclusivity checks in hot loops.
+/// Release builds of the numeric kernel modules (tensor kernels, heads' solvers, training kernels) drop
+/// bounds and exclusivity checks in hot loops. None of them parses bytes from files.
 let fastMath: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-enforce-exclusivity=unchecked"] + cpuFlags, .when(configuration: .release)),
+]
+
+/// Modules that parse untrusted input (checkpoints, archives, images, `.npy`, CSV stores) or do I/O
+/// keep Swift's bounds and overflow checks in release builds: a parser's safety never depends on
+/// `-Ounchecked` being off, and a missed check traps instead of reading out of bounds.
+let checked: [SwiftSetting] = [
+    .unsafeFlags(cpuFlags, .when(configuration: .release)),
 ]
 
 let package = Package(
@@ -46,20 +54,20 @@ let package = Package(
         .target(name: "CVectorAccess"),
 
         // Shared plumbing: .npy I/O, atomic writes, SHA-256, JSON helpers.
-        .target(name: "BottleneckCore", swiftSettings: fastMath),
+        .target(name: "BottleneckCore", swiftSettings: checked),
         // Image decoding (JPEG, PNG, PPM), EXIF orientation, Pillow-exact resampling, presets.
-        .target(name: "BottleneckImage", dependencies: ["CJPEG", "CPNG", "CPNGRead", "BottleneckCore"], swiftSettings: fastMath),
+        .target(name: "BottleneckImage", dependencies: ["CJPEG", "CPNG", "CPNGRead", "BottleneckCore"], swiftSettings: checked),
         // Tensor kernels on OpenBLAS: convolution, pooling, activations, linear.
         .target(name: "BottleneckTensor", dependencies: ["CBLAS", "CCacheHints", "CVectorAccess", "BottleneckCore"], swiftSettings: fastMath),
         // Architectures (ResNet, VGG, EfficientNet-Lite), weight formats, manifest, labels.
         .target(name: "BottleneckModels", dependencies: ["BottleneckTensor", "BottleneckImage", "BottleneckCore", "CZlib"],
-                resources: [.copy("Resources")], swiftSettings: fastMath),
+                resources: [.copy("Resources")], swiftSettings: checked),
         // Classifier heads and metrics: scaler, logistic regression, linear/RBF SVM, CV.
         .target(name: "BottleneckHeads", dependencies: ["BottleneckCore", "BottleneckImage", "CBLAS"], swiftSettings: fastMath),
         // Fine-tuning: backward passes and SGD.
         .target(name: "BottleneckTraining", dependencies: ["BottleneckModels", "BottleneckTensor", "BottleneckHeads"], swiftSettings: fastMath),
         // Dataset scanning, batched extraction pipeline, feature store, shards.
-        .target(name: "BottleneckPipeline", dependencies: ["BottleneckImage", "BottleneckTensor", "BottleneckModels", "BottleneckCore", "BottleneckHeads"], swiftSettings: fastMath),
+        .target(name: "BottleneckPipeline", dependencies: ["BottleneckImage", "BottleneckTensor", "BottleneckModels", "BottleneckCore", "BottleneckHeads"], swiftSettings: checked),
         // The command-line tool.
         .executableTarget(name: "bottleneck", dependencies: [
             "BottleneckCore", "BottleneckImage", "BottleneckTensor", "BottleneckModels",
@@ -67,12 +75,15 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: [.unsafeFlags(cpuFlags.filter { $0.hasPrefix("-D") }, .when(configuration: .release))]),
 
-        .testTarget(name: "BottleneckCoreTests", dependencies: ["BottleneckCore"]),
-        .testTarget(name: "BottleneckImageTests", dependencies: ["BottleneckImage"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "BottleneckTensorTests", dependencies: ["BottleneckTensor"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "BottleneckModelsTests", dependencies: ["BottleneckModels"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "BottleneckHeadsTests", dependencies: ["BottleneckHeads"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "BottleneckPipelineTests", dependencies: ["BottleneckPipeline"]),
-        .testTarget(name: "BottleneckTrainingTests", dependencies: ["BottleneckTraining"], resources: [.copy("Fixtures")]),
+        // Seeded truncation/flip cases and hostile-file generators shared by the robustness tests.
+        .target(name: "BottleneckTestSupport", dependencies: ["BottleneckCore"], path: "Tests/BottleneckTestSupport"),
+
+        .testTarget(name: "BottleneckCoreTests", dependencies: ["BottleneckCore", "BottleneckTestSupport"]),
+        .testTarget(name: "BottleneckImageTests", dependencies: ["BottleneckImage", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckTensorTests", dependencies: ["BottleneckTensor", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckModelsTests", dependencies: ["BottleneckModels", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckHeadsTests", dependencies: ["BottleneckHeads", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "BottleneckPipelineTests", dependencies: ["BottleneckPipeline", "BottleneckTestSupport"]),
+        .testTarget(name: "BottleneckTrainingTests", dependencies: ["BottleneckTraining", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
     ]
 )
