@@ -6,7 +6,9 @@
 #     MODEL  default efficientnet-lite0 (pretrained weights from the cache or /opt/refvenv);
 #            resnet50 etc. run with the same architecture on both sides (the Python side uses
 #            untrained weights, which cost the same to run; Swift needs the checkpoint in its cache).
-#   env: REPEATS (3 rounds; each round runs every pipeline once, in turn), BATCH (16), PY (/opt/refvenv/bin/python), WORKERS ("1 2")
+#   env: REPEATS (3 rounds; each round runs every pipeline once, in turn), BATCH (16), PY (/opt/refvenv/bin/python), WORKERS ("1 2"),
+#        LOAD ("quiet"; space-separated conditions from Benchmarks/load.py: quiet niced-hogs duty — every round
+#        runs every pipeline under each condition, the load running for the whole of each pipeline's run)
 #
 # Bottleneck: the release binary, `extract DATA --model MODEL` (cut 1 = pooled features), timed by
 # meta.json's wall_seconds (scan + decode + network + writing every output file; excludes loading
@@ -21,6 +23,7 @@ REPEATS=${REPEATS:-3}
 BATCH=${BATCH:-16}
 PY=${PY:-/opt/refvenv/bin/python}
 WORKERS=${WORKERS:-"1 2"}
+LOAD=${LOAD:-quiet}
 BIN=.build/release/bottleneck
 [ -x "$BIN" ] || swift build -c release --product bottleneck >&2
 
@@ -30,7 +33,7 @@ if [ "$MODEL" = efficientnet-lite0 ] && [ -f "$LITE0" ] && [ ! -f "${BOTTLENECK_
   WEIGHTS_ARG=(--weights "$LITE0")
 fi
 
-TMP=$(mktemp -d); trap 'rm -rf "$TMP"' EXIT
+TMP=$(mktemp -d)
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 # Every round runs each pipeline once, in turn, so that all of them see the same machine: on a shared VM
@@ -40,40 +43,56 @@ PEERS=()
 if [ -x "$PY" ] && "$PY" -c "import torch, torchvision, onnxruntime" 2>/dev/null; then
   for engine in torch torch-cl onnx; do for w in $WORKERS; do PEERS+=("$engine:$w"); done; done
 fi
-declare -A peer_rates
-rates=(); procs=()
+declare -A peer_rates peer_rss swift_rates swift_procs swift_rss
+LOADER=""
+start_load() { [ "$1" = quiet ] && return 0; python3 Benchmarks/load.py "$1" & LOADER=$!; sleep 0.3; }
+stop_load() { [ -n "$LOADER" ] && { kill "$LOADER"; wait "$LOADER" 2>/dev/null || true; LOADER=""; }; return 0; }
+trap 'stop_load; rm -rf "$TMP"' EXIT
 for i in $(seq "$REPEATS"); do
-  out="$TMP/swift-$i"
-  t0=$(date +%s.%N)
-  "$BIN" extract "$DATA" --model "$MODEL" "${WEIGHTS_ARG[@]}" --batch "$BATCH" --out "$out" --quiet 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
-  t1=$(date +%s.%N)
-  n=$(grep -c ',ok$' "$out/index.csv" || true)
-  w=$(sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$out/meta.json")
-  rates+=("$(echo "$n / $w" | bc -l)"); procs+=("$(echo "$n / ($t1 - $t0)" | bc -l)")
-  for peer in "${PEERS[@]}"; do
-    engine=${peer%:*}; w=${peer#*:}
-    args=(--engine "${engine%-cl}" --workers "$w" --batch "$BATCH" --repeats 1 --model "$MODEL" --data "$DATA")
-    [ "$engine" = torch-cl ] && args+=(--channels-last)
-    r=$("$PY" Benchmarks/extract/python_pipeline.py "${args[@]}" 2>/dev/null | tail -1 | sed -n 's/.*"median_images_per_second": \([0-9.]*\).*/\1/p')
-    [ -n "$r" ] && peer_rates[$peer]+="$r "
+  for mode in $LOAD; do
+    out="$TMP/swift-$i-$mode"
+    start_load "$mode"
+    t0=$(date +%s.%N)
+    /usr/bin/time -f %M -o "$TMP/rss" "$BIN" extract "$DATA" --model "$MODEL" "${WEIGHTS_ARG[@]}" --batch "$BATCH" --out "$out" --quiet 2>"$TMP/err" || { cat "$TMP/err" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    stop_load
+    n=$(grep -c ',ok$' "$out/index.csv" || true)
+    w=$(sed -n 's/.*"wall_seconds": \([0-9.]*\).*/\1/p' "$out/meta.json")
+    swift_rates[$mode]+="$(echo "$n / $w" | bc -l) "; swift_procs[$mode]+="$(echo "$n / ($t1 - $t0)" | bc -l) "
+    swift_rss[$mode]+="$(tail -1 "$TMP/rss") "
+    rm -rf "$out"
+    for peer in "${PEERS[@]}"; do
+      engine=${peer%:*}; w=${peer#*:}
+      args=(--engine "${engine%-cl}" --workers "$w" --batch "$BATCH" --repeats 1 --model "$MODEL" --data "$DATA")
+      [ "$engine" = torch-cl ] && args+=(--channels-last)
+      start_load "$mode"
+      r=$(/usr/bin/time -f %M -o "$TMP/rss" "$PY" Benchmarks/extract/python_pipeline.py "${args[@]}" 2>/dev/null | tail -1 | sed -n 's/.*"median_images_per_second": \([0-9.]*\).*/\1/p')
+      stop_load
+      [ -n "$r" ] && { peer_rates[$mode/$peer]+="$r "; peer_rss[$mode/$peer]+="$(tail -1 "$TMP/rss") "; }
+    done
   done
 done
-SWIFT=$(printf '%s\n' "${rates[@]}" | median)
-SWIFT_PROC=$(printf '%s\n' "${procs[@]}" | median)
-printf '%-58s %10s %10s\n' "pipeline ($MODEL, $(basename "$DATA"), $n images, batch $BATCH, $REPEATS rounds)" "images/s" "bn ratio"
-printf '%-58s %10.1f %10s   rounds: %s\n' "bottleneck extract (pipeline: scan..features.npy)" "$SWIFT" "1.00" "$(printf '%.1f ' "${rates[@]}")"
-printf '%-58s %10.1f %10s\n' "bottleneck extract (whole process incl. weight loading)" "$SWIFT_PROC" "-"
+maximum() { sort -g | tail -1; }
+for mode in $LOAD; do
+  SWIFT=$(printf '%s\n' ${swift_rates[$mode]} | median)
+  SWIFT_PROC=$(printf '%s\n' ${swift_procs[$mode]} | median)
+  echo
+  printf '%-58s %10s %10s %12s\n' "[$mode] pipeline ($MODEL, $(basename "$DATA"), $n images, batch $BATCH, $REPEATS rounds)" "images/s" "bn ratio" "peak RSS MB"
+  printf '%-58s %10.1f %10s %12.0f   rounds: %s\n' "bottleneck extract (pipeline: scan..features.npy)" "$SWIFT" "1.00" "$(printf '%s\n' ${swift_rss[$mode]} | maximum | awk '{print $1/1024}')" "$(printf '%.1f ' ${swift_rates[$mode]})"
+  printf '%-58s %10.1f %10s\n' "bottleneck extract (whole process incl. weight loading)" "$SWIFT_PROC" "-"
 
-if [ ${#PEERS[@]} -gt 0 ]; then
-  best=0
-  for peer in "${PEERS[@]}"; do
-    engine=${peer%:*}; w=${peer#*:}
-    [ -n "${peer_rates[$peer]:-}" ] || { echo "  ($engine workers=$w failed)"; continue; }
-    r=$(printf '%s\n' ${peer_rates[$peer]} | median)
-    printf '%-58s %10.1f %10.2f   rounds: %s\n' "DataLoader(workers=$w) + $engine" "$r" "$(echo "$SWIFT / $r" | bc -l)" "${peer_rates[$peer]}"
-    best=$(echo "if ($r > $best) $r else $best" | bc -l)
-  done
-  printf '%-58s %10.1f %10.2f\n' "best Python pipeline" "$best" "$(echo "$SWIFT / $best" | bc -l)"
-else
-  echo "(Python peers not installed: $PY with torch, torchvision, onnxruntime)"
-fi
+  if [ ${#PEERS[@]} -gt 0 ]; then
+    best=0
+    for peer in "${PEERS[@]}"; do
+      engine=${peer%:*}; w=${peer#*:}
+      [ -n "${peer_rates[$mode/$peer]:-}" ] || { echo "  ($engine workers=$w failed)"; continue; }
+      r=$(printf '%s\n' ${peer_rates[$mode/$peer]} | median)
+      rss=$(printf '%s\n' ${peer_rss[$mode/$peer]} | maximum | awk '{print $1/1024}')
+      printf '%-58s %10.1f %10.2f %12.0f   rounds: %s\n' "DataLoader(workers=$w) + $engine" "$r" "$(echo "$SWIFT / $r" | bc -l)" "$rss" "${peer_rates[$mode/$peer]}"
+      best=$(echo "if ($r > $best) $r else $best" | bc -l)
+    done
+    printf '%-58s %10.1f %10.2f\n' "best Python pipeline" "$best" "$(echo "$SWIFT / $best" | bc -l)"
+  else
+    echo "(Python peers not installed: $PY with torch, torchvision, onnxruntime)"
+  fi
+done

@@ -3,12 +3,16 @@ same model, input size (224x224), batch and thread count, in alternation, plus t
 
   bash Benchmarks/peers/setup.sh                       # once: the peers' venv (Benchmarks/peers/.venv)
   Benchmarks/peers/.venv/bin/python Benchmarks/peers/run.py \\
-      [--models efficientnet-lite0,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3] [--json OUT]
+      [--models efficientnet-lite0,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3]
+      [--load quiet,niced-hogs,duty] [--json OUT]
 
 Each (model, batch) cell runs `rounds` rounds of [ours, ONNX Runtime, PyTorch] (reversed in every other
 round, so that ours and ONNX Runtime always run back to back), every measurement in a fresh process (peak
 RSS = that process's VmHWM), and reports the median images/s over rounds (each measurement is itself the
 median pass of >= 5 passes / 2 s after a warm-up pass).
+`--load` lists the conditions (Benchmarks/load.py: quiet, niced-hogs, duty); every round measures every
+engine under each condition in turn, the load running for the whole of each engine's measurement, so all
+engines see the same conditions and the conditions the same host phases.
 Ratios are ours / peer: the ratio of those medians, and in parentheses the median over rounds of each
 round's own ratio (paired, so less sensitive to the host's speed changing from round to round). The machine
 is shared and noisy: only ratios from the same run mean anything.
@@ -26,7 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 BIN = os.path.join(ROOT, ".build/release/bottleneck")
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
 from peer import lite0_checkpoint  # noqa: E402
+from load import MODES, load  # noqa: E402
 
 
 # Every engine times the same way: one warm-up pass, then at least `passes` passes and, up to 4x that many,
@@ -59,6 +65,25 @@ def peer(engine, model, batch, threads, passes, onnx_dir):
     return json.loads(out)
 
 
+def summarize(model, batch, mode, runs, threads, peak):
+    """One table row and one JSON record for a (model, batch, load) cell."""
+    med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
+    # Paired: each round's ours/peer ratio, then the median over rounds (robust to the host's
+    # speed changing between rounds, which moves all engines of a round together).
+    paired = {k: statistics.median(o["images_per_second"] / p["images_per_second"]
+                                   for o, p in zip(runs["ours"], runs[k])) for k in ("torch", "onnx")}
+    rss = {k: max(r["peak_rss_bytes"] for r in v) / 1e6 for k, v in runs.items()}
+    gflop_per_image = runs["ours"][0]["gflops"] / runs["ours"][0]["images_per_second"]
+    achieved = med["ours"] * gflop_per_image
+    row = (f"| {model} | {batch} | {mode} | {med['ours']:.1f} | {med['torch']:.1f} | {med['onnx']:.1f} | "
+           f"{med['ours'] / med['torch']:.2f} | {med['ours'] / med['onnx']:.2f} ({paired['onnx']:.2f}) | "
+           f"{achieved:.0f} ({100 * achieved / peak:.0f}%) | {rss['ours']:.0f} / {rss['torch']:.0f} / {rss['onnx']:.0f} |")
+    record = {"model": model, "batch": batch, "load": mode, "threads": threads, "median_images_per_second": med,
+              "peak_rss_mb": rss, "paired_ratio_median": paired, "gflop_per_image": gflop_per_image,
+              "sgemm_peak_gflops": peak, "runs": runs}
+    return row, record
+
+
 def sgemm_peak(threads):
     exe = os.path.join(tempfile.gettempdir(), "bottleneck_sgemm_peak")
     src = os.path.join(HERE, "sgemm_peak.c")
@@ -74,8 +99,13 @@ def main():
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--load", default="quiet", help=f"comma-separated load conditions: {', '.join(MODES)}")
     ap.add_argument("--json", help="also write every measurement to this file")
     a = ap.parse_args()
+    loads = a.load.split(",")
+    for mode in loads:
+        if mode not in MODES:
+            ap.error(f"unknown --load {mode!r}; known: {', '.join(MODES)}")
     if not os.path.exists(BIN):
         subprocess.run(["swift", "build", "-c", "release", "--product", "bottleneck"], cwd=ROOT, check=True)
     import onnxruntime, torch
@@ -84,9 +114,9 @@ def main():
           f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}; {a.threads} threads", flush=True)
     print(f"# roofline: {peak_line}", flush=True)
     onnx_dir = tempfile.mkdtemp(prefix="bottleneck-peers-")
-    header = ["| model | batch | ours img/s | PyTorch img/s | ORT img/s | ours/PyTorch | ours/ORT (median of rounds) | ours GFLOP/s "
+    header = ["| model | batch | load | ours img/s | PyTorch img/s | ORT img/s | ours/PyTorch | ours/ORT (median of rounds) | ours GFLOP/s "
               "(% of sgemm) | peak RSS MB ours / PyTorch / ORT |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|"]
     print("\n".join(header), flush=True)
     rows, records = list(header), []
     for model in a.models.split(","):
@@ -95,34 +125,23 @@ def main():
             subprocess.run([sys.executable, os.path.join(HERE, "peer.py"), "--engine", "onnx", "--model", model,
                             "--batch", str(batch), "--onnx-dir", onnx_dir, "--export-only"],
                            check=True, capture_output=True)
-            runs = {"ours": [], "torch": [], "onnx": []}
+            runs = {mode: {"ours": [], "torch": [], "onnx": []} for mode in loads}
             measure = {"ours": lambda: ours(model, batch, a.threads, passes),
                        "torch": lambda: peer("torch", model, batch, a.threads, passes, onnx_dir),
                        "onnx": lambda: peer("onnx", model, batch, a.threads, passes, onnx_dir)}
             for r in range(a.rounds):
                 # Alternate the order (ours first, then last) so that drift within a round does not
                 # favour whichever engine always runs first. Ours and ONNX Runtime run back to back
-                # (PyTorch, the slowest by far, first or last): this host's speed swings by up to 1.5x
-                # between runs seconds apart, and with PyTorch's 10-20 s between them a round's ours/ORT
-                # ratio measured the host's phase as much as the engines.
-                for engine in (["ours", "onnx", "torch"] if r % 2 == 0 else ["torch", "onnx", "ours"]):
-                    runs[engine].append(measure[engine]())
-            med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
-            # Paired: each round's ours/peer ratio, then the median over rounds (robust to the host's
-            # speed changing between rounds, which moves all engines of a round together).
-            paired = {k: statistics.median(o["images_per_second"] / p["images_per_second"]
-                                           for o, p in zip(runs["ours"], runs[k])) for k in ("torch", "onnx")}
-            rss = {k: max(r["peak_rss_bytes"] for r in v) / 1e6 for k, v in runs.items()}
-            gflop_per_image = runs["ours"][0]["gflops"] / runs["ours"][0]["images_per_second"]
-            achieved = med["ours"] * gflop_per_image
-            row = (f"| {model} | {batch} | {med['ours']:.1f} | {med['torch']:.1f} | {med['onnx']:.1f} | "
-                   f"{med['ours'] / med['torch']:.2f} | {med['ours'] / med['onnx']:.2f} ({paired['onnx']:.2f}) | "
-                   f"{achieved:.0f} ({100 * achieved / peak:.0f}%) | {rss['ours']:.0f} / {rss['torch']:.0f} / {rss['onnx']:.0f} |")
-            print(row, flush=True)
-            rows.append(row)
-            records.append({"model": model, "batch": batch, "threads": a.threads, "median_images_per_second": med,
-                            "peak_rss_mb": rss, "paired_ratio_median": paired, "gflop_per_image": gflop_per_image, "sgemm_peak_gflops": peak,
-                            "runs": runs})
+                # (PyTorch, the slowest by far, first or last), since the host's speed drifts between runs.
+                for mode in (loads if r % 2 == 0 else loads[::-1]):
+                    for engine in (["ours", "onnx", "torch"] if r % 2 == 0 else ["torch", "onnx", "ours"]):
+                        with load(mode):
+                            runs[mode][engine].append(measure[engine]())
+            for mode in loads:
+                row, record = summarize(model, batch, mode, runs[mode], a.threads, peak)
+                print(row, flush=True)
+                rows.append(row)
+                records.append(record)
     print("\n" + "\n".join(rows))
     if a.json:
         with open(a.json, "w") as f:
