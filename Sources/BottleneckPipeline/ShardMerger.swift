@@ -27,8 +27,8 @@ public enum ShardMerger {
                   let a = s["start"] as? Int, let b = s["end"] as? Int else {
                 throw PipelineError.incompatibleShards(path: url.path, reason: "not a shard store (meta.json has no shard); merge takes the outputs of extract --shard i/n")
             }
-            guard n >= 1, n <= shards.count, i >= 0, i < n, a >= 0, b >= a else {
-                throw PipelineError.malformedStore(path: metaURL.path, reason: "shard \(i)/\(n) covering images \(a)..<\(b) is impossible (need 0 <= index < count <= shards given, 0 <= start <= end)")
+            guard n >= 1, i >= 0, i < n, a >= 0, b >= a else {
+                throw PipelineError.malformedStore(path: metaURL.path, reason: "shard \(i)/\(n) covering images \(a)..<\(b) is impossible (need 0 <= index < count, 0 <= start <= end)")
             }
             parsed.append(Shard(url: url, meta: try FeatureStore.readMeta(metaURL), raw: raw, index: i, count: n, start: a, end: b))
         }
@@ -42,7 +42,7 @@ public enum ShardMerger {
             }
         }
         let n = first.count
-        guard parsed.map(\.index) == Array(0..<n), parsed.allSatisfy({ $0.count == n }) else {
+        guard parsed.count == n, parsed.map(\.index) == Array(0..<parsed.count), parsed.allSatisfy({ $0.count == n }) else {
             throw PipelineError.incompatibleShards(path: out.path, reason: "need exactly shards 0..\(n - 1) of \(n), got \(parsed.map { "\($0.index)/\($0.count)" }.joined(separator: ", "))")
         }
         for (a, b) in zip(parsed, parsed.dropFirst()) where a.end != b.start {
