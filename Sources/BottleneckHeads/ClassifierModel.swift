@@ -90,39 +90,70 @@ public struct ClassifierModel: Codable, Sendable, Equatable {
     /// Feature dimension expected by ``predict(_:)``.
     public var dimension: Int { scaler.dimension }
 
-    /// Consistency checks applied on load: dimensions and class counts agree, known head type, finite parameters.
+    /// Consistency checks applied on load, so that prediction never indexes outside an array: this
+    /// module is compiled with `-Ounchecked`, so every length and index a saved file declares is
+    /// checked here explicitly. Checked: format; at least two distinct class names; scaler lengths,
+    /// finite means and positive finite scales; the head's class count and feature dimension; every
+    /// matrix's declared rows x cols against its stored values (overflow-checked); intercept and
+    /// coefficient counts; every parameter finite; kernel SVM pairs covering each class pair once
+    /// with support indices inside the support-vector matrix and Platt parameters finite.
+    /// - Throws: ``HeadError/invalidModel(path:reason:)`` naming `path` and the first problem found.
     public func validate(path: String = "<model>") throws {
         func bad(_ r: String) -> HeadError { .invalidModel(path: path, reason: r) }
+        func finite(_ values: [Double], _ what: String) throws {
+            if let i = values.firstIndex(where: { !$0.isFinite }) { throw bad("\(what)[\(i)] is \(values[i]), not a finite number") }
+        }
+        func matrix(_ m: Matrix, _ what: String, rows: Int?, cols: Int) throws {
+            guard let n = CheckedSize.multiply(m.rows, m.cols), n == m.values.count else {
+                throw bad("\(what) declares \(m.rows) x \(m.cols) but stores \(m.values.count) values")
+            }
+            if let rows, m.rows != rows { throw bad("\(what) has \(m.rows) rows, expected \(rows)") }
+            guard m.cols == cols else { throw bad("\(what) has \(m.cols) columns but the scaler has \(cols) features") }
+            try finite(m.values, what)
+        }
         guard format == ClassifierModel.currentFormat else { throw bad("unsupported format \(format) (expected \(ClassifierModel.currentFormat))") }
         guard classNames.count >= 2 else { throw bad("needs at least two classes, has \(classNames.count)") }
-        guard scaler.mean.count == scaler.scale.count else { throw bad("scaler mean/scale lengths differ") }
-        guard head.dimension == scaler.dimension else {
-            throw bad("head expects \(head.dimension) features but scaler has \(scaler.dimension)")
+        guard Set(classNames).count == classNames.count else { throw bad("class names are not distinct") }
+        let d = scaler.dimension, k = classNames.count
+        guard d >= 1 else { throw bad("scaler has no features") }
+        guard scaler.scale.count == d else { throw bad("scaler has \(d) means but \(scaler.scale.count) scales") }
+        try finite(scaler.mean, "scaler mean")
+        if let i = scaler.scale.firstIndex(where: { !($0 > 0 && $0.isFinite) }) {
+            throw bad("scaler scale[\(i)] is \(scaler.scale[i]); scales must be positive finite numbers")
         }
-        guard head.classCount == classNames.count else {
-            throw bad("head has \(head.classCount) classes but \(classNames.count) class names")
-        }
-        guard scaler.scale.allSatisfy({ $0 > 0 && $0.isFinite }), scaler.mean.allSatisfy({ $0.isFinite }) else {
-            throw bad("scaler has non-finite or non-positive entries")
-        }
+        guard head.classCount == k else { throw bad("head has \(head.classCount) classes but \(k) class names") }
         switch head {
         case .logreg(let m):
-            guard m.coef.rows == (m.classCount == 2 ? 1 : m.classCount), m.intercept.count == m.coef.rows,
-                  m.coef.values.count == m.coef.rows * m.coef.cols else { throw bad("logistic regression shape is inconsistent") }
-            guard m.coef.values.allSatisfy({ $0.isFinite }) else { throw bad("non-finite coefficients") }
+            try matrix(m.coef, "logistic regression coef", rows: k == 2 ? 1 : k, cols: d)
+            guard m.intercept.count == m.coef.rows else { throw bad("logistic regression has \(m.intercept.count) intercepts for \(m.coef.rows) rows") }
+            try finite(m.intercept, "logistic regression intercept")
         case .linearSVM(let m):
-            guard m.coef.rows == (m.classCount == 2 ? 1 : m.classCount), m.intercept.count == m.coef.rows,
-                  m.coef.values.count == m.coef.rows * m.coef.cols else { throw bad("linear SVM shape is inconsistent") }
-            guard m.coef.values.allSatisfy({ $0.isFinite }) else { throw bad("non-finite coefficients") }
+            try matrix(m.coef, "linear SVM coef", rows: k == 2 ? 1 : k, cols: d)
+            guard m.intercept.count == m.coef.rows else { throw bad("linear SVM has \(m.intercept.count) intercepts for \(m.coef.rows) rows") }
+            try finite(m.intercept, "linear SVM intercept")
         case .kernelSVM(let m):
-            guard m.pairs.count == m.classCount * (m.classCount - 1) / 2 else { throw bad("kernel SVM has \(m.pairs.count) pair machines") }
-            guard m.supportVectors.values.count == m.supportVectors.rows * m.supportVectors.cols else { throw bad("support vector shape") }
-            for p in m.pairs {
-                guard p.supportIndices.count == p.coefficients.count,
-                      p.supportIndices.allSatisfy({ $0 >= 0 && $0 < m.supportVectors.rows }),
-                      p.classA < p.classB, p.classB < m.classCount else { throw bad("kernel SVM pair (\(p.classA), \(p.classB)) is inconsistent") }
+            try matrix(m.supportVectors, "support vectors", rows: nil, cols: d)
+            guard let pairCount = CheckedSize.multiply(k, k - 1).map({ $0 / 2 }), m.pairs.count == pairCount else {
+                throw bad("kernel SVM has \(m.pairs.count) pair machines, expected \(k) x \(k - 1) / 2")
             }
-            guard m.gamma > 0, m.gamma.isFinite else { throw bad("gamma must be positive") }
+            guard m.gamma > 0, m.gamma.isFinite else { throw bad("gamma \(m.gamma) must be a positive finite number") }
+            var seen = Set<[Int]>()
+            for (i, p) in m.pairs.enumerated() {
+                let what = "kernel SVM pair \(i) (classes \(p.classA), \(p.classB))"
+                guard p.classA >= 0, p.classA < p.classB, p.classB < k, seen.insert([p.classA, p.classB]).inserted else {
+                    throw bad("\(what): classes must satisfy 0 <= a < b < \(k) and each pair appear once")
+                }
+                guard p.supportIndices.count == p.coefficients.count else {
+                    throw bad("\(what): \(p.supportIndices.count) support indices but \(p.coefficients.count) coefficients")
+                }
+                if let j = p.supportIndices.firstIndex(where: { $0 < 0 || $0 >= m.supportVectors.rows }) {
+                    throw bad("\(what): support index \(p.supportIndices[j]) is outside the \(m.supportVectors.rows) support vectors")
+                }
+                try finite(p.coefficients, "\(what) coefficients")
+                try finite([p.rho], "\(what) rho")
+                guard (p.probA == nil) == (p.probB == nil) else { throw bad("\(what): has only one of probA and probB") }
+                if let a = p.probA, let b = p.probB { try finite([a, b], "\(what) Platt parameters") }
+            }
         }
     }
 

@@ -5,8 +5,19 @@ import BottleneckTensor
 
 /// Settings for one extraction run.
 public struct ExtractionOptions: Sendable {
-    /// Images per backbone call (and per journaled batch). Default 16.
+    /// Images per backbone call (and per journaled batch), in ``batchSizeRange``. Default 16.
     public var batchSize: Int = 16
+    /// Accepted ``batchSize`` values: larger batches stop paying off long before this, and the
+    /// batch ring (see ``ringBudgetBytes``) and network activations grow with it (1024 images at
+    /// 224 px are 600 MiB of input alone).
+    public static let batchSizeRange = 1...1024
+    /// Accepted ``decoderThreads`` values: one thread per core is the useful maximum; this bound only
+    /// keeps a typo from starting thousands of threads.
+    public static let decoderThreadsRange = 1...1024
+    /// Most bytes the ring of preprocessed batches may take: `(decoderThreads + 2) x batchSize` images
+    /// plus their feature rows. 4 GiB holds e.g. 64 threads x batch 256 at 224 px; beyond it the run is
+    /// refused before allocating, with the numbers, instead of failing an allocation part-way.
+    public var ringBudgetBytes: Int = 4 << 30
     /// Decoder threads feeding the backbone; default: all cores but one (at least 1). With a backbone
     /// that supports concurrent slices (EfficientNet-Lite, raw pixels) the pipeline instead runs
     /// this many plus one workers that each both decode and run the network (see ``FeatureExtractor``).
@@ -126,6 +137,21 @@ public final class FeatureExtractor {
         }
     }
 
+    /// Bytes of the batch ring for the current options, refused when over ``ExtractionOptions/ringBudgetBytes``.
+    /// - Throws: ``PipelineError/invalidArgument(_:)`` naming the batch size, threads and budget.
+    func ringBytes() throws -> Int {
+        let perImage = CheckedSize.add(Preprocessor(preset: backbone.preset).outputCount, backbone.featureDimension)
+            .flatMap { CheckedSize.multiply($0, MemoryLayout<Float>.size) }
+        let slots = CheckedSize.add(options.decoderThreads, 2)
+        guard let perImage, let slots, let images = CheckedSize.multiply(slots, options.batchSize),
+              let total = CheckedSize.multiply(images, perImage), total <= options.ringBudgetBytes else {
+            throw PipelineError.invalidArgument(
+                "batch \(options.batchSize) with \(options.decoderThreads) decoder threads needs more than the "
+                + "\(options.ringBudgetBytes >> 20) MiB batch-buffer budget ((threads + 2) x batch images in flight); use a smaller --batch or --threads")
+        }
+        return total
+    }
+
     /// Decode options the extractor uses for `preset` (fast or exact).
     func decodeOptions() -> DecodeOptions {
         guard options.fastDecode else { return DecodeOptions(reducedDCTMinimumShorterSide: nil) }
@@ -142,8 +168,13 @@ public final class FeatureExtractor {
     ///   Individual images that fail to decode are not errors: they are recorded and skipped.
     @discardableResult
     public func extract(dataset: URL, to out: URL? = nil) throws -> ExtractionResult {
-        guard options.batchSize >= 1 else { throw PipelineError.invalidArgument("batch size must be at least 1") }
-        guard options.decoderThreads >= 1 else { throw PipelineError.invalidArgument("decoder threads must be at least 1") }
+        guard ExtractionOptions.batchSizeRange.contains(options.batchSize) else {
+            throw PipelineError.invalidArgument("batch size \(options.batchSize) is out of range \(ExtractionOptions.batchSizeRange)")
+        }
+        guard ExtractionOptions.decoderThreadsRange.contains(options.decoderThreads) else {
+            throw PipelineError.invalidArgument("decoder threads \(options.decoderThreads) is out of range \(ExtractionOptions.decoderThreadsRange)")
+        }
+        _ = try ringBytes()
         let scan = try DatasetScanner.scan(dataset)
         guard !scan.entries.isEmpty else {
             throw PipelineError.invalidDataset(path: dataset.path, reason: "no images found (\(scan.skipped.count) files skipped); expected DIR/<class>/*.jpg, DIR/train|val|test/<class>/*.jpg or images directly in DIR")
@@ -197,8 +228,12 @@ public final class FeatureExtractor {
     }
 
     private func currentResult(_ out: URL, scan: DatasetScan, meta: [String: String]) throws -> ExtractionResult {
-        let csv = (try? String(contentsOf: out.appendingPathComponent("index.csv"), encoding: .utf8)) ?? ""
-        let records = try FeatureStore.parseIndex(csv, path: out.appendingPathComponent("index.csv").path)
+        let indexURL = out.appendingPathComponent("index.csv")
+        let bytes: [UInt8]
+        do { bytes = [UInt8](try Data(contentsOf: indexURL)) } catch {
+            throw PipelineError.malformedStore(path: indexURL.path, reason: "unreadable: \(error.localizedDescription)")
+        }
+        let records = try FeatureStore.parseIndex(bytes, path: indexURL.path)
         let fails = records.compactMap { r in r.failure.map { (path: r.path, reason: $0) } }
         return ExtractionResult(outputDirectory: out, imageCount: records.count, extracted: records.count - fails.count,
                                 failures: fails, skipped: scan.skipped, dimension: backbone.featureDimension,
@@ -450,9 +485,20 @@ public final class FeatureExtractor {
     }
 
     /// Decodes and preprocesses one image into `destination`; returns why it failed, or nil.
+    /// An entry the scanner could not use fails with the scanner's reason. A name that is not valid
+    /// UTF-8 is opened by its bytes and decoded through the open descriptor.
     private static func decode(_ entry: DatasetEntry, root: URL, options: DecodeOptions, with pre: Preprocessor,
                                into destination: UnsafeMutablePointer<Float>) -> String? {
-        let url = root.appendingPathComponent(entry.path)
+        if let failure = entry.failure { return failure }
+        var url = root.appendingPathComponent(entry.path)
+        var descriptor: Int32 = -1
+        defer { if descriptor >= 0 { close(descriptor) } }
+        if let raw = entry.rawPath {
+            let path = (Array(root.path.utf8) + [0x2F] + raw).map { CChar(bitPattern: $0) } + [0]
+            descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { return "cannot open: \(String(cString: strerror(errno)))" }
+            url = URL(fileURLWithPath: FeatureExtractor.descriptorPath(descriptor))
+        }
         do {
             let img = try ImageDecoder.decode(contentsOf: url, options: options)
             // Preprocessing has no error path; never hand it a degenerate image.
@@ -462,8 +508,18 @@ public final class FeatureExtractor {
             pre.write(img, into: destination)
             return nil
         } catch {
-            return FeatureExtractor.reason(error, path: url.path)
+            let text = FeatureExtractor.reason(error, path: url.path)
+            return descriptor >= 0 ? text.replacingOccurrences(of: url.path, with: entry.path) : text
         }
+    }
+
+    /// A path that opens the same file as descriptor `fd` (Linux `/proc/self/fd`, BSD and macOS `/dev/fd`).
+    static func descriptorPath(_ fd: Int32) -> String {
+        #if os(Linux)
+        return "/proc/self/fd/\(fd)"
+        #else
+        return "/dev/fd/\(fd)"
+        #endif
     }
 
     private func report(done: Int, total: Int, failures: Int, processed: Int, started: Date) {

@@ -85,7 +85,16 @@ public struct FeatureStore: Sendable {
         return l.isEmpty ? nil : FeatureSplit(name: name, features: f, dimension: dimension, labels: l, paths: p)
     }
 
-    /// Reads a complete store.
+    /// Reads a complete store and checks that its files agree with each other.
+    ///
+    /// Checked, with errors naming the file, the `index.csv` line or `labels.npy` row, and the
+    /// problem: `features.npy` is a 2-D float32 array with at least one column; `labels.npy` is a
+    /// 1-D integer array with one label per feature row, each -1 (unlabeled) or a class index;
+    /// `classes.json` lists distinct names; every `index.csv` line has a valid status, extracted
+    /// lines have a row number inside `features.npy`, no row number or path appears twice, every
+    /// feature row is listed, and each line's class agrees with `labels.npy`; `meta.json`'s format,
+    /// dimension and counts match. `.npy` files are parsed through ``NumpyHeader`` (bounded,
+    /// overflow-checked). Cost: O(file sizes); the features are held in memory.
     /// - Throws: ``PipelineError/malformedStore(path:reason:)`` when a file is missing or inconsistent.
     public static func load(from url: URL) throws -> FeatureStore {
         func file(_ n: String) -> URL { url.appendingPathComponent(n) }
@@ -93,26 +102,101 @@ public struct FeatureStore: Sendable {
             throw PipelineError.malformedStore(path: url.path, reason: "no meta.json: not a finished feature store (run extract, or extract --resume)")
         }
         let meta = try readMeta(file("meta.json"))
-        let fm: NumpyArray, lab: NumpyArray
-        do { fm = try NumpyArray(contentsOf: file("features.npy")); lab = try NumpyArray(contentsOf: file("labels.npy")) }
-        catch { throw PipelineError.malformedStore(path: url.path, reason: "\(error)") }
-        guard fm.dtype == .float32, fm.shape.count == 2 else {
-            throw PipelineError.malformedStore(path: file("features.npy").path, reason: "expected a 2-D float32 array, found \(fm.dtype) \(fm.shape)")
+        let fm = try readArray(file("features.npy"))
+        guard fm.dtype == .float32, fm.shape.count == 2, fm.shape[1] >= 1 else {
+            throw PipelineError.malformedStore(path: file("features.npy").path, reason: "expected a 2-D float32 array with at least one column, found \(fm.dtype.rawValue) \(fm.shape)")
         }
-        let classesData = (try? Data(contentsOf: file("classes.json"))) ?? Data()
-        guard let classes = (try? JSONSerialization.jsonObject(with: classesData)) as? [String] else {
-            throw PipelineError.malformedStore(path: file("classes.json").path, reason: "missing or not a JSON array of strings")
+        let rowCount = fm.shape[0], dimension = fm.shape[1]
+        let lab = try readArray(file("labels.npy"))
+        guard [.int64, .int32, .uint8].contains(lab.dtype) else {
+            throw PipelineError.malformedStore(path: file("labels.npy").path, reason: "labels are \(lab.dtype.rawValue) (floating point); expected integer class indices (<i8)")
         }
-        guard let csv = try? String(contentsOf: file("index.csv"), encoding: .utf8) else {
-            throw PipelineError.malformedStore(path: file("index.csv").path, reason: "missing or not UTF-8")
+        guard lab.shape == [rowCount] else {
+            throw PipelineError.malformedStore(path: file("labels.npy").path, reason: "shape \(lab.shape) does not match the \(rowCount) rows of features.npy")
         }
-        let records = try parseIndex(csv, path: file("index.csv").path)
+        let classes = try readClasses(file("classes.json"))
+        let indexURL = file("index.csv")
+        let indexBytes: [UInt8]
+        do { indexBytes = [UInt8](try Data(contentsOf: indexURL)) } catch {
+            throw PipelineError.malformedStore(path: indexURL.path, reason: "missing or unreadable")
+        }
+        let lines = try parseIndexLines(indexBytes, path: indexURL.path)
         let labels = lab.ints
-        guard labels.count == fm.shape[0], records.filter({ $0.row != nil }).count == fm.shape[0] else {
-            throw PipelineError.malformedStore(path: url.path, reason: "features.npy has \(fm.shape[0]) rows but labels.npy has \(labels.count) and index.csv lists \(records.filter { $0.row != nil }.count)")
+        try checkConsistency(lines: lines, labels: labels, classes: classes, rowCount: rowCount,
+                             indexPath: indexURL.path, labelsPath: file("labels.npy").path)
+        try checkMeta(meta, path: file("meta.json").path, dimension: dimension, rowCount: rowCount, imageCount: lines.count)
+        return FeatureStore(url: url, dimension: dimension, features: fm.floats, labels: labels,
+                            classes: classes, records: lines.map(\.record), meta: meta)
+    }
+
+    /// A `.npy` file of the store, with parse errors mapped to ``PipelineError/malformedStore(path:reason:)``.
+    static func readArray(_ url: URL) throws -> NumpyArray {
+        do { return try NumpyArray(contentsOf: url) }
+        catch let e as MalformedBytes { throw PipelineError.malformedStore(path: url.path, reason: "at byte \(e.offset): \(e.reason)") }
+        catch let e as CoreIOError {
+            if case .io(_, let reason) = e { throw PipelineError.malformedStore(path: url.path, reason: reason) }
+            throw PipelineError.malformedStore(path: url.path, reason: "\(e)")
         }
-        return FeatureStore(url: url, dimension: fm.shape[1], features: fm.floats, labels: labels,
-                            classes: classes, records: records, meta: meta)
+    }
+
+    /// `classes.json`: a JSON array of distinct strings.
+    static func readClasses(_ url: URL) throws -> [String] {
+        let data = (try? Data(contentsOf: url)) ?? Data()
+        guard let classes = (try? JSONSerialization.jsonObject(with: data)) as? [String] else {
+            throw PipelineError.malformedStore(path: url.path, reason: "missing or not a JSON array of strings")
+        }
+        var seen = Set<String>()
+        for c in classes where !seen.insert(c).inserted {
+            throw PipelineError.malformedStore(path: url.path, reason: "class '\(c)' is listed twice")
+        }
+        return classes
+    }
+
+    /// Checks `index.csv` lines against `labels.npy` and `classes.json` (see ``load(from:)``).
+    static func checkConsistency(lines: [(record: IndexRecord, line: Int)], labels: [Int], classes: [String], rowCount: Int,
+                                 indexPath: String, labelsPath: String) throws {
+        for (row, label) in labels.enumerated() where label < -1 || label >= classes.count {
+            throw PipelineError.malformedStore(path: labelsPath, reason: label < 0
+                ? "row \(row) holds label \(label); labels are class indices (0 or more), or -1 for unlabeled"
+                : "row \(row) holds label \(label) but classes.json lists only \(classes.count) classes")
+        }
+        let classIndex = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
+        var lineOfRow = [Int](repeating: 0, count: rowCount)
+        var lineOfPath: [String: Int] = [:]
+        for (r, line) in lines {
+            func bad(_ reason: String) -> PipelineError { .malformedStore(path: indexPath, reason: "line \(line): \(reason)") }
+            if let previous = lineOfPath.updateValue(line, forKey: r.path) { throw bad("path '\(r.path)' is already listed on line \(previous)") }
+            let expected: Int
+            if r.label.isEmpty { expected = -1 } else {
+                guard let c = classIndex[r.label] else { throw bad("class '\(r.label)' is not in classes.json") }
+                expected = c
+            }
+            guard let row = r.row else { continue }
+            guard row < rowCount else { throw bad("row \(row) is past the end of features.npy (\(rowCount) rows)") }
+            if lineOfRow[row] != 0 { throw bad("row \(row) is already listed on line \(lineOfRow[row])") }
+            lineOfRow[row] = line
+            guard labels[row] == expected else {
+                let says = expected < 0 ? "is unlabeled" : "has label '\(r.label)' (class \(expected))"
+                throw bad("\(says) but \(URL(fileURLWithPath: labelsPath).lastPathComponent) row \(row) holds \(labels[row])")
+            }
+        }
+        if let missing = lineOfRow.firstIndex(of: 0) {
+            throw PipelineError.malformedStore(path: indexPath, reason: "features.npy row \(missing) is listed on no line")
+        }
+    }
+
+    /// Checks `meta.json`'s format, dimension and counts against the arrays.
+    static func checkMeta(_ meta: [String: String], path: String, dimension: Int, rowCount: Int, imageCount: Int) throws {
+        func check(_ key: String, _ actual: Int, _ what: String) throws {
+            guard let text = meta[key] else { return }
+            guard Int(text) == actual else { throw PipelineError.malformedStore(path: path, reason: "'\(key)' is \(text) but \(what) \(actual)") }
+        }
+        if let format = meta["format"], format != StoreDescription.format {
+            throw PipelineError.malformedStore(path: path, reason: "format '\(format)' is not \(StoreDescription.format)")
+        }
+        try check("dimension", dimension, "features.npy has")
+        try check("extracted", rowCount, "features.npy has rows:")
+        try check("image_count", imageCount, "index.csv has lines:")
     }
 
     static func readMeta(_ url: URL) throws -> [String: String] {
@@ -131,19 +215,42 @@ public struct FeatureStore: Sendable {
         return out
     }
 
-    static func parseIndex(_ csv: String, path: String) throws -> [IndexRecord] {
-        let rows = TextFormat.parseCSV(csv)
-        guard let head = rows.first, head == ["row", "path", "split", "label", "status"] else {
+    /// Parses `index.csv` (see ``parseIndexLines(_:path:)``).
+    static func parseIndex(_ bytes: [UInt8], path: String) throws -> [IndexRecord] {
+        try parseIndexLines(bytes, path: path).map(\.record)
+    }
+
+    /// Parses `index.csv` into records with their line numbers: header `row,path,split,label,status`,
+    /// five fields per line, status `ok` (with a decimal row number) or `error: <reason>` (no row number).
+    /// - Throws: ``PipelineError/malformedStore(path:reason:)`` naming the line (and byte offset for syntax errors).
+    static func parseIndexLines(_ bytes: [UInt8], path: String) throws -> [(record: IndexRecord, line: Int)] {
+        let rows: [TextFormat.CSVRecord]
+        do { rows = try TextFormat.parseCSV(bytes: bytes, path: path) } catch let e as MalformedBytes {
+            throw PipelineError.malformedStore(path: path, reason: "at byte \(e.offset): \(e.reason)")
+        }
+        guard let head = rows.first, head.fields == ["row", "path", "split", "label", "status"] else {
             throw PipelineError.malformedStore(path: path, reason: "header is not row,path,split,label,status")
         }
-        var out: [IndexRecord] = []
-        for (i, r) in rows.dropFirst().enumerated() {
-            guard r.count == 5 else { throw PipelineError.malformedStore(path: path, reason: "line \(i + 2) has \(r.count) fields") }
+        var out: [(record: IndexRecord, line: Int)] = []
+        out.reserveCapacity(rows.count - 1)
+        for r in rows.dropFirst() {
+            func bad(_ reason: String) -> PipelineError { .malformedStore(path: path, reason: "line \(r.line): \(reason)") }
+            let f = r.fields
+            guard f.count == 5 else { throw bad("has \(f.count) fields, expected 5") }
             let failure: String?
-            if r[4] == "ok" { failure = nil }
-            else if r[4].hasPrefix("error: ") { failure = String(r[4].dropFirst(7)) }
-            else { throw PipelineError.malformedStore(path: path, reason: "line \(i + 2): bad status \(r[4])") }
-            out.append(IndexRecord(row: r[0].isEmpty ? nil : Int(r[0]), path: r[1], split: r[2], label: r[3], failure: failure))
+            if f[4] == "ok" { failure = nil }
+            else if f[4].hasPrefix("error: ") { failure = String(f[4].dropFirst(7)) }
+            else { throw bad("bad status '\(f[4])' (expected ok or error: <reason>)") }
+            var row: Int? = nil
+            if failure == nil {
+                guard !f[0].isEmpty, f[0].utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }), let n = Int(f[0]) else {
+                    throw bad(f[0].isEmpty ? "status ok but no row number" : "row '\(f[0])' is not a row number")
+                }
+                row = n
+            } else if !f[0].isEmpty {
+                throw bad("a failed image has row number '\(f[0])'")
+            }
+            out.append((IndexRecord(row: row, path: f[1], split: f[2], label: f[3], failure: failure), r.line))
         }
         return out
     }

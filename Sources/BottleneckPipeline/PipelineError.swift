@@ -1,4 +1,5 @@
 import Foundation
+import BottleneckCore
 
 /// Errors raised by dataset scanning, feature extraction, the feature store and shard merging.
 /// Each case names the file or directory involved and says what to do where that is not obvious.
@@ -61,31 +62,74 @@ enum TextFormat {
         return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
-    /// Parses RFC 4180 CSV text into rows of fields.
-    static func parseCSV(_ text: String) -> [[String]] {
-        var rows: [[String]] = []
-        var row: [String] = []
-        var field = ""
-        var inQuotes = false
-        var it = Array(text.unicodeScalars)[...]
-        var fieldStarted = false
-        while let c = it.popFirst() {
+    /// One record of a CSV file: its fields, the 1-based line it starts on and its file offset.
+    struct CSVRecord: Equatable {
+        var fields: [String]
+        var line: Int
+        var offset: Int
+    }
+
+    /// Parses RFC 4180 CSV bytes (quoted fields may hold commas, quotes and line breaks; `\r` outside
+    /// quotes is ignored). A final line without a line break still counts.
+    /// - Throws: ``MalformedBytes`` naming `path` and the byte offset of an unterminated quote, a
+    ///   stray byte after a closing quote, or a field that is not valid UTF-8.
+    static func parseCSV(bytes: [UInt8], path: String) throws -> [CSVRecord] {
+        var reader = ByteReader(bytes, path: path)
+        var records: [CSVRecord] = []
+        var fields: [String] = []
+        var field: [UInt8] = []
+        var fieldStart = 0, recordStart = 0, recordLine = 1, line = 1
+        var inQuotes = false, afterQuote = false, started = false
+        func finishField() throws {
+            guard let text = String(validating: field, as: UTF8.self) else {
+                throw reader.error("line \(recordLine): field is not valid UTF-8", at: fieldStart)
+            }
+            fields.append(text)
+            field.removeAll(keepingCapacity: true)
+            afterQuote = false
+        }
+        func finishRecord() {
+            records.append(CSVRecord(fields: fields, line: recordLine, offset: recordStart))
+            fields.removeAll(keepingCapacity: true)
+            started = false
+        }
+        var quoteAt = 0
+        while !reader.isAtEnd {
+            let at = reader.position
+            let c = try reader.u8()
+            if !started { started = true; recordStart = at; recordLine = line; fieldStart = at }
             if inQuotes {
-                if c == "\"" {
-                    if it.first == "\"" { field.unicodeScalars.append("\""); it.removeFirst() } else { inQuotes = false }
-                } else { field.unicodeScalars.append(c) }
+                if c == 0x22 {
+                    if reader.peek() == 0x22 { field.append(0x22); _ = try reader.u8() } else { inQuotes = false; afterQuote = true }
+                } else {
+                    if c == 0x0A { line += 1 }
+                    field.append(c)
+                }
                 continue
             }
             switch c {
-            case "\"": inQuotes = true; fieldStarted = true
-            case ",": row.append(field); field = ""; fieldStarted = false
-            case "\r": continue
-            case "\n": row.append(field); rows.append(row); row = []; field = ""; fieldStarted = false
-            default: field.unicodeScalars.append(c); fieldStarted = true
+            case 0x2C:
+                try finishField(); fieldStart = reader.position
+            case 0x0D:
+                continue
+            case 0x0A:
+                try finishField(); finishRecord(); line += 1
+            case 0x22 where field.isEmpty && !afterQuote:
+                inQuotes = true; quoteAt = at
+            default:
+                guard !afterQuote else { throw reader.error("line \(line): unexpected byte after a closing quote", at: at) }
+                if c == 0x22 { throw reader.error("line \(line): quote inside an unquoted field", at: at) }
+                field.append(c)
             }
         }
-        if fieldStarted || !row.isEmpty { row.append(field); rows.append(row) }
-        return rows
+        if inQuotes { throw reader.error("line \(recordLine): quoted field is never closed", at: quoteAt, kind: .truncated) }
+        if started { try finishField(); finishRecord() }
+        return records
+    }
+
+    /// Parses RFC 4180 CSV text into rows of fields (see ``parseCSV(bytes:path:)``).
+    static func parseCSV(_ text: String) throws -> [[String]] {
+        try parseCSV(bytes: Array(text.utf8), path: "<text>").map(\.fields)
     }
 
     /// Byte-wise (UTF-8) ordering, independent of locale and Unicode normalisation.

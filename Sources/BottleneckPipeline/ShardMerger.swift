@@ -6,6 +6,10 @@ import BottleneckCore
 ///
 /// Rows are streamed from the shards' `features.npy` files, so memory is O(index) plus a 1 MiB buffer.
 public enum ShardMerger {
+    /// Largest feature length accepted from a shard's `meta.json` (256 MiB per float32 row); the
+    /// largest real backbone output (an unpooled early stage) is far below it.
+    public static let maximumDimension = 1 << 26
+
     /// Merges the shard stores in `shards` (any order) into `out`; returns the merged store's record count.
     /// - Throws: ``PipelineError/incompatibleShards(path:reason:)`` when shards come from different
     ///   datasets, backbones or options, overlap, or leave a shard out; I/O errors otherwise.
@@ -23,6 +27,9 @@ public enum ShardMerger {
                   let a = s["start"] as? Int, let b = s["end"] as? Int else {
                 throw PipelineError.incompatibleShards(path: url.path, reason: "not a shard store (meta.json has no shard); merge takes the outputs of extract --shard i/n")
             }
+            guard n >= 1, i >= 0, i < n, a >= 0, b >= a else {
+                throw PipelineError.malformedStore(path: metaURL.path, reason: "shard \(i)/\(n) covering images \(a)..<\(b) is impossible (need 0 <= index < count, 0 <= start <= end)")
+            }
             parsed.append(Shard(url: url, meta: try FeatureStore.readMeta(metaURL), raw: raw, index: i, count: n, start: a, end: b))
         }
         parsed.sort { $0.index < $1.index }
@@ -35,7 +42,7 @@ public enum ShardMerger {
             }
         }
         let n = first.count
-        guard parsed.map(\.index) == Array(0..<n), parsed.allSatisfy({ $0.count == n }) else {
+        guard parsed.count == n, parsed.map(\.index) == Array(0..<parsed.count), parsed.allSatisfy({ $0.count == n }) else {
             throw PipelineError.incompatibleShards(path: out.path, reason: "need exactly shards 0..\(n - 1) of \(n), got \(parsed.map { "\($0.index)/\($0.count)" }.joined(separator: ", "))")
         }
         for (a, b) in zip(parsed, parsed.dropFirst()) where a.end != b.start {
@@ -44,26 +51,34 @@ public enum ShardMerger {
         guard let dimension = Int(first.meta["dimension"] ?? ""), let layout = DatasetLayout(rawValue: first.meta["layout"] ?? "") else {
             throw PipelineError.malformedStore(path: first.url.path, reason: "meta.json lacks dimension or layout")
         }
+        // A row buffer of `dimension` floats is allocated before any shard's data is read.
+        guard (1...maximumDimension).contains(dimension) else {
+            throw PipelineError.malformedStore(path: first.url.appendingPathComponent("meta.json").path,
+                                               reason: "dimension \(dimension) is outside 1...\(maximumDimension)")
+        }
         var records: [IndexRecord] = []
         var segments: [RowSource.Segment] = []
         var wall = 0.0
         for s in parsed {
             let indexURL = s.url.appendingPathComponent("index.csv")
-            guard let csv = try? String(contentsOf: indexURL, encoding: .utf8) else {
+            guard let csv = try? Data(contentsOf: indexURL) else {
                 throw PipelineError.malformedStore(path: indexURL.path, reason: "missing or unreadable")
             }
-            let recs = try FeatureStore.parseIndex(csv, path: indexURL.path)
+            let recs = try FeatureStore.parseIndex([UInt8](csv), path: indexURL.path)
             guard recs.count == s.end - s.start else {
                 throw PipelineError.malformedStore(path: indexURL.path, reason: "lists \(recs.count) images, meta.json says \(s.end - s.start)")
             }
             records += recs
             let npy = s.url.appendingPathComponent("features.npy")
-            let (shape, offset) = try npyHeader(npy)
+            let header: NumpyHeader
+            do { header = try NumpyHeader(contentsOf: npy) } catch let e as MalformedBytes {
+                throw PipelineError.malformedStore(path: npy.path, reason: "at byte \(e.offset): \(e.reason)")
+            } catch { throw PipelineError.malformedStore(path: npy.path, reason: "\(error)") }
             let okCount = recs.filter { $0.failure == nil }.count
-            guard shape == [okCount, dimension] else {
-                throw PipelineError.malformedStore(path: npy.path, reason: "shape \(shape) does not match \(okCount) extracted rows of \(dimension)")
+            guard header.dtype == .float32, header.shape == [okCount, dimension] else {
+                throw PipelineError.malformedStore(path: npy.path, reason: "\(header.dtype.rawValue) \(header.shape) does not match \(okCount) extracted float32 rows of \(dimension)")
             }
-            segments.append(.init(path: npy.path, offset: offset, rows: okCount))
+            segments.append(.init(path: npy.path, offset: header.dataOffset, rows: okCount))
             wall += Double(s.meta["wall_seconds"] ?? "") ?? 0
         }
         let classesURL = first.url.appendingPathComponent("classes.json")
@@ -87,27 +102,6 @@ public enum ShardMerger {
         let rows = try RowSource(segments: segments, dimension: dimension)
         _ = try desc.writeStore(to: out, records: records, rows: rows, wallSeconds: wall)
         return records.count
-    }
-
-    /// Shape and data offset of a little-endian float32 `.npy` file, read from its header only.
-    static func npyHeader(_ url: URL) throws -> ([Int], Int) {
-        guard let fh = FileHandle(forReadingAtPath: url.path) else {
-            throw PipelineError.malformedStore(path: url.path, reason: "missing or unreadable")
-        }
-        defer { try? fh.close() }
-        let pre = fh.readData(ofLength: 12)
-        guard pre.count >= 10 else { throw PipelineError.malformedStore(path: url.path, reason: "too short for .npy") }
-        let b = [UInt8](pre)
-        let (len, start) = b[6] == 1 ? (Int(b[8]) | Int(b[9]) << 8, 10) : (Int(b[8]) | Int(b[9]) << 8 | Int(b[10]) << 16 | Int(b[11]) << 24, 12)
-        try fh.seek(toOffset: 0)
-        let head = fh.readData(ofLength: start + len)
-        // Reuse the full parser on the header plus zero data bytes by asking for shape only.
-        let text = String(decoding: head.suffix(from: start), as: UTF8.self)
-        guard text.contains("'<f4'"), let o = text.range(of: "'shape': ("), let c = text[o.upperBound...].firstIndex(of: ")") else {
-            throw PipelineError.malformedStore(path: url.path, reason: "not a float32 .npy file")
-        }
-        let shape = text[o.upperBound..<c].split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
-        return (shape, start + len)
     }
 }
 

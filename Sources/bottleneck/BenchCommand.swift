@@ -76,6 +76,20 @@ struct BenchCommand: ParsableCommand {
         guard Pooling(rawValue: pool) != nil else { throw ValidationError("--pool must be avg, max or none") }
         if let size, size < 32 { throw ValidationError("--size must be at least 32 pixels") }
         if let weights, !FileManager.default.fileExists(atPath: weights) { throw ValidationError("--weights \(weights): no such file") }
+        try ValueRanges.check(batch, ValueRanges.batch, "--batch")
+        if let threads { try ValueRanges.check(threads, ValueRanges.threads, "--threads") }
+        try ValueRanges.check(iterations, ValueRanges.iterations, "--iterations")
+        try ValueRanges.check(warmup + 1, ValueRanges.iterations, "--warmup + 1")
+        guard minSeconds.isFinite, minSeconds <= 86_400 else { throw ValidationError("--min-seconds must be at most 86400 (one day)") }
+        if let sliceMib { try ValueRanges.check(sliceMib, 1...65_536, "--slice-mib") }
+        // The input batch alone is batch x 3 x size^2 float32s; refuse more than 4 GiB of it before allocating.
+        if let size {
+            try ValueRanges.check(size, 32...8192, "--size")
+            // Both ranges were checked above, so the product fits in Int.
+            guard batch * 3 * size * size * 4 <= 4 << 30 else {
+                throw ValidationError("--batch \(batch) at --size \(size) needs more than 4 GiB of input; use a smaller batch or size")
+            }
+        }
     }
 
     func run() throws {

@@ -88,6 +88,11 @@ struct BenchmarkCommand: ParsableCommand {
         }
         guard cv >= 2 else { throw ValidationError("--cv must be at least 2") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        try ValueRanges.check(seeds, ValueRanges.seeds, "--seeds")
+        try ValueRanges.check(finetuneEpochs, ValueRanges.epochs, "--finetune-epochs")
+        _ = try ValueRanges.grid(cValues, "--C")
+        try ValueRanges.check(cv, ValueRanges.cvFolds, "--cv")
+        if let t = threads { try ValueRanges.check(t, ValueRanges.threads, "--threads") }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw ValidationError("\(dir) is not a directory: pass the dataset folder (DIR/train|val/<class>/ or DIR/<class>/)")

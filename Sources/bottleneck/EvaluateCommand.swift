@@ -29,16 +29,14 @@ struct EvaluateCommand: ParsableCommand {
     @Option(help: "Directory for report.json, confusion.csv and confusion.png.")
     var out: String?
 
-    @Option(help: "Top-k accuracies to report (comma-separated).")
+    @Option(help: "Top-k accuracies to report (comma-separated integers in 1...1000).")
     var topK: String = "1,3,5"
 
     @Flag(help: "Evaluate even if the store's backbone identity differs from the model's.")
     var ignoreBackbone = false
 
     func validate() throws {
-        guard let ks = parseList(topK), ks.allSatisfy({ $0 >= 1 && $0 == $0.rounded() }) else {
-            throw ValidationError("--top-k must be a comma-separated list of positive integers")
-        }
+        _ = try ValueRanges.integers(topK, ValueRanges.top, "--top-k")
     }
 
     func run() throws {
@@ -67,7 +65,7 @@ struct EvaluateCommand: ParsableCommand {
         let pred = try m.predict(data.x)
         let scores = try m.classScores(data.x)
         let report = try ClassificationReport.compute(trueLabels: truth, predicted: pred, classNames: m.classNames,
-                                                      scores: scores, topK: parseList(topK)!.map { Int($0) })
+                                                      scores: scores, topK: try ValueRanges.integers(topK, ValueRanges.top, "--top-k"))
         print("evaluated \(report.n) rows (\(what)) with \(m.head.kindName), C=\(m.config.C)")
         print(report.textTable())
         print("confusion matrix (rows: true, columns: predicted)")

@@ -42,10 +42,10 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: "Output directory (default: features/<DIR name>/<model>-<cut or layer>/ under the current directory).")
     var out: String?
 
-    @Option(help: "Images per network call.")
+    @Option(help: "Images per network call (\(ValueRanges.text(ValueRanges.batch))). Memory grows with --batch x (--threads + 2); a combination needing more than 4 GiB of batch buffers is refused.")
     var batch: Int = 16
 
-    @Option(help: "Decoder threads (default: cores - 1, at least 1). With EfficientNet-Lite and raw-pixels, threads + 1 workers each decode and run the network instead.")
+    @Option(help: "Decoder threads (\(ValueRanges.text(ValueRanges.threads)); default: cores - 1, at least 1). With EfficientNet-Lite and raw-pixels, threads + 1 workers each decode and run the network instead.")
     var threads: Int?
 
     @Option(help: "Extract only shard i of n (0-based, e.g. 0/4) of the sorted file list; join shards with `bottleneck merge`.")
@@ -57,15 +57,15 @@ struct ExtractCommand: ParsableCommand {
     @Flag(help: "Faster JPEG decoding by DCT scaling on large images (not bit-identical to Pillow).")
     var fastDecode = false
 
-    @Flag(help: "Exit with status 1 if any image fails.")
+    @Flag(help: "Exit with status 1 if any image fails (unreadable folders and files count as failures).")
     var strict = false
 
     @Flag(help: "No progress output; only warnings and errors.")
     var quiet = false
 
     func validate() throws {
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        try ValueRanges.check(batch, ValueRanges.batch, "--batch")
+        if let t = threads { try ValueRanges.check(t, ValueRanges.threads, "--threads") }
         if cut != nil && layer != nil { throw ValidationError("give either --cut or --layer, not both") }
         if let c = cut, c < 0 { throw ValidationError("--cut must be 0 or more") }
         if let p = pool, !["avg", "max", "none"].contains(p) { throw ValidationError("--pool must be avg, max or none") }
@@ -164,6 +164,56 @@ final class ProgressPrinter: @unchecked Sendable {
     func finish() {
         lock.lock(); defer { lock.unlock() }
         if drewLine { FileHandle.standardError.write(Data("\n".utf8)); drewLine = false }
+    }
+}
+
+/// Accepted ranges of numeric command-line values, checked in each command's `validate()` before
+/// anything is sized from them: a typo such as `--batch 100000000000` is refused with the range
+/// instead of aborting on an allocation. Each range is stated in its option's help or error.
+enum ValueRanges {
+    /// Images per network call (see ``ExtractionOptions/batchSizeRange``).
+    static let batch = ExtractionOptions.batchSizeRange
+    /// Worker threads (see ``ExtractionOptions/decoderThreadsRange``).
+    static let threads = ExtractionOptions.decoderThreadsRange
+    /// Ranks reported per image or as top-k accuracy: a ranking deeper than 1000 classes is never read.
+    static let top = 1...1000
+    /// Cross-validation folds: each fold refits the head; 100 is far past any useful estimate.
+    static let cvFolds = 2...100
+    /// Values in one `--C` or `--gamma` grid: each value costs a cross-validated fit.
+    static let gridValues = 1...100
+    /// Magnitudes accepted for C and gamma: the solvers overflow or stall far outside this.
+    static let positive: ClosedRange<Double> = 1e-12...1e12
+    /// Epochs of fine-tuning, repetitions and solver iterations: bounds only against typos.
+    static let epochs = 1...100_000
+    static let seeds = 1...1000
+    static let iterations = 1...10_000_000
+
+    /// `"a...b"`, as the help and errors print ranges.
+    static func text(_ r: ClosedRange<Int>) -> String { "\(r.lowerBound)...\(r.upperBound)" }
+
+    /// Throws a ``ValidationError`` naming `flag` and `range` unless `range` holds `value`.
+    static func check(_ value: Int, _ range: ClosedRange<Int>, _ flag: String) throws {
+        guard range.contains(value) else { throw ValidationError("\(flag) \(value) is out of range: use \(text(range))") }
+    }
+
+    /// A comma-separated grid of numbers in ``positive``, at most ``gridValues`` of them.
+    static func grid(_ list: String, _ flag: String) throws -> [Double] {
+        guard let values = parseList(list), !values.isEmpty, values.allSatisfy({ positive.contains($0) }) else {
+            throw ValidationError("\(flag) must be a comma-separated list of numbers in \(positive.lowerBound)...\(positive.upperBound), e.g. 0.01,0.1,1,10")
+        }
+        try check(values.count, gridValues, "\(flag) list length")
+        return values
+    }
+
+    /// A comma-separated list of integers in `range`, at most ``gridValues`` of them.
+    static func integers(_ list: String, _ range: ClosedRange<Int>, _ flag: String) throws -> [Int] {
+        let parts = list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let values = parts.compactMap { Int($0) }
+        guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ range.contains($0) }) else {
+            throw ValidationError("\(flag) must be a comma-separated list of integers in \(text(range))")
+        }
+        try check(values.count, gridValues, "\(flag) list length")
+        return values
     }
 }
 

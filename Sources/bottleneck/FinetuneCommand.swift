@@ -78,6 +78,10 @@ struct FinetuneCommand: ParsableCommand {
         guard momentum >= 0, momentum < 1 else { throw ValidationError("--momentum must be in [0, 1)") }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must be 0 or more") }
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
+        try ValueRanges.check(batch, ValueRanges.batch, "--batch")
+        try ValueRanges.check(epochs, ValueRanges.epochs, "--epochs")
+        if let t = threads { try ValueRanges.check(t, ValueRanges.threads, "--threads") }
+        guard lr.isFinite, weightDecay.isFinite else { throw ValidationError("--lr and --weight-decay must be finite numbers") }
         guard ScheduleKind(rawValue: schedule) != nil else { throw ValidationError("--schedule must be cosine, step or constant") }
         guard HeadInitialization(rawValue: headInit) != nil else { throw ValidationError("--head-init must be zero or logreg") }
         do { _ = try AugmentationSet(parsing: augment) } catch { throw ValidationError("\(error)") }

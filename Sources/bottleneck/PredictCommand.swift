@@ -22,7 +22,7 @@ struct PredictCommand: ParsableCommand {
     @Argument(help: "Image files or directories.")
     var inputs: [String]
 
-    @Option(help: "Number of classes to print per image.")
+    @Option(help: "Number of classes to print per image (1...1000).")
     var top: Int = 3
 
     @Flag(help: "Print a JSON array instead of text.")
@@ -31,12 +31,12 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "Checkpoint file for the backbone (default: the cached weights of the recorded model).")
     var weights: String?
 
-    @Option(help: "Images per backbone call.")
+    @Option(help: "Images per backbone call (\(ValueRanges.text(ValueRanges.batch))).")
     var batch: Int = 16
 
     func validate() throws {
-        guard top >= 1 else { throw ValidationError("--top must be at least 1") }
-        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        try ValueRanges.check(top, ValueRanges.top, "--top")
+        try ValueRanges.check(batch, ValueRanges.batch, "--batch")
         guard !inputs.isEmpty else { throw ValidationError("give at least one image file or directory") }
     }
 

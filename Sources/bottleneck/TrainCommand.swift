@@ -25,13 +25,13 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Head: logreg, linear-svm, rbf-svm or linear-kernel-svm.")
     var head: String
 
-    @Option(name: .customLong("C"), help: "Inverse regularisation strength; a comma-separated list runs a grid search (e.g. 0.01,0.1,1,10).")
+    @Option(name: .customLong("C"), help: "Inverse regularisation strength in 1e-12...1e12; a comma-separated list (up to 100 values) runs a grid search (e.g. 0.01,0.1,1,10).")
     var cValues: String = "1"
 
-    @Option(help: "RBF gamma: 'scale' (1 / (D * Var X), scikit-learn's default) or a comma-separated list of values.")
+    @Option(help: "RBF gamma: 'scale' (1 / (D * Var X), scikit-learn's default) or a comma-separated list of up to 100 values in 1e-12...1e12.")
     var gamma: String = "scale"
 
-    @Option(help: "Cross-validation folds for the grid search.")
+    @Option(help: "Cross-validation folds for the grid search (2...100).")
     var cv: Int = 5
 
     @Flag(help: "Shuffle cross-validation folds within each class (seeded by --seed) instead of scikit-learn's unshuffled order.")
@@ -55,10 +55,10 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "RBF/linear-kernel SVM: fit Platt-scaled probabilities (internal 5-fold CV, seeded).")
     var probability = false
 
-    @Option(help: "Solver tolerance (default: scikit-learn's for the head).")
+    @Option(help: "Solver tolerance, a positive finite number (default: scikit-learn's for the head).")
     var tol: Double?
 
-    @Option(help: "Solver iteration cap (default: scikit-learn's for the head).")
+    @Option(help: "Solver iteration cap, 1...10000000 (default: scikit-learn's for the head).")
     var maxIter: Int?
 
     @Option(help: "Output model file (JSON).")
@@ -71,20 +71,14 @@ struct TrainCommand: ParsableCommand {
         guard HeadKind(rawValue: head) != nil else {
             throw ValidationError("--head must be one of \(HeadKind.allCases.map(\.rawValue).joined(separator: ", "))")
         }
-        guard let cs = parseList(cValues), !cs.isEmpty, cs.allSatisfy({ $0 > 0 && $0.isFinite }) else {
-            throw ValidationError("--C must be a comma-separated list of positive numbers, e.g. 0.01,0.1,1,10")
-        }
-        if gamma != "scale" {
-            guard let g = parseList(gamma), !g.isEmpty, g.allSatisfy({ $0 > 0 && $0.isFinite }) else {
-                throw ValidationError("--gamma must be 'scale' or a comma-separated list of positive numbers")
-            }
-        }
-        guard cv >= 2 else { throw ValidationError("--cv must be at least 2") }
+        _ = try ValueRanges.grid(cValues, "--C")
+        if gamma != "scale" { _ = try ValueRanges.grid(gamma, "--gamma (or 'scale')") }
+        try ValueRanges.check(cv, ValueRanges.cvFolds, "--cv")
         guard ClassWeight(rawValue: classWeight) != nil else { throw ValidationError("--class-weight must be none or balanced") }
         guard LinearSVM.Loss(rawValue: loss) != nil else { throw ValidationError("--loss must be squared_hinge or hinge") }
         if let h = holdout, !(h >= 0 && h < 1) { throw ValidationError("--holdout must be in [0, 1)") }
-        if let t = tol, !(t > 0) { throw ValidationError("--tol must be positive") }
-        if let m = maxIter, m < 1 { throw ValidationError("--max-iter must be at least 1") }
+        if let t = tol, !(t > 0 && t.isFinite) { throw ValidationError("--tol must be a positive finite number") }
+        if let m = maxIter { try ValueRanges.check(m, ValueRanges.iterations, "--max-iter") }
         if probability && !(head == "rbf-svm" || head == "linear-kernel-svm") {
             throw ValidationError("--probability applies to rbf-svm and linear-kernel-svm (logreg always has probabilities)")
         }

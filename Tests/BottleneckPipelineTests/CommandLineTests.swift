@@ -1,5 +1,6 @@
 import Foundation
 import XCTest
+import BottleneckTestSupport
 @testable import BottleneckPipeline
 
 /// Runs the built `bottleneck` executable as a subprocess: the kill-and-resume acceptance test
@@ -131,5 +132,67 @@ final class CommandLineTests: XCTestCase {
         let badShard = try run(base + ["--shard", "3/3"])
         XCTAssertNotEqual(badShard.status, 0)
         XCTAssertTrue(badShard.stderr.contains("0 <= i < n"), badShard.stderr)
+    }
+
+    /// Issue 27 finding 10: values that used to abort on allocation are refused by validation
+    /// (exit 64, the range in the message), and a combination over the batch-buffer budget is
+    /// refused before anything is allocated.
+    func testOutOfRangeValuesAreRefusedWithoutACrash() throws {
+        let root = try TestData.tempDir("cli-ranges")
+        defer { try? FileManager.default.removeItem(at: root) }
+        try TestData.makeClassTree(root, classes: ["a"], perClass: 1)
+        let extract = ["extract", root.path, "--model", "raw-pixels", "--quiet", "--out", root.path + "-out"]
+        defer { try? FileManager.default.removeItem(atPath: root.path + "-out") }
+        let cases: [([String], String)] = [
+            (extract + ["--batch", "100000000000"], "--batch 100000000000 is out of range: use 1...1024"),
+            (extract + ["--threads", "5000"], "--threads 5000 is out of range: use 1...1024"),
+            (["train", root.path, "--head", "logreg", "--out", "/dev/null", "--cv", "1000000000"], "--cv 1000000000 is out of range"),
+            (["train", root.path, "--head", "logreg", "--out", "/dev/null", "--C", "1e300"], "--C must be a comma-separated list"),
+            (["evaluate", "m.json", root.path, "--top-k", "1e300"], "--top-k must be a comma-separated list of integers in 1...1000"),
+            (["predict", "m.json", root.path, "--batch", "99999999999"], "--batch 99999999999 is out of range"),
+            (["classify", root.path, "--batch", "99999999999"], "--batch 99999999999 is out of range"),
+        ]
+        for (args, message) in cases {
+            let r = try run(args)
+            XCTAssertEqual(r.reason, .exit, "\(args): \(r.stderr)")
+            XCTAssertEqual(r.status, 64, "\(args): \(r.stderr)")
+            XCTAssertTrue(r.stderr.contains(message), "\(args): \(r.stderr)")
+        }
+        let budget = try run(extract + ["--batch", "1024", "--threads", "1024"])
+        XCTAssertEqual(budget.reason, .exit, budget.stderr)
+        XCTAssertNotEqual(budget.status, 0)
+        XCTAssertTrue(budget.stderr.contains("MiB batch-buffer budget"), budget.stderr)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: root.path + "-out/meta.json"))
+    }
+
+    /// Issue 27 finding 8: an entry that cannot be examined is a failure (warned, counted by --strict).
+    func testUnexaminableEntriesCountTowardsStrict() throws {
+        let root = try TestData.tempDir("cli-links")
+        let work = try TestData.tempDir("cli-links-out")
+        defer { try? FileManager.default.removeItem(at: root); try? FileManager.default.removeItem(at: work) }
+        try TestData.makeClassTree(root, classes: ["a", "b"], perClass: 2)
+        try FileManager.default.createSymbolicLink(atPath: root.appendingPathComponent("c").path, withDestinationPath: "/nonexistent/bn-class")
+        let base = ["extract", root.path, "--model", "raw-pixels", "--threads", "1"]
+        let lenient = try run(base + ["--out", work.appendingPathComponent("l").path])
+        XCTAssertEqual(lenient.status, 0, lenient.stderr)
+        XCTAssertTrue(lenient.stderr.contains("  c: broken symbolic link"), lenient.stderr)
+        let index = try String(contentsOf: work.appendingPathComponent("l/index.csv"), encoding: .utf8)
+        XCTAssertTrue(index.contains(",c,,,error: broken symbolic link (its target does not exist)\n"), index)
+        let strict = try run(base + ["--strict", "--out", work.appendingPathComponent("s").path])
+        XCTAssertEqual(strict.status, 1, strict.stderr)
+    }
+
+    /// Issue 27 findings 9-10 end to end: `train` on a store whose index.csv names a row past the
+    /// end of features.npy exits with an error naming the line, not a signal.
+    func testTrainRefusesAnInconsistentStore() throws {
+        let dir = try TestData.tempDir("cli-store")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var store = HostileStores.Store(rows: 10)
+        store.indexLines[4] = "99,b/img_3.ppm,,b,ok"
+        try store.write(to: dir)
+        let r = try run(["train", dir.path, "--head", "logreg", "--out", dir.appendingPathComponent("m.json").path])
+        XCTAssertEqual(r.reason, .exit, r.stderr)
+        XCTAssertEqual(r.status, 1, r.stderr)
+        XCTAssertTrue(r.stderr.contains("index.csv: line 6: row 99 is past the end of features.npy (10 rows)"), r.stderr)
     }
 }

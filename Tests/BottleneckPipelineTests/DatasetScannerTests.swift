@@ -76,9 +76,9 @@ final class DatasetScannerTests: XCTestCase {
         }
     }
 
-    func testCSVRoundTripWithAwkwardFields() {
+    func testCSVRoundTripWithAwkwardFields() throws {
         let fields = ["plain", "with,comma", "with \"quote\"", "multi\nline", ""]
         let line = fields.map(TextFormat.csvField).joined(separator: ",") + "\n"
-        XCTAssertEqual(TextFormat.parseCSV("a,b,c,d,e\n" + line), [["a", "b", "c", "d", "e"], fields])
+        XCTAssertEqual(try TextFormat.parseCSV("a,b,c,d,e\n" + line), [["a", "b", "c", "d", "e"], fields])
     }
 }
