@@ -45,10 +45,12 @@ enum ArchivePath {
     /// folder, which is itself under the root), hard links to such names, and nothing else (no
     /// devices, FIFOs or unknown types).
     /// - Throws: ``PipelineError/invalidDataset(path:reason:)`` naming the archive, the member and its offset.
-    static func checkMembers(_ members: [ArchiveMember], archive: String) throws {
+    /// `offsetsDecompressed` says the offsets count bytes of the decompressed tar (a `.tar.gz`).
+    static func checkMembers(_ members: [ArchiveMember], archive: String, offsetsDecompressed: Bool = false) throws {
+        let unit = offsetsDecompressed ? " of the decompressed tar" : ""
         for m in members {
             func refuse(_ why: String) -> PipelineError {
-                .invalidDataset(path: archive, reason: "refusing to extract: member '\(m.name)' at byte \(m.offset) \(why); nothing was extracted")
+                .invalidDataset(path: archive, reason: "refusing to extract: member '\(m.name)' at byte \(m.offset)\(unit) \(why); nothing was extracted")
             }
             if case .failure(let r) = components(m.name) { throw refuse(r.reason) }
             switch m.kind {

@@ -113,8 +113,11 @@ public struct DatasetFetcher {
     /// Nothing outside ``destination`` is written, moved or deleted. The staging folder is removed
     /// on success and on failure.
     public func extractAndLayOut() throws {
-        try verify()
         let staging = destination.appendingPathComponent(".staging")
+        guard !Self.isInside(archives.path, staging.path) else {
+            throw PipelineError.invalidArgument("the archives folder \(archives.path) lies inside the staging folder \(staging.path), which is emptied before extraction; keep the archives elsewhere")
+        }
+        try verify()
         do {
             try FileManager.default.createDirectory(at: destination, withIntermediateDirectories: true)
             try Self.removeEntry(staging)
@@ -177,7 +180,7 @@ public struct DatasetFetcher {
             try ArchivePath.checkMembers(try ArchiveLister.zipMembers(file, maxUnpackedBytes: maxUnpackedBytes), archive: file.path)
             try run("unzip", ["-qq", "-o", file.path, "-d", dir.path])
         } else if name.hasSuffix(".tgz") || name.hasSuffix(".tar.gz") {
-            try ArchivePath.checkMembers(try listGzippedTar(file, maxUnpackedBytes: maxUnpackedBytes), archive: file.path)
+            try ArchivePath.checkMembers(try listGzippedTar(file, maxUnpackedBytes: maxUnpackedBytes), archive: file.path, offsetsDecompressed: true)
             try run("tar", ["-xzf", file.path, "-C", dir.path, "--no-same-owner", "--no-same-permissions"])
         } else if name.hasSuffix(".tar") {
             guard let fh = FileHandle(forReadingAtPath: file.path) else { throw PipelineError.io(path: file.path, reason: "cannot open for reading") }
