@@ -80,23 +80,21 @@ public final class Conv2D: @unchecked Sendable {
     var weights: PackedWeights { direct! }
 
     /// Process-wide default for `.automatic`: false when the environment has `BOTTLENECK_WINOGRAD=0`
-    /// (read once; for A/B timing of the same binary).
+    /// (read once; for timing the same binary both ways).
     public static let winogradEnabled = ProcessInfo.processInfo.environment["BOTTLENECK_WINOGRAD"] != "0"
 
-    /// Fewest input and output channels for which `.automatic` picks Winograd. Measured on this
-    /// engine's AVX2 kernels (2 threads, batch 1): Winograd wins 1.6-2.5x over the direct GEMM on 3x3
-    /// layers down to 8 channels (8 x 112x112: 2.3x; 16 x 14x14: 1.6x; 64 x 56x56: 2.1x), so the
-    /// floor is just the layout's (channels in whole 8-wide vectors).
+    /// Fewest input and output channels for which `.automatic` picks Winograd: the layout's floor
+    /// (channels in whole 8-wide vectors), since Winograd beats the direct GEMM on 3x3 layers down to
+    /// 8 channels (docs/ENGINE.md, "Winograd").
     public static let winogradMinimumChannels = 8
 
     /// Transformed weights (bytes, `36 * Cin * Cout * 4`) from which `.automatic` also looks at the
     /// number of tiles. Winograd's weights are 4x the direct ones; when they exceed the cache and a
-    /// call has few tiles, streaming them costs more than the multiply-adds saved (512 channels on
-    /// 7x7 maps, batch 1 = 4 tiles: 0.86-1.0x on 2 threads; 256 on 7x7: 1.0x).
+    /// call has few tiles, streaming them costs more than the multiply-adds saved (ResNet's
+    /// 512-channel 7x7 maps at batch 1, 4 tiles).
     public static let winogradLargeWeightBytes = 8 << 20
     /// Tiles (per image at the expected input size, or per call) from which a layer with large
-    /// transformed weights runs Winograd. 512 channels, 2 threads: 10x10 = 9 tiles per image: 1.1x;
-    /// 14x14 = 16: 1.6x; 7x7 maps in a call of 2 images (8 tiles): 1.2-1.3x, 3 images: 1.8x, 5: 1.8x.
+    /// transformed weights runs Winograd: 8, two 7x7 maps (docs/ENGINE.md, "Winograd").
     public static let winogradMinimumTiles = 8
 
     /// Whether `.automatic` uses Winograd for every call on this geometry: 3x3, stride 1, padding 1,
@@ -354,11 +352,9 @@ protocol DepthwiseWindow {
     /// Stride in both dimensions.
     static var stride: Int { get }
     /// Whether segments inside the image compute their pixel addresses (`DirectColumns`) rather than
-    /// read them from the pointer table (`TableColumns`). Measured single-threaded on EfficientNet-Lite0's
-    /// shapes, passes alternating: direct takes 0.71-0.82x the time on the 32-channel 112x112 3x3
-    /// layer (where the table costs as much to build as the two channel blocks it serves), 0.86-0.97x
-    /// on 3x3/1 at 56x56 and 0.87-0.91x on 5x5/2 at 56x56, but 1.06-1.08x on 5x5/1 (the compiler
-    /// shuffles the eight column addresses through the stack), which therefore keeps the table.
+    /// read them from the pointer table (`TableColumns`): true except for 5x5 stride 1, where the
+    /// compiler shuffles the eight computed column addresses through the stack (docs/ENGINE.md,
+    /// "Depthwise").
     static var addressesInteriorDirectly: Bool { get }
 }
 enum Window3Stride1: DepthwiseWindow {
@@ -408,10 +404,8 @@ struct DepthwiseRow {
     /// Bytes of input a segment reads across all channels (window rows x columns x channels) up to
     /// which `segments` finishes a segment's channel blocks before the next segment, reading each
     /// pixel's channels in one contiguous pass; above it each channel block sweeps the row, so its
-    /// window rows stay in L1. With 32 channels on a 112x112 map (2.3 KB) segment-major takes 0.59x
-    /// the time of channel-major inside EfficientNet-Lite0's first block (batch 32, passes
-    /// alternating, per-layer medians): one block sweeping the row touched every other cache line of
-    /// the rows, and the next sweep found them gone.
+    /// window rows stay in L1. With few channels (32 on a 112x112 map: 2.3 KB) a block sweeping the
+    /// row would touch every other cache line of the rows, and the next sweep would find them gone.
     static let segmentMajorFootprint = 16 << 10
     let input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>
     let weights: UnsafePointer<Float>, bias: UnsafePointer<Float>, zeroPixel: UnsafePointer<Float>
@@ -463,8 +457,8 @@ struct DepthwiseRow {
     }
 
     /// The whole row (at least 4 pixels wide) in 4-pixel segments and up to three 3-pixel ones, so that
-    /// no pixel is computed twice: on 7x7 maps a 4-pixel segment shifted back over the first took
-    /// 1.08-1.25x the time of 4 + 3 (Lite0 batch 32, passes alternating, per-layer medians).
+    /// no pixel is computed twice (a 4-pixel segment shifted back over the one before would redo up
+    /// to three).
     ///
     /// Why not interior blocks plus clipped edge pixels: on the 7x7 and 14x14 maps of the late blocks
     /// a 5x5 window leaves few or no interior 4-pixel blocks, and a clipped pixel alone loads an

@@ -63,27 +63,22 @@ public enum PackedGEMM {
     /// 4 KiB multiples of each other (set conflicts in L1).
     static let gatherStride = kBlock + 16
     /// Whether convolutions with few input channels read their windows in place (`windowBlock`);
-    /// false gathers them like any other (for tests that compare the two paths, and A/B timing).
+    /// false gathers them like any other (for tests that compare the two paths, and timing them).
     nonisolated(unsafe) static var windowReads = true
     /// How many micro-tiles ahead `TileStrip` prefetches the output and residual lines it will
-    /// touch (0: none; `BOTTLENECK_PREFETCH=N` in the environment for A/B timing). A strip walks
-    /// its rows one panel (64 bytes of each row) at a time, rows a whole output row apart: too many
-    /// streams for the hardware prefetchers, so when the output and the skip tensor live in memory
-    /// (ResNet-50's 256- to 1024-channel maps) every tile used to wait for its lines. Prefetching
-    /// one tile ahead (about 400 cycles of work at K = 64) made those layers 13-18 % faster, medians
-    /// of 5 alternating runs of `bench --profile`-style layer timings; others were unchanged.
+    /// touch (0: none; `BOTTLENECK_PREFETCH=N` in the environment). A strip walks its rows one panel
+    /// (64 bytes of each row) at a time, rows a whole output row apart: too many streams for the
+    /// hardware prefetchers when the output and the skip tensor live in memory (ResNet-50's 256- to
+    /// 1024-channel maps). One tile is about 400 cycles of work at K = 64, enough lead for a line.
     /// Only outputs of at least `prefetchMinimumBytes` are prefetched. Most 1x1 layers run tile-major
     /// (`tileMajorBlock`) and prefetch one tile ahead there as well (0 turns both off).
+    /// Measurements: docs/ENGINE.md, "GEMM".
     nonisolated(unsafe) static var prefetchTiles = Int(ProcessInfo.processInfo.environment["BOTTLENECK_PREFETCH"] ?? "1") ?? 1
 
     /// Smallest GEMM output (bytes) whose lines are prefetched: 8 MB, about what outlives the
-    /// caches between layers here. Smaller outputs are mostly still cached, and the prefetches only
-    /// cost instructions: with them on every layer, EfficientNet-Lite0 at batch 1 ran 0.885x
-    /// (median of 5 alternating runs against the binary without them; 0.98x with them off). Down
-    /// from 16 MB when the tile-major layers began to prefetch: ResNet-50's 256->64 and 64->64
-    /// layers on 56x56 maps write 12.8 MB per 16-image slice, and with a 2 MB threshold the first
-    /// took 0.86x the time (minimum of 6 alternating `bench --profile` runs, batch 32; median 0.92x)
-    /// while the layers with 3-6 MB outputs moved by less than the untouched layers' drift.
+    /// caches between layers. Smaller outputs are mostly still cached, where the prefetches only
+    /// cost instructions; ResNet-50's 12.8 MB outputs on 56x56 maps (16-image slices) are above it.
+    /// Measurements: docs/ENGINE.md, "GEMM".
     nonisolated(unsafe) static var prefetchMinimumBytes = 8 << 20
 
     /// Runs the product. `c` (row stride `ldc`) must not alias the operand; `residual` (row stride
@@ -142,12 +137,10 @@ public enum PackedGEMM {
     }
 
     /// Whether `run` gathers (or copies) an operand once for all column groups when it splits a
-    /// small product by columns as well as rows, instead of once per group; false for A/B timing
-    /// (`BOTTLENECK_SHARED_OPERAND=0` in the environment). At batch 1 ResNet-50's 7x7-output layers
-    /// split into 8 column groups, so each gathered its 49 patch rows 8 times. Measured in one
-    /// process, passes alternating with it on and off (ResNet-50 batch 1, medians of 40 each): the
-    /// layers it changes 0.92-0.98x the time (the 1024->256 layers on 14x14, 3 groups: 1.02x),
-    /// the pass about 1 %. Same products in the same order, so results are identical.
+    /// small product by columns as well as rows, instead of once per group (false:
+    /// `BOTTLENECK_SHARED_OPERAND=0` in the environment). At batch 1 ResNet-50's 7x7-output layers
+    /// split into 8 column groups, which would each gather the same 49 patch rows. Same products in
+    /// the same order, so results are identical.
     nonisolated(unsafe) static var sharesGatheredOperand = ProcessInfo.processInfo.environment["BOTTLENECK_SHARED_OPERAND"] != "0"
 
     /// Row stride for a shared copy of `operand` when `block` would otherwise copy it per task (patches
@@ -245,7 +238,7 @@ public enum PackedGEMM {
 
     /// Whether `run` (and the fused MBConv blocks, `InvertedResidual`) take 1x1 convolutions
     /// tile-major (`tileMajorBlock`); false keeps them panel-major like everything else (same
-    /// results; for tests and A/B timing: `BOTTLENECK_TILE_MAJOR=0` in the environment).
+    /// results; for tests and timing: `BOTTLENECK_TILE_MAJOR=0` in the environment).
     nonisolated(unsafe) static var tileMajorLayers = ProcessInfo.processInfo.environment["BOTTLENECK_TILE_MAJOR"] != "0"
     /// Weight bytes one pass of tiles runs against in `tileMajorBlock` (panels of 16 * k floats): half
     /// the 512 KiB L2.
@@ -254,42 +247,19 @@ public enum PackedGEMM {
     /// Products with a longer `k` run tile-major only when their rows are copied (see `tileMajorBlock`).
     static let tileMajorMaximumK = 2 * kBlock
 
-    /// `block` for a whole 1x1 convolution layer (`run` with a `TileMajorRows` source): each
-    /// six-row tile runs against every panel of a group before the next tile, instead of each panel
-    /// against every tile. A tile's `A` rows are then read from memory once and stay in L1 while the
-    /// group's panels (`tileMajorWeightBytes`) come from L2, and the output (and residual) rows are
-    /// read and written in sequential 64-byte steps, one stream per row, instead of one 64-byte piece
-    /// per row and panel with the rows 1-8 KiB apart. Measured on ResNet-50's layers, output over the
-    /// residual where there is one, caches cold, 2 threads (medians of 12 calls per order,
-    /// alternating): 64->256 to 512->2048 with a residual 0.78-0.88x the time at 16 images and
-    /// 0.75-0.96x at 1 image; without one (256->64, 512->128, ...) 0.87-1.00x. Whole networks
-    /// (`bench --profile` per layer, medians of 5 alternating runs, ResNet-50 batch 32): the residual
-    /// layers 0.85-0.94x, the others 0.91-0.99x after the drift the untouched layers show;
-    /// EfficientNet-Lite0 (whose unfused 1x1 layers take this path) 0.94x and 1.01x at batch 32
-    /// (medians of 8 and 10 alternating runs, within this host's noise), 1.00x at batch 1. The GEMMs
-    /// inside Winograd keep their panel-major order (their operands are blocked for L2 already); the
-    /// fused MBConv blocks' 1x1 steps run tile-major too (`InvertedResidual`). Same products in the
-    /// same order as `block`, so results are identical.
+    /// `block` for a whole 1x1 convolution layer (`run` with a `TileMajorRows` source): each six-row
+    /// tile runs against every panel of a group (`tileMajorWeightBytes` of panels, held in L2) before
+    /// the next tile, instead of each panel against every tile. A tile's `A` rows are then read from
+    /// memory once and stay in L1, and each output (and residual) row is read and written front to
+    /// back. Rows `0..<rows` of `source`, panels `panelRange`, the scalar tail when `includeTail`;
+    /// `c`, `residual` and `bias` as in `block`.
     ///
-    /// Strided 1x1 layers (ResNet's projection shortcuts) take this order too, their rows read at
-    /// the input pixels (`TileMajorRows.pixels`; copied per tile when they lie 4 KiB multiples apart):
-    /// in one process, alternating with the gathered panel-major path, caches flushed, 32 images,
-    /// 2 threads (medians of 15 calls each): 256->512 @56 0.92x the time, 512->1024 @28 0.975x.
-    ///
-    /// K over `tileMajorMaximumK` runs tile-major only where the rows are copied anyway (4 KiB
-    /// multiples apart: ResNet's K = 1024 and 2048 layers and its 1024-channel shortcut), in slices of
-    /// at most 512 with the partial sums kept in the output (`KSlice`): over all of K at once (the
-    /// copied rows then 24-48 KiB) the same layers took 1.03-1.11x the strips' time, sliced 0.94-0.96x
-    /// (medians of 6 alternating `bench --profile` runs, ResNet-50 batch 32, untouched layers
-    /// 0.97-1.05x). EfficientNet-Lite's K = 672 and 1152 projections keep the strips: with K sliced
-    /// this way they ran 1.00-1.11x (an earlier session's measurement).
-    ///
-    /// With `prefetches` (outputs of at least `prefetchMinimumBytes`), while a tile runs against a
-    /// panel it prefetches the next tile's skip (or output) lines for that panel and a share of the
-    /// next tile's `A` block (when its rows are contiguous). ResNet-50 batch 32, 6 alternating
-    /// `bench --profile` runs with and without, per-layer minimum / median: 64->256 @56 0.85x / 0.82x
-    /// the time, 256->128 @56 0.85x / 0.85x, 128->512 @28 0.91x / 0.90x (untouched layers 0.90-1.13x);
-    /// without the `A` share, 256->64 @56 ran 1.15x and 256->128 1.04-1.06x the time of with it.
+    /// `k` over `tileMajorMaximumK` (only where rows are copied: see `TileMajorRows.init`) runs in
+    /// slices of at most that length, the partial sums kept in `c` (`KSlice`). With `prefetches`,
+    /// while a tile runs against a panel it prefetches the next tile's skip (or output) lines for
+    /// that panel and, when one slice covers a contiguous `A` block, a share of the next tile's rows.
+    /// Same products in the same order as `block`, so results are identical. Why this order, these
+    /// slices and these prefetches: docs/ENGINE.md, "GEMM".
     static func tileMajorBlock(_ source: TileMajorRows, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                                c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
@@ -375,14 +345,9 @@ public enum PackedGEMM {
     enum TileMajorPrefetch { case none, output, outputAndRows }
 
     /// The whole six-row tiles of `tileMajorBlock` against panels `panels`; returns the rows covered.
-    /// A `Tile` per tile and panel (as for the last, partial tile) was a call that rebuilt the row
-    /// pointers and decided per stored vector which activation to apply and how many rows to store;
-    /// here the activation is a constant (`act`, one copy of the loop per activation) and the row
-    /// pointers are built once per tile. Measured on EfficientNet-Lite0 at batch 32, one thread,
-    /// the two binaries alternating (10 rounds, per-layer minimum): its tile-major 1x1 layers took
-    /// 0.90-0.99x the time. The same change in the panel-major strips (`TileStrip`) made the fused
-    /// MBConv blocks 1.05-1.2x slower in the network although single GEMMs ran 0.94-0.99x, so the
-    /// strips keep one `Tile` per six rows.
+    /// Unlike a `Tile` per tile and panel (kept for the last, partial tile), the activation is a
+    /// constant (`act`, one copy of the loop per activation) and the row pointers are built once per
+    /// tile. The panel-major strips (`TileStrip`) keep one `Tile` per six rows (docs/ENGINE.md, "GEMM").
     @_transparent
     static func tileMajorFullTiles(_ windowsAt: (_ row: Int, _ rows: Int) -> TileWindows, source: TileMajorRows,
                                    ahead: TileMajorPrefetch, rows: Int, w: PackedWeights, slice: KSlice,
@@ -679,8 +644,8 @@ struct TileWindows {
 
 /// Rows `0..<rows` (any count) of one 16- or 8-wide weight panel, six at a time in one call.
 ///
-/// One call per strip rather than per six rows: building a `Tile` and calling it for every six
-/// rows cost about 7 % of a ResNet-50 pass (its K = 64 layers do little work per tile).
+/// One call per strip rather than per six rows: a `Tile` built and called for every six rows is a
+/// large share of the work on K = 64 layers, which do little work per tile.
 struct TileStrip {
     let a: UnsafePointer<Float>
     let lda: Int
@@ -778,9 +743,9 @@ struct Tile {
     }
 
     // Two reduction functions on purpose, each kept small: in one larger function (one loop generic
-    // over the index mapping, or both loops side by side) the optimiser stopped inlining the 64-byte
-    // loads and stores, and every tile paid up to a dozen calls with the accumulators spilled
-    // around each (6.6 % of a ResNet-50 profile in the residual and partial-sum loads alone).
+    // over the index mapping, or both loops side by side) the optimiser stops inlining the 64-byte
+    // loads and stores, and every tile pays up to a dozen calls with the accumulators spilled
+    // around each.
 
     @inline(never)
     private func runContiguous<V: KernelVector>(_: V.Type) { contiguousProduct(V.self) }

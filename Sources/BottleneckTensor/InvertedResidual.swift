@@ -134,8 +134,7 @@ public final class InvertedResidual: @unchecked Sendable {
                 if let expand = self.expand {
                     // The expanded rows form a ring of `expandedRows` slots (row y in slot y % expandedRows):
                     // rows shared with the previous step stay where they are, and the step computes only
-                    // the rows it adds, into the slots of rows no longer needed. (Moving the kept rows to
-                    // the start of the scratch instead made a Lite0 batch-32 pass 1.7 % slower.)
+                    // the rows it adds, into the slots of rows no longer needed: no row is moved.
                     var fresh = max(need.lowerBound, held.upperBound)
                     while fresh < need.upperBound {
                         let slot = fresh % expandedRows, count = min(need.upperBound - fresh, expandedRows - slot)
@@ -163,9 +162,8 @@ public final class InvertedResidual: @unchecked Sendable {
 
     /// One 1x1 convolution on `rows` NHWC pixels, single-threaded (the caller's task is the unit of
     /// parallelism), with the layer's bias and activation fused. Tile-major (each six-row tile against
-    /// all panels, `PackedGEMM.tileMajorBlock`): against panel-major strips, EfficientNet-Lite0's fused
-    /// blocks took 0.93-0.99x the time relative to the unfused layers in the same runs (batch 32, one
-    /// thread, two binaries alternating, three runs of 10-20 rounds, per-layer minima and medians).
+    /// all panels, `PackedGEMM.tileMajorBlock`) when `PackedGEMM.tileMajorLayers`, like the unfused
+    /// 1x1 layers.
     @inline(__always)
     private func pointwise(_ conv: Conv2D, a: UnsafePointer<Float>, lda: Int, rows: Int,
                            c: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?) {

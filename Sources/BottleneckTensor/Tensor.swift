@@ -59,12 +59,11 @@ public final class Tensor: @unchecked Sendable {
 /// Buffers of `hugePageBytes` or more are 2 MiB aligned, padded to whole 2 MiB pages and, on Linux,
 /// marked `MADV_HUGEPAGE`: transparent huge pages are often opt-in (`enabled=madvise`, as on the
 /// Debian machines here), and with 4 KiB pages a layer's weights (9.4 MB for ResNet-50's 512-channel
-/// 3x3) span more pages than the L2 TLB maps. ResNet-50, 2 threads, alternating runs, medians:
-/// batch 32 1.025x (8 rounds) and 1.028x (6), batch 1 1.029x (8); peak RSS within 1 %.
+/// 3x3) span more pages than the L2 TLB maps (docs/ENGINE.md, "Memory").
 enum AlignedBuffer {
     /// Size from which a buffer asks for 2 MiB pages.
     static let hugePageBytes = 2 << 20
-    /// False when the environment has `BOTTLENECK_HUGE_PAGES=0` (A/B timing).
+    /// False when the environment has `BOTTLENECK_HUGE_PAGES=0` (for timing without them).
     nonisolated(unsafe) static var usesHugePages = ProcessInfo.processInfo.environment["BOTTLENECK_HUGE_PAGES"] != "0"
 
     static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {

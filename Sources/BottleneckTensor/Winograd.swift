@@ -2,7 +2,7 @@ import Foundation
 
 /// How `Conv2D` computes its output.
 public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
-    /// Winograd for the shapes where it was measured to win (see `Conv2D.prefersWinograd`), direct
+    /// Winograd for the shapes where it wins (see `Conv2D.prefersWinograd`), direct
     /// otherwise; `BOTTLENECK_WINOGRAD=0` in the environment turns Winograd off process-wide.
     case automatic
     /// Always the direct GEMM (im2col rows gathered block by block).
@@ -33,9 +33,8 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
 /// and activation fused, writing only the in-bounds pixels. Tasks are blocks x column groups, so
 /// the few-tile maps of batch 1 still keep every worker busy (`plan(tiles:threads:)`).
 ///
-/// The planner's constants below were tuned on a 2-core Zen 3 (512 KiB L2 per core, shared L3) with
-/// the layer timings of `WinogradTimingTests` (ResNet's 3x3 shapes, batch 1 and 5); they are
-/// variables only so that test can sweep them.
+/// The planner's constants below assume a 512 KiB L2 per core and a shared L3 (docs/ENGINE.md,
+/// "Winograd"); they are variables only so that `WinogradTimingTests` can sweep them.
 final class WinogradConvolution: @unchecked Sendable {
     /// Input channels (a multiple of 8).
     let inChannels: Int
@@ -46,8 +45,7 @@ final class WinogradConvolution: @unchecked Sendable {
 
     /// Upper bound on one task's transformed input block `V`, `36 * blockTiles * Cin` floats (`M`
     /// is about as large): 512 KiB, so `V` and `M` stay in or near L2 between the transforms and the
-    /// GEMMs (64 channels: 54 tiles; 2x and 4x the budget measured no faster, and up to 30% slower, on
-    /// 64-128 channels).
+    /// GEMMs (64 channels: 54 tiles).
     nonisolated(unsafe) static var blockBudget = 1 << 17
     /// `blockBudget` for layers whose weights are streamed (see `cachedWeights`): 2 MiB, blocks of
     /// 42-56 tiles at 256 channels, each streaming all of `U` once.
@@ -357,7 +355,7 @@ struct WinogradGeometry {
     // The two halves of a tile's output transform are separate functions on purpose: as one (or
     // inlined into `transformOutput`) the optimiser left several 64-byte loads and stores as calls,
     // each with the vector registers spilled around it. Split, the column half has none; the row
-    // half still keeps four at width 16 (0.4 % of a ResNet-50 profile).
+    // half still keeps four at width 16.
 
     @inline(__always)
     private func outputTile<V: KernelVector>(_ src: UnsafePointer<Float>, _ slice: Int, _ pixel: Int, _ ch: Int,

@@ -251,8 +251,8 @@ struct BenchmarkCommand: ParsableCommand {
     private func parsedFinetune() throws -> [Int] {
         let s = finetune.trimmingCharacters(in: .whitespaces)
         if s == "auto" {
-            // Fine-tuning covers the EfficientNet-Lite and ResNet tops; the default grid (3 depths x seeds x 5 epochs)
-            // measured ~5 min of the 15-min budget on hymenoptera with Lite0.
+            // Fine-tuning covers the EfficientNet-Lite and ResNet tops (not VGG); the default grid is
+            // 3 depths x seeds x 5 epochs.
             return (try? ModelZoo.architecture(model))?.family == "vgg" ? [] : [0, 1, 2]
         }
         return s == "none" || s.isEmpty ? [] : try parsedInts(s, flag: "--finetune")

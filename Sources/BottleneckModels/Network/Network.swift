@@ -32,15 +32,15 @@ public final class Network: @unchecked Sendable {
     /// When true, `forward` adds each stage's wall time to `stageSeconds` (for `bench --profile`).
     public var recordStageTimes = false
     /// When false, MBConv blocks run layer by layer instead of as one fused `InvertedResidual`
-    /// kernel (same results; for A/B timing).
+    /// kernel (same results; for timing the difference).
     public var fusesInvertedResiduals = true
     /// When false, every batch splits each layer over the threads instead of running slices of
-    /// images concurrently (same results; for A/B timing). See the type's discussion. Defaults to
-    /// false when the environment has `BOTTLENECK_CONCURRENT_IMAGES=0` (A/B of whole pipelines).
+    /// images concurrently (same results; for timing the difference). See the type's discussion.
+    /// Defaults to false when the environment has `BOTTLENECK_CONCURRENT_IMAGES=0` (whole pipelines).
     public var runsImagesConcurrently = ProcessInfo.processInfo.environment["BOTTLENECK_CONCURRENT_IMAGES"] != "0"
     /// When true, a residual block's last convolution writes its output over the skip tensor instead
     /// of a fresh buffer (same results; see `execute`'s `.residual` case). Defaults to false when the
-    /// environment has `BOTTLENECK_RESIDUAL_IN_PLACE=0` (A/B timing).
+    /// environment has `BOTTLENECK_RESIDUAL_IN_PLACE=0` (for timing the difference).
     public var writesResidualsInPlace = ProcessInfo.processInfo.environment["BOTTLENECK_RESIDUAL_IN_PLACE"] != "0"
     /// Accumulated wall seconds per stage (index = stage index) while `recordStageTimes` is on.
     public private(set) var stageSeconds: [Double] = []
@@ -60,9 +60,9 @@ public final class Network: @unchecked Sendable {
 
     /// Largest `convolutionWeightBytes` for which batches run image-parallel. Threads working on
     /// different layers each stream their own layer's weights: free while all weights stay in the
-    /// last-level cache, a loss once they do not. Measured on 2 Zen 3 cores with a 32 MB L3
-    /// (batch 32, alternating runs, medians): EfficientNet-Lite0 (13 MB) ran 1.05-1.28x faster
-    /// image-parallel, ResNet-50 (over 130 MB with its Winograd weights) 0.90-0.93x.
+    /// last-level cache (32 MB on the reference machine), a loss once they do not. EfficientNet-Lite0
+    /// holds 13 MB, ResNet-50 over 130 MB with its Winograd weights (docs/ENGINE.md, "Threading and
+    /// slices").
     public static let concurrentImagesMaximumWeightBytes = 24 << 20
     /// Activation buffer sets, one per slice in flight; a set holds the few tensors alive at once.
     private var arenas: [[Workspace]] = []
@@ -245,25 +245,21 @@ public final class Network: @unchecked Sendable {
 
     /// Activation budget per image-parallel slice, in floats (8 MB for the largest tensor; with the
     /// one beside it, two threads' slices stay within a 32 MB L3). EfficientNet-Lite0 at 224: 5
-    /// images, so batch 32 runs as 8 slices of 4. Slices of 8 (16 MB) were as fast on a quiet host
-    /// (in-process A/B against the 2-3 image slices of before: 0.983-0.988x the time for 8, 0.988-0.989x
-    /// for 4), but against 8-image slices 4-image ones took 0.983x the time with another process
-    /// taking one core now and then, and 0.966x and 0.992x in a slow phase of the host (wide
-    /// intervals): a thread that falls behind leaves the other idle for up to a slice.
+    /// images, so batch 32 runs as 8 slices of 4. Not larger: a thread that falls behind leaves the
+    /// other idle for up to a slice (docs/ENGINE.md, "Threading and slices").
     public var sliceBudget = 2 << 20
 
     /// Activation budget per slice of a layer-parallel batch (`segments`), in floats (64 MB). Larger
     /// than `sliceBudget`: there both threads share each layer, and bigger slices mean bigger GEMMs
-    /// and fewer meetings between layers. ResNet-50, batch 32, 2 Zen 3 cores, medians of 5
-    /// alternating runs: 16 MB 22.0 images/s (peak RSS 352 MB), 64 MB 23.0 (490 MB), 128 MB 23.1
-    /// (601 MB), 256 MB 23.4 (601 MB).
+    /// and fewer meetings between layers, at the cost of peak memory (docs/ENGINE.md, "Threading
+    /// and slices").
     public var layerParallelSliceBudget = 16 << 20
 
     /// Images per slice of an image-parallel batch: as many as keep the largest activation the
     /// network materialises (`Architecture.largestActivations`, fused MBConv blocks' expanded tensors
-    /// left out when blocks fuse) under `sliceBudget`, at least 1. Counting EfficientNet-Lite0's
-    /// expanded tensors too made its slices 2-3 images at batch 32, each pass over the weights serving
-    /// fewer images (see `sliceBudget`).
+    /// left out when blocks fuse) under `sliceBudget`, at least 1. (Counting EfficientNet-Lite0's
+    /// expanded tensors too would cut its slices to 2-3 images, each pass over the weights serving
+    /// fewer images.)
     public func microBatch(height: Int, width: Int, batch: Int) -> Int {
         let largest = architecture.largestActivation(height: height, width: width, throughStage: stageIndex,
                                                      fusedBlocks: fusesInvertedResiduals)
@@ -504,10 +500,7 @@ public final class Network: @unchecked Sendable {
             for l in body.dropLast() { x = execute(l, x, batch: batch, protected: keep, arena) }
             // The block's output goes over the skip tensor, which dies with the block: each output element
             // is written after its own skip element is read (every kernel's output pass does so), and a
-            // store to a line just read needs no fetch from memory. Into a fresh buffer, ResNet-50's
-            // expanding 1x1 convolutions (64->256 at 56x56 and the like) ran up to 1.33x (batch 32) and
-            // 1.45x (batch 1) slower than ONNX Runtime's, which writes in place; in place they take
-            // 0.82-0.92x the time they did (`bench --profile`, batch 32, medians of 4 alternating runs).
+            // store to a line just read needs no fetch from memory (docs/ENGINE.md, "Convolutions").
             let inPlace = writesResidualsInPlace && !protected.contains(skip.slot) && skip.slot != x.slot
             return execute(body.last!, x, batch: batch, protected: keep, arena,
                            residual: UnsafePointer(pointer(skip, batch: batch, arena)), outputSlot: inPlace ? skip.slot : nil)
