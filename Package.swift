@@ -78,6 +78,10 @@ let package = Package(
         // Seeded truncation/flip cases and hostile-file generators shared by the robustness tests.
         .target(name: "BottleneckTestSupport", dependencies: ["BottleneckCore"], path: "Tests/BottleneckTestSupport"),
 
+        // Kernel and network timings for tuning (Benchmarks/README.md); prints numbers, asserts nothing.
+        .executableTarget(name: "bottleneck-microbench", dependencies: ["BottleneckTensor", "BottleneckModels"],
+                          swiftSettings: [.unsafeFlags(cpuFlags.filter { $0.hasPrefix("-D") }, .when(configuration: .release))]),
+
         .testTarget(name: "BottleneckCoreTests", dependencies: ["BottleneckCore", "BottleneckTestSupport"]),
         .testTarget(name: "BottleneckImageTests", dependencies: ["BottleneckImage", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "BottleneckTensorTests", dependencies: ["BottleneckTensor", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),

@@ -1,6 +1,7 @@
-import Foundation
 import BottleneckImage
 import BottleneckModels
+import BottleneckTensor
+import Foundation
 
 /// Adapts a ``BottleneckModels/Network`` (a pretrained CNN truncated at a stage) to ``FeatureBackbone``.
 ///
@@ -59,8 +60,10 @@ extension NetworkBackbone {
     ///   - pool: reduction for spatial outputs (ignored for vector outputs).
     /// - Throws: the models module's errors (unknown model, bad cut/layer, missing or mismatched
     ///   weights, with fetch instructions), each naming the file or option to fix.
-    public static func load(model: String, weights: URL?, selection: StageSelection = .cut(1), pool: Pooling = .avg) throws -> NetworkBackbone {
-        try NetworkBackbone(pretrained: PretrainedModel.load(model: model, weights: weights, selection: selection, pool: pool),
+    public static func load(model: String, weights: URL?, selection: StageSelection = .cut(1), pool: Pooling = .avg,
+                            options: EngineOptions = .default) throws -> NetworkBackbone {
+        try NetworkBackbone(pretrained: PretrainedModel.load(model: model, weights: weights, selection: selection, pool: pool,
+                                                             options: options),
                             selection: selection)
     }
 }

@@ -72,16 +72,13 @@ public final class Conv2D: @unchecked Sendable {
     }
     /// The direct path's packed weights (nil when the layer always runs Winograd: one weight copy only).
     let direct: PackedWeights?
-    let winograd: WinogradConvolution?
+    package let winograd: WinogradConvolution?
     let bias: UnsafeMutableBufferPointer<Float>?
 
     /// The direct path's packed GEMM weights, for kernels that fuse this layer's GEMM into their own
     /// loops (1x1 convolutions); traps for a Winograd layer, which keeps only its transformed weights.
     var weights: PackedWeights { direct! }
 
-    /// Process-wide default for `.automatic`: false when the environment has `BOTTLENECK_WINOGRAD=0`
-    /// (read once; for timing the same binary both ways).
-    public static let winogradEnabled = ProcessInfo.processInfo.environment["BOTTLENECK_WINOGRAD"] != "0"
 
     /// Fewest input and output channels for which `.automatic` picks Winograd: the layout's floor
     /// (channels in whole 8-wide vectors), since Winograd beats the direct GEMM on 3x3 layers down to
@@ -98,7 +95,7 @@ public final class Conv2D: @unchecked Sendable {
     public static let winogradMinimumTiles = 8
 
     /// Whether `.automatic` uses Winograd for every call on this geometry: 3x3, stride 1, padding 1,
-    /// channel counts multiples of 8 and at least `winogradMinimumChannels`, `winogradEnabled`, and,
+    /// channel counts multiples of 8 and at least `winogradMinimumChannels`, and,
     /// for layers with large transformed weights whose `expectedInput` is known, at least
     /// `winogradMinimumTiles` 4x4 tiles per image. Layers that miss only that last condition (ResNet's
     /// 512-channel 7x7 stage) keep both weight sets and choose per call (`prefersWinogradForBatches`).
@@ -121,7 +118,7 @@ public final class Conv2D: @unchecked Sendable {
 
     static func supportsAutomaticWinograd(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
                                           padding: Padding) -> Bool {
-        winogradEnabled && min(inChannels, outChannels) >= winogradMinimumChannels
+        min(inChannels, outChannels) >= winogradMinimumChannels
             && WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
                                             kernelW: kernelW, stride: stride, padding: padding)
     }
@@ -143,10 +140,11 @@ public final class Conv2D: @unchecked Sendable {
     ///     stride 1, padding 1, channels multiples of 8).
     ///   - expectedInput: the input size the layer will usually see (a network's native resolution),
     ///     for `.automatic`'s choice only; any size works either way.
+    ///   - options: `.automatic` picks Winograd only when `options.winograd` is on.
     public init(weightOIHW: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
                 stride: Int = 1, padding: Padding = .symmetric(0), channelScale: [Float]? = nil, bias: [Float]? = nil,
                 activation: Activation = .none, algorithm: ConvolutionAlgorithm = .automatic,
-                expectedInput: (height: Int, width: Int)? = nil) {
+                expectedInput: (height: Int, width: Int)? = nil, options: EngineOptions = .default) {
         self.inChannels = inChannels; self.outChannels = outChannels
         self.kernelH = kernelH; self.kernelW = kernelW; self.stride = stride
         self.padding = padding; self.activation = activation
@@ -156,9 +154,9 @@ public final class Conv2D: @unchecked Sendable {
         case .direct: (useWinograd, alsoDirect) = (false, true)
         case .automatic:
             // Winograd wherever it can run; the direct weights too where it pays only for batches.
-            useWinograd = Conv2D.supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels,
-                                                           kernelH: kernelH, kernelW: kernelW, stride: stride,
-                                                           padding: padding)
+            useWinograd = options.winograd
+                && Conv2D.supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels,
+                                                    kernelH: kernelH, kernelW: kernelW, stride: stride, padding: padding)
             alsoDirect = !useWinograd
                 || Conv2D.hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
         case .winograd:
@@ -187,7 +185,7 @@ public final class Conv2D: @unchecked Sendable {
                 }
             }
         }
-        direct = PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k)
+        direct = PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: options.hugePages)
     }
 
     deinit {
@@ -228,17 +226,18 @@ public final class Conv2D: @unchecked Sendable {
     /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds; no im2col matrix (the
     ///   GEMM gathers receptive fields block by block). About a quarter of that on the Winograd path.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                        output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil) {
+                        output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil,
+                        options: EngineOptions = .default) {
         let bias = self.bias.map { UnsafePointer($0.baseAddress!) }
         if let winograd, runsWinograd(batch: batch, height: height, width: width) {
             winograd.forward(input: input, batch: batch, height: height, width: width, output: output, bias: bias,
-                             residual: residual, activation: activation)
+                             residual: residual, activation: activation, options: options)
             return
         }
         let (operand, pixels) = directOperand(input: input, height: height, width: width)
         PackedGEMM.run(operand, m: batch * pixels, weights: weights, c: output, ldc: outChannels,
                        bias: bias, residual: residual,
-                       residualStride: outChannels, activation: activation)
+                       residualStride: outChannels, activation: activation, options: options)
     }
 
     /// The left operand of the direct path's GEMM for an NHWC `input` of `height x width` maps, and
@@ -331,9 +330,9 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     /// - Complexity: O(batch * oh * ow * kh * kw * C); parallel over output rows, and over channel
     ///   blocks too when there are few rows (the 7x7 maps of batch 1).
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                        output: UnsafeMutablePointer<Float>) {
+                        output: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
         let geometry = rowKernel(input: input, output: output, height: height, width: width)
-        let rows = batch * geometry.oh, threads = TensorThreads.count
+        let rows = batch * geometry.oh, threads = options.workers
         let blocks = (channels + 15) / 16
         let groups = threads == 1 || rows >= 4 * threads ? 1 : min(blocks, (4 * threads + rows - 1) / rows)
         let task: (Int) -> Void = { t in
@@ -341,7 +340,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
             let lo = g * blocks / groups * 16, hi = g == groups - 1 ? self.channels : (g + 1) * blocks / groups * 16
             geometry.run(row: row, channels: lo..<hi)
         }
-        TensorThreads.run(pieces: rows * groups, task)
+        TensorThreads.run(pieces: rows * groups, threads: threads, task)
     }
 }
 
@@ -701,10 +700,11 @@ public final class Linear: @unchecked Sendable {
     }
 
     /// `output[batch][out] = act(input[batch][in] W^T + b)`.
-    public func forward(input: UnsafePointer<Float>, batch: Int, output: UnsafeMutablePointer<Float>) {
+    public func forward(input: UnsafePointer<Float>, batch: Int, output: UnsafeMutablePointer<Float>,
+                        options: EngineOptions = .default) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(outFeatures), Int32(inFeatures),
                     1, input, Int32(inFeatures), weights.baseAddress, Int32(inFeatures), 0, output, Int32(outFeatures))
         applyEpilogueParallel(output, rows: batch, cols: outFeatures, bias: bias.map { UnsafePointer($0.baseAddress!) },
-                              residual: nil, activation: activation)
+                              residual: nil, activation: activation, options: options)
     }
 }

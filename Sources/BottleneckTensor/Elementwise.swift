@@ -53,8 +53,8 @@ func activate(_ v: Float, _ a: Activation) -> Float {
 /// Parallel `applyEpilogue` over row blocks.
 func applyEpilogueParallel(_ out: UnsafeMutablePointer<Float>, rows: Int, cols: Int,
                            bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?,
-                           activation: Activation) {
-    parallelRanges(rows, grain: max(1, 16384 / max(1, cols))) { r in
+                           activation: Activation, options: EngineOptions) {
+    parallelRanges(rows, grain: max(1, 16384 / max(1, cols)), threads: options.workers) { r in
         applyEpilogue(out + r.lowerBound * cols, rows: r.count, cols: cols, bias: bias,
                       residual: residual.map { $0 + r.lowerBound * cols }, activation: activation)
     }
@@ -64,25 +64,27 @@ func applyEpilogueParallel(_ out: UnsafeMutablePointer<Float>, rows: Int, cols: 
 public enum Elementwise {
     /// `out[i] = act(a[i] + b[i])` (a residual add, optionally followed by ReLU). `out` may alias `a`.
     public static func add(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
-                           count: Int, activation: Activation = .none) {
+                           count: Int, activation: Activation = .none, options: EngineOptions = .default) {
         if UnsafePointer(out) != a { out.update(from: a, count: count) }
-        applyEpilogueParallel(out, rows: 1, cols: count, bias: nil, residual: b, activation: activation)
+        applyEpilogueParallel(out, rows: 1, cols: count, bias: nil, residual: b, activation: activation, options: options)
     }
 
     /// In-place activation over `count` floats.
-    public static func activate(_ x: UnsafeMutablePointer<Float>, count: Int, activation: Activation) {
-        applyEpilogueParallel(x, rows: 1, cols: count, bias: nil, residual: nil, activation: activation)
+    public static func activate(_ x: UnsafeMutablePointer<Float>, count: Int, activation: Activation,
+                                options: EngineOptions = .default) {
+        applyEpilogueParallel(x, rows: 1, cols: count, bias: nil, residual: nil, activation: activation, options: options)
     }
 
     /// Batch normalisation in inference mode on an NHWC (channels-last) buffer of `rows` pixels:
     /// `y = (x - mean) / sqrt(var + eps) * gamma + beta`, in place. Used only where no convolution
     /// precedes the BN (otherwise the BN is folded into the convolution's weights at load time).
     public static func batchNorm(_ x: UnsafeMutablePointer<Float>, rows: Int, channels: Int,
-                                 gamma: [Float], beta: [Float], mean: [Float], variance: [Float], eps: Float) {
+                                 gamma: [Float], beta: [Float], mean: [Float], variance: [Float], eps: Float,
+                                 options: EngineOptions = .default) {
         let (scale, shift) = foldBatchNorm(gamma: gamma, beta: beta, mean: mean, variance: variance, eps: eps)
         scale.withUnsafeBufferPointer { s in
             shift.withUnsafeBufferPointer { t in
-                parallelRanges(rows, grain: max(1, 16384 / max(1, channels))) { r in
+                parallelRanges(rows, grain: max(1, 16384 / max(1, channels)), threads: options.workers) { r in
                     for i in r {
                         let row = x + i * channels
                         for c in 0..<channels { row[c] = row[c] * s[c] + t[c] }

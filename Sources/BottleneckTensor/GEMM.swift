@@ -17,11 +17,12 @@ public final class PackedWeights: @unchecked Sendable {
     let panels: UnsafeMutableBufferPointer<Float>
     let tail: UnsafeMutableBufferPointer<Float>
 
-    /// Packs row-major `[n][k]` weights (PyTorch's `out x in` order).
-    public init(rowsNK w: UnsafePointer<Float>, n: Int, k: Int) {
+    /// Packs row-major `[n][k]` weights (PyTorch's `out x in` order); large ones ask for huge pages
+    /// unless `hugePages` is false.
+    public init(rowsNK w: UnsafePointer<Float>, n: Int, k: Int, hugePages: Bool = true) {
         self.n = n; self.k = k
         panelColumns = n & ~7
-        panels = AlignedBuffer.allocate(max(1, panelColumns * k))
+        panels = AlignedBuffer.allocate(max(1, panelColumns * k), hugePages: hugePages)
         tail = AlignedBuffer.allocate(max(1, (n - panelColumns) * k))
         var j0 = 0
         while j0 < panelColumns {
@@ -42,7 +43,7 @@ public final class PackedWeights: @unchecked Sendable {
     static func panelWidth(at j0: Int, columns: Int) -> Int { columns - j0 >= 16 ? 16 : 8 }
 
     /// Number of panels.
-    var panelCount: Int { (panelColumns + 15) / 16 }
+    package var panelCount: Int { (panelColumns + 15) / 16 }
 }
 
 /// `C = act(A · Wᵀ + bias + residual)` with `A` row-major `[m][k]` (an NHWC activation or im2col
@@ -62,24 +63,7 @@ public enum PackedGEMM {
     /// Row stride of the gathered patch block: one slice plus 16 floats, so rows do not fall on
     /// 4 KiB multiples of each other (set conflicts in L1).
     static let gatherStride = kBlock + 16
-    /// Whether convolutions with few input channels read their windows in place (`windowBlock`);
-    /// false gathers them like any other (for tests that compare the two paths, and timing them).
-    nonisolated(unsafe) static var windowReads = true
-    /// How many micro-tiles ahead `TileStrip` prefetches the output and residual lines it will
-    /// touch (0: none; `BOTTLENECK_PREFETCH=N` in the environment). A strip walks its rows one panel
-    /// (64 bytes of each row) at a time, rows a whole output row apart: too many streams for the
-    /// hardware prefetchers when the output and the skip tensor live in memory (ResNet-50's 256- to
-    /// 1024-channel maps). One tile is about 400 cycles of work at K = 64, enough lead for a line.
-    /// Only outputs of at least `prefetchMinimumBytes` are prefetched. Most 1x1 layers run tile-major
-    /// (`tileMajorBlock`) and prefetch one tile ahead there as well (0 turns both off).
-    /// Measurements: docs/ENGINE.md, "GEMM".
-    nonisolated(unsafe) static var prefetchTiles = Int(ProcessInfo.processInfo.environment["BOTTLENECK_PREFETCH"] ?? "1") ?? 1
 
-    /// Smallest GEMM output (bytes) whose lines are prefetched: 8 MB, about what outlives the
-    /// caches between layers. Smaller outputs are mostly still cached, where the prefetches only
-    /// cost instructions; ResNet-50's 12.8 MB outputs on 56x56 maps (16-image slices) are above it.
-    /// Measurements: docs/ENGINE.md, "GEMM".
-    nonisolated(unsafe) static var prefetchMinimumBytes = 8 << 20
 
     /// Runs the product. `c` (row stride `ldc`) must not alias the operand; `residual` (row stride
     /// `residualStride`) must not alias the operand but may be `c` itself with `residualStride == ldc`
@@ -87,10 +71,10 @@ public enum PackedGEMM {
     public static func run(_ operand: GEMMOperand, m: Int, weights w: PackedWeights,
                            c: UnsafeMutablePointer<Float>, ldc: Int,
                            bias: UnsafePointer<Float>?, residual: UnsafePointer<Float>?, residualStride: Int,
-                           activation: Activation) {
+                           activation: Activation, options: EngineOptions = .default) {
         if m <= 0 { return }
         let panels = w.panelCount
-        let threads = TensorThreads.count
+        let threads = options.workers
         // Row blocks of at most `mBlock` rows, evened out (196 rows: 66 + 66 + 64, not 96 + 96 + 4);
         // column groups as well when there are too few row blocks to give every worker several tasks.
         let tiles = (m + mr - 1) / mr
@@ -104,23 +88,22 @@ public enum PackedGEMM {
             rowBlocks = TensorThreads.wholeRounds(rowBlocks, times: 1, limit: tiles, threads: threads)
         }
         let tasks = rowBlocks * groups
-        if groups > 1 && sharesGatheredOperand, let stride = sharedOperandStride(operand, k: w.k) {
+        if groups > 1 && options.sharedOperand, let stride = sharedOperandStride(operand, k: w.k, windowReads: options.windowReads) {
             // Every column group would gather (or copy) the same rows: do it once, in parallel, and
             // let the groups read the result in place.
             KernelScratch.with(count: m * stride) { shared in
                 let pieces = min(m, 4 * threads)
-                TensorThreads.run(pieces: pieces) { piece in
+                TensorThreads.run(pieces: pieces, threads: threads) { piece in
                     let r0 = piece * m / pieces, r1 = (piece + 1) * m / pieces
                     guard r0 < r1 else { return }
                     copyOperand(operand, rows: r0..<r1, kc: w.k, into: shared + r0 * stride, rowStride: stride)
                 }
                 run(.matrix(UnsafePointer(shared), rowStride: stride), m: m, weights: w, c: c, ldc: ldc, bias: bias,
-                    residual: residual, residualStride: residualStride, activation: activation)
+                    residual: residual, residualStride: residualStride, activation: activation, options: options)
             }
             return
         }
-        let prefetches = m * ldc * MemoryLayout<Float>.stride >= prefetchMinimumBytes
-        let tileMajor = tileMajorLayers
+        let prefetchTiles = m * ldc * MemoryLayout<Float>.stride >= options.prefetchMinimumBytes ? options.prefetchTiles : 0
         let task: (Int) -> Void = { task in
             let mb = task / groups, g = task - mb * groups
             // Whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
@@ -131,24 +114,19 @@ public enum PackedGEMM {
             block(operand, row0: r0, rows: rows, w: w, panelRange: p0..<p1,
                   c: c + r0 * ldc, ldc: ldc, bias: bias,
                   residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
-                  activation: activation, includeTail: g == groups - 1, prefetches: prefetches, tileMajor: tileMajor)
+                  activation: activation, includeTail: g == groups - 1, options: options,
+                  prefetchTiles: prefetchTiles, tileMajor: options.tileMajor)
         }
-        TensorThreads.run(pieces: tasks, task)
+        TensorThreads.run(pieces: tasks, threads: threads, task)
     }
 
-    /// Whether `run` gathers (or copies) an operand once for all column groups when it splits a
-    /// small product by columns as well as rows, instead of once per group (false:
-    /// `BOTTLENECK_SHARED_OPERAND=0` in the environment). At batch 1 ResNet-50's 7x7-output layers
-    /// split into 8 column groups, which would each gather the same 49 patch rows. Same products in
-    /// the same order, so results are identical.
-    nonisolated(unsafe) static var sharesGatheredOperand = ProcessInfo.processInfo.environment["BOTTLENECK_SHARED_OPERAND"] != "0"
 
     /// Row stride for a shared copy of `operand` when `block` would otherwise copy it per task (patches
     /// it gathers, or rows 4 KiB multiples apart it copies to a padded block), else nil
     /// (`paddedRowStride`).
-    static func sharedOperandStride(_ operand: GEMMOperand, k: Int) -> Int? {
+    static func sharedOperandStride(_ operand: GEMMOperand, k: Int, windowReads: Bool) -> Int? {
         switch operand {
-        case let .patches(geometry) where !geometry.readsWindowsInPlace(k: k): break
+        case let .patches(geometry) where !geometry.readsWindowsInPlace(k: k, enabled: windowReads): break
         case let .matrix(_, stride) where rowsShareL1Set(stride): break
         default: return nil
         }
@@ -181,11 +159,12 @@ public enum PackedGEMM {
 
     /// One row block against a range of panels, all of `k`, one `kBlock` slice at a time. Patch
     /// operands are gathered per slice into a block-sized buffer that stays in L2 (no im2col matrix).
-    static func block(_ operand: GEMMOperand, row0: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
+    package static func block(_ operand: GEMMOperand, row0: Int, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                       c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                       residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation, includeTail: Bool,
-                      prefetches: Bool = false, tileMajor: Bool = false) {
-        if case let .patches(geometry) = operand, geometry.readsWindowsInPlace(k: w.k), !includeTail || w.panelColumns == w.n {
+                      options: EngineOptions, prefetchTiles: Int = 0, tileMajor: Bool = false) {
+        if case let .patches(geometry) = operand, geometry.readsWindowsInPlace(k: w.k, enabled: options.windowReads),
+           !includeTail || w.panelColumns == w.n {
             windowBlock(geometry, row0: row0, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc, bias: bias,
                         residual: residual, residualStride: residualStride, activation: activation)
             return
@@ -193,7 +172,7 @@ public enum PackedGEMM {
         if tileMajor, let source = TileMajorRows(operand, row0: row0, w: w, includeTail: includeTail) {
             tileMajorBlock(source, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc,
                            bias: bias, residual: residual, residualStride: residualStride, activation: activation,
-                           includeTail: includeTail, prefetches: prefetches)
+                           includeTail: includeTail, weightBytes: options.tileMajorWeightBytes, prefetchTiles: prefetchTiles)
             return
         }
         let gatherCount: Int
@@ -224,7 +203,7 @@ public enum PackedGEMM {
                     TileStrip(a: a, lda: lda, rows: rows, b: panel, kc: kc, c: c + j0, ldc: ldc,
                               bias: bias.map { $0 + j0 }, residual: residual.map { $0 + j0 }, residualStride: residualStride,
                               first: first, activation: last ? activation : Activation.none,
-                              prefetches: prefetches).run(width: width)
+                              prefetchTiles: prefetchTiles).run(width: width)
                 }
                 if includeTail && w.panelColumns < w.n {
                     scalarTail(a: a, lda: lda, rows: rows, k0: k0, kc: kc, w: w, c: c, ldc: ldc, bias: first ? bias : nil,
@@ -236,13 +215,6 @@ public enum PackedGEMM {
         }
     }
 
-    /// Whether `run` (and the fused MBConv blocks, `InvertedResidual`) take 1x1 convolutions
-    /// tile-major (`tileMajorBlock`); false keeps them panel-major like everything else (same
-    /// results; for tests and timing: `BOTTLENECK_TILE_MAJOR=0` in the environment).
-    nonisolated(unsafe) static var tileMajorLayers = ProcessInfo.processInfo.environment["BOTTLENECK_TILE_MAJOR"] != "0"
-    /// Weight bytes one pass of tiles runs against in `tileMajorBlock` (panels of 16 * k floats): half
-    /// the 512 KiB L2.
-    static let tileMajorWeightBytes = 256 << 10
     /// Longest `k` slice of a tile-major product: a tile's six rows of `A` (6 * k floats) stay in L1.
     /// Products with a longer `k` run tile-major only when their rows are copied (see `tileMajorBlock`).
     static let tileMajorMaximumK = 2 * kBlock
@@ -255,15 +227,16 @@ public enum PackedGEMM {
     /// `c`, `residual` and `bias` as in `block`.
     ///
     /// `k` over `tileMajorMaximumK` (only where rows are copied: see `TileMajorRows.init`) runs in
-    /// slices of at most that length, the partial sums kept in `c` (`KSlice`). With `prefetches`,
-    /// while a tile runs against a panel it prefetches the next tile's skip (or output) lines for
+    /// slices of at most that length, the partial sums kept in `c` (`KSlice`). Each pass of tiles runs
+    /// against a group of panels of at most `weightBytes` (`EngineOptions.tileMajorWeightBytes`).
+    /// With `prefetchTiles` > 0, while a tile runs against a panel it prefetches the next tile's skip (or output) lines for
     /// that panel and, when one slice covers a contiguous `A` block, a share of the next tile's rows.
     /// Same products in the same order as `block`, so results are identical. Why this order, these
     /// slices and these prefetches: docs/ENGINE.md, "GEMM".
     static func tileMajorBlock(_ source: TileMajorRows, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                                c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
-                               includeTail: Bool, prefetches: Bool = false) {
+                               includeTail: Bool, weightBytes: Int, prefetchTiles: Int = 0) {
         let k = w.k
         // `k` in slices of at most `tileMajorMaximumK` (multiples of 16, the last taking the
         // remainder), partial sums kept in `c`.
@@ -274,8 +247,8 @@ public enum PackedGEMM {
         }
         // The copy stride and the weight groups are sized for the longest slice.
         let longest = (0..<sliceCount).reduce(0) { max($0, columns(ofSlice: $1).count) }
-        let prefetches = prefetches && prefetchTiles > 0
-        let groupPanels = max(1, tileMajorWeightBytes / (longest * 16 * MemoryLayout<Float>.stride))
+        let prefetches = prefetchTiles > 0
+        let groupPanels = max(1, weightBytes / (longest * 16 * MemoryLayout<Float>.stride))
         let panels = UnsafePointer(w.panels.baseAddress!)
         let copyStride = source.copyStride(k: longest)
         func run(copy: UnsafeMutablePointer<Float>?) {
@@ -537,8 +510,8 @@ public struct PatchGeometry {
     /// Whether `PackedGEMM` reads this convolution's windows in place (`windowBlock`): the pieces a
     /// gather would copy (one kernel row of pixels, `kernelW * channels` floats) are short, and the
     /// whole patch fits one `kBlock` slice.
-    func readsWindowsInPlace(k: Int) -> Bool {
-        PackedGEMM.windowReads && kernelW * channels <= 32 && k <= PackedGEMM.kBlock
+    func readsWindowsInPlace(k: Int, enabled: Bool) -> Bool {
+        enabled && kernelW * channels <= 32 && k <= PackedGEMM.kBlock
     }
 
     /// Element offsets, from a window's top-left input element, of the patch's `k` entries
@@ -660,8 +633,8 @@ struct TileStrip {
     /// First `k` slice: start from bias + residual; else continue from the partial sums in `c`.
     let first: Bool
     let activation: Activation
-    /// Prefetch the output (and residual) lines `PackedGEMM.prefetchTiles` tiles ahead.
-    let prefetches: Bool
+    /// Micro-tiles ahead whose output and residual lines are prefetched (0: none).
+    let prefetchTiles: Int
 
     @inline(__always)
     func run(width: Int) {
@@ -671,7 +644,7 @@ struct TileStrip {
     @inline(never)
     private func run<V: KernelVector>(_: V.Type) {
         var r = 0
-        let ahead = prefetches ? PackedGEMM.prefetchTiles * PackedGEMM.mr : 0
+        let ahead = prefetchTiles * PackedGEMM.mr
         while r < rows {
             if ahead > 0 && r + ahead < rows {
                 let p = r + ahead

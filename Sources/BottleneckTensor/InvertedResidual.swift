@@ -90,10 +90,10 @@ public final class InvertedResidual: @unchecked Sendable {
     /// layers should run one by one: when a step would cover fewer than `minimumStepPixels`
     /// output pixels, or when bands would be so thin that recomputing the expanded rows they share
     /// costs more than fusion saves.
-    public func bandsPerImage(batch: Int, height: Int, width: Int) -> Int {
+    public func bandsPerImage(batch: Int, height: Int, width: Int, options: EngineOptions = .default) -> Int {
         let (oh, ow) = outputSize(height: height, width: width)
         if rowsPerStep(height: height, width: width) * ow < InvertedResidual.minimumStepPixels { return 0 }
-        let threads = TensorThreads.count
+        let threads = options.workers
         if threads == 1 || batch >= 2 * threads { return 1 }
         let bands = (2 * threads + batch - 1) / batch
         // Each band recomputes k - stride expanded rows it shares with the one above.
@@ -108,7 +108,7 @@ public final class InvertedResidual: @unchecked Sendable {
     /// - Complexity: the three layers' multiply-adds, plus `(bands - 1) * (k - stride)` expanded
     ///   rows per image recomputed at band edges. Scratch: about `scratchBudget` bytes per thread.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                        output: UnsafeMutablePointer<Float>, bands: Int = 1) {
+                        output: UnsafeMutablePointer<Float>, bands: Int = 1, options: EngineOptions = .default) {
         let dw = depthwise
         let cin = inChannels, mid = dw.channels, cout = project.outChannels
         let top = dw.padding.resolve(height: height, width: width, kernelH: dw.kernelH, kernelW: dw.kernelW, stride: dw.stride).top
@@ -139,7 +139,7 @@ public final class InvertedResidual: @unchecked Sendable {
                     while fresh < need.upperBound {
                         let slot = fresh % expandedRows, count = min(need.upperBound - fresh, expandedRows - slot)
                         self.pointwise(expand, a: image + fresh * width * cin, lda: cin, rows: count * width,
-                                       c: expanded + slot * width * mid, residual: nil)
+                                       c: expanded + slot * width * mid, residual: nil, options: options)
                         fresh += count
                     }
                     // Output row `oy` lands at `dwOut`.
@@ -153,24 +153,23 @@ public final class InvertedResidual: @unchecked Sendable {
                 for y in oy..<(oy + rows) { rowsView.run(row: y, channels: 0..<mid) }
                 let outOffset = (img * oh + oy) * ow
                 self.pointwise(self.project, a: dwOut, lda: mid, rows: rows * ow, c: output + outOffset * cout,
-                               residual: self.addsInput ? input + outOffset * cin : nil)
+                               residual: self.addsInput ? input + outOffset * cin : nil, options: options)
                 oy += rows
             }
         }
-        TensorThreads.run(pieces: tasks) { t in KernelScratch.with(count: scratchCount) { runTask(t, $0) } }
+        TensorThreads.run(pieces: tasks, threads: options.workers) { t in KernelScratch.with(count: scratchCount) { runTask(t, $0) } }
     }
 
     /// One 1x1 convolution on `rows` NHWC pixels, single-threaded (the caller's task is the unit of
     /// parallelism), with the layer's bias and activation fused. Tile-major (each six-row tile against
-    /// all panels, `PackedGEMM.tileMajorBlock`) when `PackedGEMM.tileMajorLayers`, like the unfused
-    /// 1x1 layers.
+    /// all panels, `PackedGEMM.tileMajorBlock`) when `options.tileMajor`, like the unfused 1x1 layers.
     @inline(__always)
     private func pointwise(_ conv: Conv2D, a: UnsafePointer<Float>, lda: Int, rows: Int,
-                           c: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?) {
+                           c: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?, options: EngineOptions) {
         PackedGEMM.block(.matrix(a, rowStride: lda), row0: 0, rows: rows, w: conv.weights,
                          panelRange: 0..<conv.weights.panelCount, c: c, ldc: conv.outChannels,
                          bias: conv.bias.map { UnsafePointer($0.baseAddress!) }, residual: residual,
                          residualStride: conv.outChannels, activation: conv.activation, includeTail: true,
-                         tileMajor: PackedGEMM.tileMajorLayers)
+                         options: options, tileMajor: options.tileMajor)
     }
 }

@@ -9,24 +9,26 @@ public enum Pooling2D {
 
     /// Max pooling (`F.max_pool2d` with symmetric `padding`, padded cells never win).
     public static func maxPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-                               kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>) {
+                               kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>,
+                               options: EngineOptions = .default) {
         window(input: input, batch: batch, height: height, width: width, channels: channels, kernel: kernel,
-               stride: stride, padding: padding, output: output, isMax: true, countIncludePad: false)
+               stride: stride, padding: padding, output: output, isMax: true, countIncludePad: false, options: options)
     }
 
     /// Average pooling (`F.avg_pool2d`); `countIncludePad` as in PyTorch (default true there).
     public static func avgPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
                                kernel: Int, stride: Int, padding: Int, countIncludePad: Bool = true,
-                               output: UnsafeMutablePointer<Float>) {
+                               output: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
         window(input: input, batch: batch, height: height, width: width, channels: channels, kernel: kernel,
-               stride: stride, padding: padding, output: output, isMax: false, countIncludePad: countIncludePad)
+               stride: stride, padding: padding, output: output, isMax: false, countIncludePad: countIncludePad,
+               options: options)
     }
 
     private static func window(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels c: Int,
                                kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>,
-                               isMax: Bool, countIncludePad: Bool) {
+                               isMax: Bool, countIncludePad: Bool, options: EngineOptions) {
         let (oh, ow) = outputSize(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
-        parallelRanges(batch * oh, grain: 1) { range in
+        parallelRanges(batch * oh, grain: 1, threads: options.workers) { range in
             for rowIndex in range {
                 let img = rowIndex / oh, oy = rowIndex - img * oh
                 let y0 = oy * stride - padding
@@ -76,8 +78,9 @@ public enum Pooling2D {
     /// Adaptive average pooling to `outH x outW` (`F.adaptive_avg_pool2d`): output cell i covers input
     /// rows `floor(i * H / outH) ..< ceil((i + 1) * H / outH)`, and likewise for columns.
     public static func adaptiveAvgPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-                                       outHeight: Int, outWidth: Int, output: UnsafeMutablePointer<Float>) {
-        parallelRanges(batch * outHeight, grain: 1) { range in
+                                       outHeight: Int, outWidth: Int, output: UnsafeMutablePointer<Float>,
+                                       options: EngineOptions = .default) {
+        parallelRanges(batch * outHeight, grain: 1, threads: options.workers) { range in
             for rowIndex in range {
                 let img = rowIndex / outHeight, oy = rowIndex - img * outHeight
                 let ys = (oy * height / outHeight)..<((oy + 1) * height + outHeight - 1) / outHeight
@@ -93,8 +96,8 @@ public enum Pooling2D {
 
     /// Global average or max over all pixels: NHWC `[N][H][W][C]` to `[N][C]`.
     public static func global(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-                              max isMax: Bool, output: UnsafeMutablePointer<Float>) {
-        parallelRanges(batch, grain: 1) { range in
+                              max isMax: Bool, output: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
+        parallelRanges(batch, grain: 1, threads: options.workers) { range in
             for img in range {
                 reduceWindow(input + img * height * width * channels, width: width, channels: channels,
                              ys: 0..<height, xs: 0..<width, isMax: isMax, divisor: Float(height * width),
@@ -111,9 +114,9 @@ public enum Layout {
     /// Three channels (every network input) take a loop with the channel count a constant, which
     /// the compiler turns into interleaving shuffles instead of a strided scalar copy per element.
     public static func nchwToNhwc(_ src: UnsafePointer<Float>, batch: Int, channels: Int, height: Int, width: Int,
-                                  into dst: UnsafeMutablePointer<Float>) {
+                                  into dst: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
         let hw = height * width
-        parallelRanges(batch * height, grain: 1) { range in
+        parallelRanges(batch * height, grain: 1, threads: options.workers) { range in
             for r in range {
                 let n = r / height, y = r - n * height
                 if channels == 3 {
@@ -133,9 +136,9 @@ public enum Layout {
 
     /// `[N][H][W][C]` to `[N][C][H][W]`.
     public static func nhwcToNchw(_ src: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
-                                  into dst: UnsafeMutablePointer<Float>) {
+                                  into dst: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
         let hw = height * width
-        parallelRanges(batch * channels, grain: 1) { range in
+        parallelRanges(batch * channels, grain: 1, threads: options.workers) { range in
             for r in range {
                 let n = r / channels, c = r - n * channels
                 let o = dst + r * hw

@@ -60,16 +60,16 @@ public final class Tensor: @unchecked Sendable {
 /// marked `MADV_HUGEPAGE`: transparent huge pages are often opt-in (`enabled=madvise`, as on the
 /// Debian machines here), and with 4 KiB pages a layer's weights (9.4 MB for ResNet-50's 512-channel
 /// 3x3) span more pages than the L2 TLB maps (docs/ENGINE.md, "Memory").
-enum AlignedBuffer {
+package enum AlignedBuffer {
     /// Size from which a buffer asks for 2 MiB pages.
-    static let hugePageBytes = 2 << 20
-    /// False when the environment has `BOTTLENECK_HUGE_PAGES=0` (for timing without them).
-    nonisolated(unsafe) static var usesHugePages = ProcessInfo.processInfo.environment["BOTTLENECK_HUGE_PAGES"] != "0"
+    package static let hugePageBytes = 2 << 20
 
-    static func allocate(_ count: Int) -> UnsafeMutableBufferPointer<Float> {
+    /// `count` floats, 64-byte aligned; from `hugePageBytes` on 2 MiB aligned and asking for huge
+    /// pages unless `hugePages` is false (`EngineOptions.hugePages`).
+    package static func allocate(_ count: Int, hugePages: Bool = true) -> UnsafeMutableBufferPointer<Float> {
         let bytes = max(1, count) * MemoryLayout<Float>.stride
         let raw: UnsafeMutableRawPointer
-        if bytes >= hugePageBytes && usesHugePages {
+        if bytes >= hugePageBytes && hugePages {
             let rounded = (bytes + hugePageBytes - 1) / hugePageBytes * hugePageBytes
             raw = UnsafeMutableRawPointer.allocate(byteCount: rounded, alignment: hugePageBytes)
             #if os(Linux)
@@ -82,13 +82,13 @@ enum AlignedBuffer {
     }
 
     /// A 64-byte-aligned copy of `values` (release with ``free(_:)``).
-    static func copy(of values: [Float]) -> UnsafeMutableBufferPointer<Float> {
+    package static func copy(of values: [Float]) -> UnsafeMutableBufferPointer<Float> {
         let buffer = allocate(values.count)
         _ = buffer.initialize(from: values)
         return buffer
     }
 
-    static func free(_ buffer: UnsafeMutableBufferPointer<Float>) {
+    package static func free(_ buffer: UnsafeMutableBufferPointer<Float>) {
         UnsafeMutableRawPointer(buffer.baseAddress!).deallocate()
     }
 }
@@ -97,9 +97,14 @@ enum AlignedBuffer {
 /// current capacity, so steady-state inference does no allocation (and no page faults).
 public final class Workspace: @unchecked Sendable {
     private var buffer: UnsafeMutableBufferPointer<Float>
+    /// Whether growing asks for huge pages (`EngineOptions.hugePages`).
+    private let hugePages: Bool
 
     /// Creates an empty workspace.
-    public init() { buffer = AlignedBuffer.allocate(0) }
+    public init(hugePages: Bool = true) {
+        buffer = AlignedBuffer.allocate(0)
+        self.hugePages = hugePages
+    }
     deinit { AlignedBuffer.free(buffer) }
 
     /// Current capacity in floats.
@@ -110,7 +115,7 @@ public final class Workspace: @unchecked Sendable {
     public func pointer(minimumCount count: Int) -> UnsafeMutablePointer<Float> {
         if count > buffer.count {
             AlignedBuffer.free(buffer)
-            buffer = AlignedBuffer.allocate(count)
+            buffer = AlignedBuffer.allocate(count, hugePages: hugePages)
         }
         return buffer.baseAddress!
     }

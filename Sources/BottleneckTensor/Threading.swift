@@ -2,18 +2,17 @@ import CBLAS
 import Foundation
 import Synchronization
 
-/// Thread configuration shared by every kernel: `WorkerPool` runs the GEMMs, depthwise, pooling and
-/// element-wise kernels; OpenBLAS (still used by `Linear` and the classifier heads) gets the same
-/// count. Kernels run one at a time (each returns before the next starts), so on a machine with T
-/// cores there are never more than T busy threads.
+/// How kernels run on threads: `WorkerPool`s (one per thread count, created on first use and kept
+/// for the process) run the GEMMs, depthwise, pooling and element-wise kernels of a call with
+/// `EngineOptions.threads` threads. Kernels run one at a time (each returns before the next
+/// starts), so a network on T threads never has more than T busy threads.
 public enum TensorThreads {
-    nonisolated(unsafe) private static var current = ProcessInfo.processInfo.activeProcessorCount
-    nonisolated(unsafe) private static var sharedPool: WorkerPool?
-    private static let poolLock = NSLock()
+    /// Pools by thread count (a cache of running threads, not configuration).
+    private static let pools = Mutex<[Int: WorkerPool]>([:])
 
-    /// The number of worker threads kernels use: 1 on a thread inside `concurrentImages` or
-    /// `withSingleThreadedKernels` (such a thread runs its kernels alone), else the configured count.
-    public static var count: Int { pthread_getspecific(serialKey) == nil ? current : 1 }
+    /// Whether kernels started on the calling thread run inline (inside `concurrentImages` or
+    /// `withSingleThreadedKernels`): `EngineOptions.workers` is then 1.
+    public static var isSingleThreadedHere: Bool { pthread_getspecific(serialKey) != nil }
 
     /// Per-thread mark "kernels run inline here" (set by `withSingleThreadedKernels`, which every
     /// `concurrentImages` piece runs inside).
@@ -33,14 +32,14 @@ public enum TensorThreads {
         return (n * multiplier) % threads == 0 ? n : count
     }
 
-    /// Runs `body(i)` for every `i` in `0..<pieces` on the kernel pool, or inline on the caller when
-    /// kernels are single-threaded here (`count == 1`) or there is only one piece (no hand-off cost).
-    /// Pieces are claimed dynamically, so uneven pieces balance out.
-    static func run(pieces: Int, _ body: @escaping (Int) -> Void) {
-        if count == 1 || pieces <= 1 {
+    /// Runs `body(i)` for every `i` in `0..<pieces` on `threads` threads (the caller included), or
+    /// inline on the caller when `threads` is 1 (see `EngineOptions.workers`) or there is only one
+    /// piece (no hand-off cost). Pieces are claimed dynamically, so uneven pieces balance out.
+    static func run(pieces: Int, threads: Int, _ body: @escaping (Int) -> Void) {
+        if threads <= 1 || pieces <= 1 || isSingleThreadedHere {
             for i in 0..<pieces { body(i) }
         } else {
-            pool.run(pieces: pieces, body)
+            pool(threads: threads).run(pieces: pieces, body)
         }
     }
 
@@ -51,13 +50,13 @@ public enum TensorThreads {
     /// runs whole parts with no synchronisation between layers, instead of all threads meeting at
     /// the end of every layer. Pieces are claimed dynamically, so make them several per thread
     /// or equal in size.
-    public static func concurrentImages(pieces: Int, _ body: @escaping (Int) -> Void) {
-        pool.run(pieces: pieces, patient: true) { piece in
+    public static func concurrentImages(pieces: Int, threads: Int, _ body: @escaping (Int) -> Void) {
+        pool(threads: threads).run(pieces: pieces, patient: true) { piece in
             withSingleThreadedKernels { body(piece) }
         }
     }
 
-    /// Runs `body` on the calling thread with `count == 1` there: every kernel it calls runs inline,
+    /// Runs `body` on the calling thread with `isSingleThreadedHere` true: every kernel it calls runs inline,
     /// without the pool. Other threads are unaffected.
     ///
     /// For callers that bring their own threads, such as an extraction pipeline whose threads each
@@ -70,24 +69,19 @@ public enum TensorThreads {
         return try body()
     }
 
-    /// Sets the thread count for OpenBLAS and the kernels (clamped to at least 1).
-    public static func configure(threads: Int) {
-        poolLock.lock(); defer { poolLock.unlock() }
-        current = max(1, threads)
-        openblas_set_num_threads(Int32(current))
-        if let pool = sharedPool, pool.extraThreads != current - 1 {
-            pool.shutDown()
-            sharedPool = nil
-        }
+    /// Sets OpenBLAS's (process-wide) thread count, used by `Linear` and the classifier heads.
+    public static func configureBLAS(threads: Int) {
+        openblas_set_num_threads(Int32(max(1, threads)))
     }
 
-    /// The pool for the current thread count (created on first use).
-    static var pool: WorkerPool {
-        poolLock.lock(); defer { poolLock.unlock() }
-        if let pool = sharedPool { return pool }
-        let pool = WorkerPool(extraThreads: current - 1)
-        sharedPool = pool
-        return pool
+    /// The pool running `threads` threads (created on first use).
+    static func pool(threads: Int) -> WorkerPool {
+        pools.withLock { pools in
+            if let pool = pools[threads] { return pool }
+            let pool = WorkerPool(extraThreads: threads - 1)
+            pools[threads] = pool
+            return pool
+        }
     }
 
     /// The OpenBLAS core type chosen when the library loaded (e.g. "Haswell", "SkylakeX").
@@ -97,17 +91,17 @@ public enum TensorThreads {
     }
 }
 
-/// Splits `0..<count` into at most `TensorThreads.count * 4` contiguous ranges of at least `grain`
-/// items and runs `body` on them in parallel; runs inline when one range suffices (no hand-off cost
-/// for small layers).
+/// Splits `0..<count` into at most `threads * 4` contiguous ranges of at least `grain` items and
+/// runs `body` on them in parallel; runs inline when one range suffices (no hand-off cost for small
+/// layers).
 @inline(__always)
-func parallelRanges(_ count: Int, grain: Int = 1, _ body: @escaping (Range<Int>) -> Void) {
+func parallelRanges(_ count: Int, grain: Int = 1, threads: Int, _ body: @escaping (Range<Int>) -> Void) {
     if count <= 0 { return }
-    let workers = min(TensorThreads.count, max(1, count / max(1, grain)))
+    let workers = min(threads, max(1, count / max(1, grain)))
     if workers <= 1 { body(0..<count); return }
     // More pieces than workers evens out imbalance between uneven rows.
     let pieces = min(count, workers * 4)
-    TensorThreads.run(pieces: pieces) { i in
+    TensorThreads.run(pieces: pieces, threads: threads) { i in
         let lo = i * count / pieces, hi = (i + 1) * count / pieces
         if lo < hi { body(lo..<hi) }
     }

@@ -35,7 +35,7 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
 ///
 /// The planner's constants below assume a 512 KiB L2 per core and a shared L3 (docs/ENGINE.md,
 /// "Winograd"); they are variables only so that `WinogradTimingTests` can sweep them.
-final class WinogradConvolution: @unchecked Sendable {
+package final class WinogradConvolution: @unchecked Sendable {
     /// Input channels (a multiple of 8).
     let inChannels: Int
     /// Output channels (a multiple of 8).
@@ -43,22 +43,6 @@ final class WinogradConvolution: @unchecked Sendable {
     /// `U[ξ]` packed as `[Cout][Cin]` GEMM weights, ξ = 6 * row + column of the 6x6 transform.
     let transformed: [PackedWeights]
 
-    /// Upper bound on one task's transformed input block `V`, `36 * blockTiles * Cin` floats (`M`
-    /// is about as large): 512 KiB, so `V` and `M` stay in or near L2 between the transforms and the
-    /// GEMMs (64 channels: 54 tiles).
-    nonisolated(unsafe) static var blockBudget = 1 << 17
-    /// `blockBudget` for layers whose weights are streamed (see `cachedWeights`): 2 MiB, blocks of
-    /// 42-56 tiles at 256 channels, each streaming all of `U` once.
-    nonisolated(unsafe) static var streamedBlockBudget = 1 << 19
-    /// Smallest block the planner cuts to make more tasks (below it the weights are re-read too often).
-    nonisolated(unsafe) static var minimumBlockTiles = 24
-    /// Tasks per worker the planner aims for (more balance dynamically; fewer repeat less of the input
-    /// transform when column groups are needed).
-    nonisolated(unsafe) static var tasksPerThread = 2
-    /// Transformed weights (floats) up to which re-reading them once per block is cheap (they stay in
-    /// L2/L3); larger ones are streamed from memory, so their layers use as few blocks as possible and
-    /// split the output columns among the workers instead.
-    nonisolated(unsafe) static var cachedWeights = 1 << 20
 
     /// Whether a layer of this geometry can run here: 3x3 kernel, stride 1, one pixel of zero padding
     /// on every side, channel counts multiples of 8 (the transforms run 16 or 8 channels at a time and
@@ -116,29 +100,30 @@ final class WinogradConvolution: @unchecked Sendable {
     }
 
     /// How `forward` splits the work: `blocks * groups` tasks.
-    struct Plan: Equatable {
+    package struct Plan: Equatable {
         /// Tiles per block (a multiple of 6, except that the last block may be shorter).
-        let blockTiles: Int
+        package let blockTiles: Int
         /// Number of tile blocks.
-        let blocks: Int
+        package let blocks: Int
         /// Output-channel panel groups per block.
-        let groups: Int
+        package let groups: Int
     }
 
-    /// The split for `tiles` tiles on `threads` workers. Small weights (`cachedWeights`): blocks as
-    /// large as `blockBudget` allows, cut smaller (down to `minimumBlockTiles`) until every worker
-    /// has `tasksPerThread`. Large weights: the fewest blocks `streamedBlockBudget` allows (each
-    /// block streams all of `U` once). Either way, when there are still too few blocks, column groups
-    /// (twice as many tasks then: they cost no repeated work, see `forward`).
-    func plan(tiles: Int, threads: Int) -> Plan {
+    /// The split for `tiles` tiles on `threads` workers, with `options`' Winograd budgets. Small
+    /// weights (`winogradCachedWeights`): blocks as large as `winogradBlockBudget` allows, cut
+    /// smaller (down to `winogradMinimumBlockTiles`) until every worker has
+    /// `winogradTasksPerThread`. Large weights: the fewest blocks `winogradStreamedBlockBudget` allows
+    /// (each block streams all of `U` once). Either way, when there are still too few blocks, column
+    /// groups (twice as many tasks then: they cost no repeated work, see `forward`).
+    package func plan(tiles: Int, threads: Int, options: EngineOptions) -> Plan {
         let panels = transformed[0].panelCount
-        let streamed = 36 * inChannels * outChannels > Self.cachedWeights
-        let budget = streamed ? Self.streamedBlockBudget : Self.blockBudget
+        let streamed = 36 * inChannels * outChannels > options.winogradCachedWeights
+        let budget = streamed ? options.winogradStreamedBlockBudget : options.winogradBlockBudget
         let largest = max(6, budget / (36 * inChannels) / 6 * 6)
         var blocks = (tiles + largest - 1) / largest
-        let wanted = Self.tasksPerThread * threads
+        let wanted = options.winogradTasksPerThread * threads
         if threads > 1 && blocks < wanted && !streamed {
-            let smallest = max(6, Self.minimumBlockTiles)
+            let smallest = max(6, options.winogradMinimumBlockTiles)
             blocks = max(blocks, min(wanted, (tiles + smallest - 1) / smallest))
         }
         let blockTiles = ((tiles + blocks - 1) / blocks + 5) / 6 * 6
@@ -159,19 +144,19 @@ final class WinogradConvolution: @unchecked Sendable {
     ///   concurrent task (or `36 * tiles * Cin` shared), reused across calls.
     func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                  output: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>?,
-                 residual: UnsafePointer<Float>?, activation: Activation) {
+                 residual: UnsafePointer<Float>?, activation: Activation, options: EngineOptions) {
         let tilesX = (width + 3) / 4, tilesY = (height + 3) / 4
         let tiles = batch * tilesY * tilesX
         if tiles == 0 { return }
-        let threads = TensorThreads.count
-        let plan = self.plan(tiles: tiles, threads: threads)
+        let threads = options.workers
+        let plan = self.plan(tiles: tiles, threads: threads, options: options)
         let panels = transformed[0].panelCount
         let cin = inChannels
         let geometry = WinogradGeometry(input: input, output: output, residual: residual, bias: bias,
                                         height: height, width: width, tilesX: tilesX, tilesPerImage: tilesY * tilesX,
                                         inChannels: inChannels, outChannels: outChannels, activation: activation)
         if plan.groups == 1 {
-            TensorThreads.run(pieces: plan.blocks) { b in
+            TensorThreads.run(pieces: plan.blocks, threads: threads) { b in
                 let tile0 = b * plan.blockTiles
                 guard tile0 < tiles else { return }
                 let count = min(plan.blockTiles, tiles - tile0)
@@ -182,7 +167,7 @@ final class WinogradConvolution: @unchecked Sendable {
                                                 scratch: tmp.baseAddress!)
                     }
                     self.multiply(geometry, v: UnsafePointer(v), slice: vSlice, tile0: tile0, count: count,
-                                  panels: 0..<panels, lastGroup: true)
+                                  panels: 0..<panels, lastGroup: true, options: options)
                 }
             }
             return
@@ -192,7 +177,7 @@ final class WinogradConvolution: @unchecked Sendable {
             // Pass 1: pieces of tiles, and of channels too when there are only a few tiles.
             let tilePieces = min(tiles, 4 * threads)
             let chunks = tiles >= 2 * threads ? 1 : min(cin / 8, (4 * threads + tiles - 1) / tiles)
-            TensorThreads.run(pieces: tilePieces * chunks) { piece in
+            TensorThreads.run(pieces: tilePieces * chunks, threads: threads) { piece in
                 let p = piece / chunks, q = piece - p * chunks
                 let t0 = p * tiles / tilePieces, t1 = (p + 1) * tiles / tilePieces
                 let c0 = q * (cin / 8) / chunks * 8, c1 = (q + 1) * (cin / 8) / chunks * 8
@@ -203,14 +188,15 @@ final class WinogradConvolution: @unchecked Sendable {
                 }
             }
             // Pass 2: (block, column group) tasks.
-            TensorThreads.run(pieces: plan.blocks * plan.groups) { index in
+            TensorThreads.run(pieces: plan.blocks * plan.groups, threads: threads) { index in
                 let b = index / plan.groups, g = index - b * plan.groups
                 let tile0 = b * plan.blockTiles
                 guard tile0 < tiles else { return }
                 let p0 = g * panels / plan.groups, p1 = (g + 1) * panels / plan.groups
                 guard p0 < p1 else { return }
                 self.multiply(geometry, v: UnsafePointer(v + tile0 * cin), slice: vSlice, tile0: tile0,
-                              count: min(plan.blockTiles, tiles - tile0), panels: p0..<p1, lastGroup: p1 == panels)
+                              count: min(plan.blockTiles, tiles - tile0), panels: p0..<p1, lastGroup: p1 == panels,
+                              options: options)
             }
         }
     }
@@ -218,7 +204,7 @@ final class WinogradConvolution: @unchecked Sendable {
     /// The 36 GEMMs and the output transform for tiles `tile0..<tile0+count` and the output columns
     /// of `panels`. `v` holds those tiles' transformed input (row stride Cin, ξ planes `slice` apart).
     private func multiply(_ geo: WinogradGeometry, v: UnsafePointer<Float>, slice: Int, tile0: Int, count: Int,
-                          panels: Range<Int>, lastGroup: Bool) {
+                          panels: Range<Int>, lastGroup: Bool, options: EngineOptions) {
         let colLo = panels.lowerBound * 16
         let colHi = lastGroup ? outChannels : panels.upperBound * 16
         let cols = colHi - colLo
@@ -230,7 +216,8 @@ final class WinogradConvolution: @unchecked Sendable {
                 // `c` is offset so the GEMM's absolute column j lands at M column j - colLo.
                 PackedGEMM.block(.matrix(v + xi * slice, rowStride: inChannels), row0: 0, rows: count,
                                  w: transformed[xi], panelRange: panels, c: m + xi * mSlice - colLo, ldc: cols,
-                                 bias: nil, residual: nil, residualStride: 0, activation: .none, includeTail: lastGroup)
+                                 bias: nil, residual: nil, residualStride: 0, activation: .none, includeTail: lastGroup,
+                                 options: options)
             }
             geo.transformOutput(tile0: tile0, count: count, from: UnsafePointer(m), slice: mSlice,
                                 columns: colLo..<colHi, scratch: UnsafeMutableRawPointer(m + 36 * mSlice))

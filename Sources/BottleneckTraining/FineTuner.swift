@@ -2,6 +2,7 @@ import BottleneckCore
 import BottleneckHeads
 import BottleneckImage
 import BottleneckModels
+import BottleneckTensor
 import Foundation
 
 /// One training or validation image: a file path and a class index.
@@ -72,6 +73,9 @@ public struct FineTuneConfig: Sendable {
     /// Seed of shuffling and augmentation.
     public var seed: UInt64 = 0
     /// Creates the default configuration.
+    /// Engine settings of the frozen prefix's network (threads, fast paths).
+    public var engine = EngineOptions.default
+
     public init() {}
 }
 
@@ -159,7 +163,7 @@ public final class FineTuner {
         preprocessor = Preprocessor(preset: preset)
         top = try TrainableTop(architecture: architecture, weights: weights, unfreeze: config.unfreeze)
         prefix = try Network(architecture: architecture, weights: weights, cut: .layer(top.prefixStage), pool: .none,
-                             sourceName: sourceName)
+                             sourceName: sourceName, options: config.engine)
         classifier = Linear(name: "head", inFeatures: top.features, outFeatures: classCount)
         model = Sequential(top.body.layers + (top.pools ? [GlobalAvgPool()] : []) + [classifier])
         if let conv = top.body.allConvolutions.first { conv.computesInputGradient = false }

@@ -13,7 +13,9 @@ struct BenchCommand: ParsableCommand {
 
         GFLOP/s counts 2 FLOPs per multiply-accumulate of the convolutions and linear layers that run, as a direct convolution would (Winograd layers do fewer multiplies, so a ResNet's rate can exceed the machine's sgemm peak).
 
-        A/B switches for timing the same binary: --unfused-blocks runs MBConv blocks layer by layer; --layer-parallel splits every layer over the threads even when the batch is large enough to run slices of images concurrently (the default from two images per thread for networks whose weights fit in cache, such as EfficientNet-Lite; --profile also implies it); in the environment, BOTTLENECK_WINOGRAD=0 keeps 3x3 convolutions on the direct path, BOTTLENECK_PREFETCH=0 turns off the GEMM's prefetching of output, skip and input lines, BOTTLENECK_HUGE_PAGES=0 the huge pages for large buffers, BOTTLENECK_RESIDUAL_IN_PLACE=0 writing residual blocks' outputs over their skip tensors, BOTTLENECK_TILE_MAJOR=0 the tile-major loop order of 1x1 convolution layers and BOTTLENECK_SHARED_OPERAND=0 the one shared copy of a column-split product's gathered operand.
+        Switches for timing one engine path against another in the same binary (every path gives the same results): --unfused-blocks runs MBConv blocks layer by layer; --layer-parallel splits every layer over the threads even when the batch is large enough to run slices of images concurrently (the default from two images per thread for networks whose weights fit in cache, such as EfficientNet-Lite; --profile also implies it). The environment variables BOTTLENECK_WINOGRAD, BOTTLENECK_TILE_MAJOR, BOTTLENECK_PREFETCH, BOTTLENECK_HUGE_PAGES, BOTTLENECK_RESIDUAL_IN_PLACE, BOTTLENECK_SHARED_OPERAND and BOTTLENECK_CONCURRENT_IMAGES set to 0 turn off, respectively, Winograd 3x3 convolutions, the tile-major order of 1x1 layers, the GEMM's prefetching, huge pages, writing residual outputs over their skip tensors, the shared copy of a column-split product's operand, and image-parallel slices.
+
+        The engine's cache budgets follow this CPU's caches (read from the operating system; --json reports them).
         """)
 
     @Option(help: "Model name (see `bottleneck models`).")
@@ -93,22 +95,23 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        TensorThreads.configure(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount)
+        var options = EngineOptions.fromEnvironment(threads: threads)
+        if let sliceMib { (options.sliceBudget, options.layerParallelSliceBudget) = (sliceMib << 18, sliceMib << 18) }
+        if unfusedBlocks { options.fusedBlocks = false }
+        if layerParallel { options.concurrentImages = false }
+        TensorThreads.configureBLAS(threads: options.threads)
         let arch = try ModelZoo.architecture(model)
         let selection: StageSelection = layer.map { .layer($0) } ?? .cut(cut ?? 0)
         let loadStart = Date()
         let net: Network
         if let weights {
             net = try PretrainedModel.load(model: model, weights: URL(fileURLWithPath: weights), selection: selection,
-                                           pool: Pooling(rawValue: pool)!).network
+                                           pool: Pooling(rawValue: pool)!, options: options).network
         } else {
             net = try Network(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: selection,
-                              pool: Pooling(rawValue: pool)!, sourceName: "synthetic weights")
+                              pool: Pooling(rawValue: pool)!, sourceName: "synthetic weights", options: options)
         }
         let loadSeconds = Date().timeIntervalSince(loadStart)
-        if let sliceMib { (net.sliceBudget, net.layerParallelSliceBudget) = (max(1, sliceMib) << 18, max(1, sliceMib) << 18) }
-        net.fusesInvertedResiduals = !unfusedBlocks
-        net.runsImagesConcurrently = !layerParallel
         let side = size ?? arch.inputSize
         let input = SyntheticFill.input(name: "bench", shape: [batch, 3, side, side])
         var output = [Float](repeating: 0, count: batch * net.outputShape(height: side, width: side).count)
@@ -131,12 +134,13 @@ struct BenchCommand: ParsableCommand {
         let flops = Double(net.flops(height: side, width: side)) * Double(batch)
         let peakRSS = peakResidentBytes()
         let result = BenchResult(
-            model: model, stage: net.stageName, batch: batch, threads: TensorThreads.count, size: side,
+            model: model, stage: net.stageName, batch: batch, threads: options.threads, size: side,
             images_per_second: Double(batch) / median, best_images_per_second: Double(batch) / best,
             median_seconds: median, gflops: flops / median / 1e9, flops_per_image: Int(flops) / batch,
             peak_rss_bytes: peakRSS, load_seconds: loadSeconds, iterations: times.count, blas_core: TensorThreads.blasCoreName,
             output_shape: [batch] + net.outputShape(height: side, width: side).dimensions,
-            slice: net.firstSlice(height: side, width: side, batch: batch))
+            slice: net.firstSlice(height: side, width: side, batch: batch),
+            cache_bytes: [options.cache.l1Data, options.cache.l2, options.cache.l3])
         if profile {
             let total = net.stageSeconds.reduce(0, +)
             for (i, t) in net.stageSeconds.enumerated() where t > 0 {
@@ -156,7 +160,7 @@ struct BenchCommand: ParsableCommand {
             print(String(decoding: try encoder.encode(result), as: UTF8.self))
         } else {
             print(String(format: "%@ to %@ %dx%d batch %d, %d threads (%@): %.1f images/s (median %.1f ms, best %.1f images/s), %.1f GFLOP/s, peak RSS %.0f MB, load %.2fs",
-                         model, net.stageName, side, side, batch, TensorThreads.count, result.blas_core, result.images_per_second,
+                         model, net.stageName, side, side, batch, options.threads, result.blas_core, result.images_per_second,
                          median * 1000, result.best_images_per_second, result.gflops, Double(peakRSS) / 1e6, loadSeconds))
         }
     }
@@ -174,6 +178,8 @@ struct BenchResult: Codable {
     let blas_core: String
     let output_shape: [Int]
     let slice: Int
+    /// L1 data, L2 and per-core L3 bytes the engine's budgets were derived from.
+    let cache_bytes: [Int]
 }
 
 /// Peak resident set of this process in bytes. Linux: `VmHWM` from /proc/self/status, because

@@ -102,7 +102,8 @@ struct BenchmarkCommand: ParsableCommand {
 
     func run() throws {
         let started = DispatchTime.now()
-        if let t = threads { TensorThreads.configure(threads: t) }
+        let engine = EngineOptions.fromEnvironment(threads: threads)
+        TensorThreads.configureBLAS(threads: engine.threads)
         let dataset = URL(fileURLWithPath: dir).standardizedFileURL
         let reportDir = URL(fileURLWithPath: out ?? "benchmark/\(dataset.lastPathComponent)-\(model)").standardizedFileURL
         try FeatureExtractor.validateOutput(reportDir, dataset: dataset)
@@ -120,7 +121,8 @@ struct BenchmarkCommand: ParsableCommand {
         var rows: [BenchmarkRow] = []
         var baselineDone = false
         for cut in try parsedInts(cuts, flag: "--cuts") {
-            let pretrained = try PretrainedModel.load(model: model, weights: weightsURL, selection: .cut(cut), pool: .avg)
+            let pretrained = try PretrainedModel.load(model: model, weights: weightsURL, selection: .cut(cut), pool: .avg,
+                                                      options: engine)
             let backbone = try NetworkBackbone(pretrained: pretrained, selection: .cut(cut))
             if !baselineDone {
                 // The baseline sees exactly the network's input (same resize, crop and normalisation).
@@ -153,7 +155,7 @@ struct BenchmarkCommand: ParsableCommand {
             ("finetune", depths.isEmpty ? "none" : depths.map { String($0) }.joined(separator: ",")),
             ("C grid", cValues), ("cv folds", String(cv)), ("raw baseline", "\(options.rawGrid)x\(options.rawGrid) area-averaged pixels + logreg"),
             ("wall seconds", String(format: "%.1f", elapsed)), ("cpu seconds", String(format: "%.1f", processCPUSeconds())),
-            ("threads", String(TensorThreads.count)),
+            ("threads", String(engine.threads)),
         ], notes: notes)
         try report.write(to: reportDir)
         print(report.markdown().components(separatedBy: "\n## Notes")[0])
@@ -187,6 +189,7 @@ struct BenchmarkCommand: ParsableCommand {
                 config.epochs = finetuneEpochs
                 config.learningRate = finetuneLR
                 config.seed = UInt64(s)
+                config.engine = .fromEnvironment(threads: threads)
                 let tuner = try FineTuner(architecture: arch, weights: source, classCount: classCount, config: config,
                                           sourceName: checkpointURL.path)
                 headInputs = tuner.top.features

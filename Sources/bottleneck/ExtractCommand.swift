@@ -3,6 +3,7 @@ import BottleneckImage
 import Foundation
 import BottleneckPipeline
 import BottleneckModels
+import BottleneckTensor
 import BottleneckHeads
 import BottleneckTraining
 import BottleneckCore
@@ -277,7 +278,7 @@ enum BackboneFactory {
         let base = try PretrainedModel.resolveCheckpoint(model: options.model, weights: options.weights.map { URL(fileURLWithPath: $0) })
         let overlay = OverlayWeights(base: try Checkpoint(contentsOf: base.url), overrides: try StateDictFile(contentsOf: sidecar))
         let network = try Network(architecture: try ModelZoo.architecture(options.model), weights: overlay, cut: selection,
-                                  pool: options.pool, sourceName: sidecar.path)
+                                  pool: options.pool, sourceName: sidecar.path, options: .fromEnvironment())
         let identity = FineTunedIdentity.compose(base: base.weightsSHA256, sidecarSHA256: try SHA256.hex(fileAt: sidecar))
         return try NetworkBackbone(network: network, selection: selection, weightsSHA256: identity)
     }

@@ -98,7 +98,8 @@ struct FinetuneCommand: ParsableCommand {
     }
 
     func run() throws {
-        if let t = threads { TensorThreads.configure(threads: t) }
+        let engine = EngineOptions.fromEnvironment(threads: threads)
+        TensorThreads.configureBLAS(threads: engine.threads)
         let arch = try ModelZoo.architecture(model)
         let root = URL(fileURLWithPath: dir)
         let scan = try DatasetScanner.scan(root)
@@ -122,6 +123,7 @@ struct FinetuneCommand: ParsableCommand {
         config.headInit = HeadInitialization(rawValue: headInit)!
         config.updateBatchNorm = updateBN
         config.seed = seed
+        config.engine = engine
         let url = try weights.map { URL(fileURLWithPath: $0) }
             ?? WeightCache.default.resolve(model: model, manifest: WeightManifest.bundled())
         let source = try Checkpoint(contentsOf: url)
@@ -156,7 +158,7 @@ struct FinetuneCommand: ParsableCommand {
         if json {
             var o: [String: Any] = ["summary": true, "model": model, "unfreeze": unfreeze, "prefix_path": report.path.rawValue,
                                     "mean_epoch_seconds": meanEpoch, "setup_seconds": report.setupSeconds,
-                                    "skipped": report.skipped.count, "threads": TensorThreads.count]
+                                    "skipped": report.skipped.count, "threads": engine.threads]
             if let v = report.epochs.last?.validationAccuracy { o["final_val_accuracy"] = v }
             if let v = report.initialValidationAccuracy { o["initial_val_accuracy"] = v }
             if let savedTo { o["model_file"] = savedTo }

@@ -1,5 +1,6 @@
 import ArgumentParser
 import BottleneckModels
+import BottleneckTensor
 import Foundation
 
 extension Pooling: ExpressibleByArgument {}
@@ -49,6 +50,6 @@ struct ModelOptions: ParsableArguments {
     /// cache lacks it, the error says exactly how to fetch it.
     func loadModel(defaultCut: Int = 0) throws -> PretrainedModel {
         try PretrainedModel.load(model: model, weights: weights.map { URL(fileURLWithPath: $0) },
-                                 selection: selection(defaultCut: defaultCut), pool: pool)
+                                 selection: selection(defaultCut: defaultCut), pool: pool, options: .fromEnvironment())
     }
 }

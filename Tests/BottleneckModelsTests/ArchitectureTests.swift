@@ -80,16 +80,20 @@ final class ArchitectureTests: XCTestCase {
 /// Slicing a batch for cache residency must not change results.
 final class ArchitectureSlicingTests: XCTestCase {
     func testSlicedForwardEqualsWholeBatch() throws {
-        let net = try Network(syntheticModel: "efficientnet-lite0", cut: .cut(2), pool: .avg)
+        func network(budget: Int) throws -> Network {
+            var options = EngineOptions.default
+            (options.sliceBudget, options.layerParallelSliceBudget) = (budget, budget)
+            return try Network(syntheticModel: "efficientnet-lite0", cut: .cut(2), pool: .avg, options: options)
+        }
         let input = SyntheticFill.input(name: "slicing", shape: [3, 3, 64, 64])
-        (net.sliceBudget, net.layerParallelSliceBudget) = (Int.max / 2, Int.max / 2)
-        XCTAssertEqual(net.microBatch(height: 64, width: 64, batch: 3), 3)
-        XCTAssertEqual(net.firstSlice(height: 64, width: 64, batch: 3), 3)
-        let whole = net.forward(input, batch: 3, height: 64, width: 64)
-        (net.sliceBudget, net.layerParallelSliceBudget) = (1, 1)
-        XCTAssertEqual(net.microBatch(height: 64, width: 64, batch: 3), 1)
-        XCTAssertEqual(net.firstSlice(height: 64, width: 64, batch: 3), 1)
-        let sliced = net.forward(input, batch: 3, height: 64, width: 64)
+        let large = try network(budget: Int.max / 2)
+        XCTAssertEqual(large.microBatch(height: 64, width: 64, batch: 3), 3)
+        XCTAssertEqual(large.firstSlice(height: 64, width: 64, batch: 3), 3)
+        let whole = large.forward(input, batch: 3, height: 64, width: 64)
+        let small = try network(budget: 1)
+        XCTAssertEqual(small.microBatch(height: 64, width: 64, batch: 3), 1)
+        XCTAssertEqual(small.firstSlice(height: 64, width: 64, batch: 3), 1)
+        let sliced = small.forward(input, batch: 3, height: 64, width: 64)
         XCTAssertEqual(whole.count, 3 * 1280)
         let maxDiff = zip(whole, sliced).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThanOrEqual(maxDiff, 1e-5)
@@ -112,25 +116,29 @@ final class ArchitectureSlicingTests: XCTestCase {
         XCTAssertEqual(resnet.largestActivations(height: 224, width: 224, fusedBlocks: true),
                        resnet.largestActivations(height: 224, width: 224))
         let net = try Network(syntheticModel: "efficientnet-lite0", cut: .cut(1), pool: .avg)
-        XCTAssertEqual(net.microBatch(height: 224, width: 224, batch: 32), net.sliceBudget / (112 * 112 * 32))
-        net.fusesInvertedResiduals = false
-        XCTAssertEqual(net.microBatch(height: 224, width: 224, batch: 32), net.sliceBudget / (112 * 112 * 96))
+        XCTAssertEqual(net.microBatch(height: 224, width: 224, batch: 32), min(32, net.options.sliceBudget / (112 * 112 * 32)))
+        var unfused = EngineOptions.default
+        unfused.fusedBlocks = false
+        let layered = try Network(syntheticModel: "efficientnet-lite0", cut: .cut(1), pool: .avg, options: unfused)
+        XCTAssertEqual(layered.microBatch(height: 224, width: 224, batch: 32), min(32, unfused.sliceBudget / (112 * 112 * 96)))
     }
 
     /// Late stages run on more images at a time than early ones (`Network.segments`), their input
     /// staged slice by slice; results match the whole batch in one pass.
     func testSegmentedForwardEqualsWholeBatch() throws {
-        let saved = TensorThreads.count
-        defer { TensorThreads.configure(threads: saved) }
-        TensorThreads.configure(threads: 2)   // single-threaded callers slice by `sliceBudget` instead
-        let net = try Network(syntheticModel: "resnet18")
-        net.runsImagesConcurrently = false
+        // Two threads: single-threaded callers slice by `sliceBudget` instead.
+        func network(budget: Int) throws -> Network {
+            var options = EngineOptions(threads: 2)
+            options.concurrentImages = false
+            options.layerParallelSliceBudget = budget
+            return try Network(syntheticModel: "resnet18", options: options)
+        }
         let input = SyntheticFill.input(name: "segments", shape: [7, 3, 64, 64])
-        net.layerParallelSliceBudget = Int.max / 2
-        XCTAssertEqual(net.segments(height: 64, width: 64, batch: 7), [Network.Segment(stages: 0..<8, slice: 7)])
-        let whole = net.forward(input, batch: 7, height: 64, width: 64)
+        let large = try network(budget: Int.max / 2)
+        XCTAssertEqual(large.segments(height: 64, width: 64, batch: 7), [Network.Segment(stages: 0..<8, slice: 7)])
+        let whole = large.forward(input, batch: 7, height: 64, width: 64)
         for budget in [65_536, 131_072] {
-            net.layerParallelSliceBudget = budget   // conv1's 32x32x64 output: 1 or 2 images; layer1 on: 4 or 7
+            let net = try network(budget: budget)   // conv1's 32x32x64 output: 1 or 2 images; layer1 on: 4 or 7
             let segments = net.segments(height: 64, width: 64, batch: 7)
             XCTAssertGreaterThanOrEqual(segments.count, budget == 65_536 ? 3 : 2, "\(segments)")
             XCTAssertEqual(segments.first?.stages.lowerBound, 0)
@@ -168,19 +176,19 @@ final class ArchitectureSlicingTests: XCTestCase {
     /// Running slices of the batch concurrently (single-threaded kernels per slice) must give exactly
     /// the layer-parallel results: every image goes through the same kernels in the same order.
     func testConcurrentImagesEqualLayerParallel() throws {
-        let saved = TensorThreads.count
-        defer { TensorThreads.configure(threads: saved) }
-        TensorThreads.configure(threads: 2)
         // ResNet-18 through layer2: Winograd and direct convolutions, residuals, with weights small
         // enough for the image-parallel path.
         for (model, stage) in [("efficientnet-lite0", StageSelection.cut(1)), ("resnet18", .layer("layer2"))] {
-            let net = try Network(syntheticModel: model, cut: stage, pool: .avg)
+            func network(concurrent: Bool) throws -> Network {
+                var options = EngineOptions(threads: 2)
+                (options.sliceBudget, options.layerParallelSliceBudget) = (1, 1)   // one image per slice: five pieces over two threads
+                options.concurrentImages = concurrent
+                return try Network(syntheticModel: model, cut: stage, pool: .avg, options: options)
+            }
+            let net = try network(concurrent: true)
             XCTAssertLessThanOrEqual(net.convolutionWeightBytes, Network.concurrentImagesMaximumWeightBytes, model)
             let input = SyntheticFill.input(name: "lanes." + model, shape: [5, 3, 64, 64])
-            (net.sliceBudget, net.layerParallelSliceBudget) = (1, 1)   // one image per slice: five pieces over two threads
-            net.runsImagesConcurrently = false
-            let layerParallel = net.forward(input, batch: 5, height: 64, width: 64)
-            net.runsImagesConcurrently = true
+            let layerParallel = try network(concurrent: false).forward(input, batch: 5, height: 64, width: 64)
             let concurrent = net.forward(input, batch: 5, height: 64, width: 64)
             XCTAssertFalse(concurrent.contains { !$0.isFinite }, model)
             XCTAssertTrue(layerParallel == concurrent, "\(model): concurrent images differ from layer-parallel")

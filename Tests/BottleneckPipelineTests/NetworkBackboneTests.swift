@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import BottleneckImage
 import BottleneckModels
+import BottleneckTensor
 @testable import BottleneckPipeline
 
 final class NetworkBackboneTests: XCTestCase {
@@ -71,8 +72,9 @@ final class NetworkBackboneTests: XCTestCase {
         try TestData.makeClassTree(root, classes: ["a", "b"], perClass: 7)
         try Data("bad".utf8).write(to: root.appendingPathComponent("a/bad.jpg"))
         func run(concurrent: Bool) throws -> URL {
-            let net = try Network(syntheticModel: "resnet18", cut: .layer("layer1"), pool: .avg)
-            net.runsImagesConcurrently = concurrent
+            var options = EngineOptions.default
+            options.concurrentImages = concurrent
+            let net = try Network(syntheticModel: "resnet18", cut: .layer("layer1"), pool: .avg, options: options)
             let backbone = try NetworkBackbone(network: net, selection: .layer("layer1"), weightsSHA256: "synthetic")
             XCTAssertEqual(backbone.supportsConcurrentSlices, concurrent)
             var o = ExtractionOptions(); o.batchSize = 5; o.decoderThreads = 2

@@ -15,9 +15,7 @@ final class AlignedBufferTests: XCTestCase {
         let buffer = AlignedBuffer.allocate(count)
         defer { AlignedBuffer.free(buffer) }
         XCTAssertEqual(buffer.count, count)
-        if AlignedBuffer.usesHugePages {
-            XCTAssertEqual(Int(bitPattern: buffer.baseAddress!) % AlignedBuffer.hugePageBytes, 0)
-        }
+        XCTAssertEqual(Int(bitPattern: buffer.baseAddress!) % AlignedBuffer.hugePageBytes, 0)
         for i in stride(from: 0, to: count, by: 4096) { buffer[i] = Float(i) }
         buffer[count - 1] = -1
         XCTAssertEqual(buffer[4096], 4096)

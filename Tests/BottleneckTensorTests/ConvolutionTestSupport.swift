@@ -25,21 +25,21 @@ struct SyntheticConvolution {
     }
 
     /// The output in a fresh buffer (NaN where nothing was written), with or without the residual added.
-    func forward(addsResidual: Bool) -> [Float] {
+    func forward(addsResidual: Bool, options: EngineOptions = .default) -> [Float] {
         var out = [Float](repeating: .nan, count: residual.count)
         input.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
             conv.forward(input: xp.baseAddress!, batch: batch, height: height, width: width, output: op.baseAddress!,
-                         residual: addsResidual ? rp.baseAddress! : nil)
+                         residual: addsResidual ? rp.baseAddress! : nil, options: options)
         } } }
         return out
     }
 
     /// The output with the residual added, written over a copy of the residual.
-    func forwardOverResidual() -> [Float] {
+    func forwardOverResidual(options: EngineOptions = .default) -> [Float] {
         var shared = residual
         input.withUnsafeBufferPointer { xp in shared.withUnsafeMutableBufferPointer { sp in
             conv.forward(input: xp.baseAddress!, batch: batch, height: height, width: width, output: sp.baseAddress!,
-                         residual: UnsafePointer(sp.baseAddress!))
+                         residual: UnsafePointer(sp.baseAddress!), options: options)
         } }
         return shared
     }

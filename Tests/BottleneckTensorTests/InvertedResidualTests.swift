@@ -80,13 +80,12 @@ final class InvertedResidualTests: XCTestCase {
     func testBandsPerImageFallsBackForThinBands() {
         let (expand, dw, project) = layers(Case(name: "ir.b", cin: 8, mid: 48, cout: 8, k: 5, stride: 1, h: 7, w: 7, batch: 1))
         let block = InvertedResidual(expand: expand, depthwise: dw, project: project, addsInput: true)
-        TensorThreads.configure(threads: 2)
-        defer { TensorThreads.configure(threads: ProcessInfo.processInfo.activeProcessorCount) }
-        XCTAssertEqual(block.bandsPerImage(batch: 8, height: 7, width: 7), 1)
-        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 7, width: 7), 0, "7 rows in 4 bands under a 5x5 window")
-        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 112, width: 112), 4)
+        let two = EngineOptions(threads: 2)
+        XCTAssertEqual(block.bandsPerImage(batch: 8, height: 7, width: 7, options: two), 1)
+        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 7, width: 7, options: two), 0, "7 rows in 4 bands under a 5x5 window")
+        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 112, width: 112, options: two), 4)
         let (e, d, p) = layers(Case(name: "ir.late", cin: 192, mid: 1152, cout: 192, k: 5, stride: 1, h: 7, w: 7, batch: 1))
         let late = InvertedResidual(expand: e, depthwise: d, project: p, addsInput: true)
-        XCTAssertEqual(late.bandsPerImage(batch: 32, height: 7, width: 7), 0, "a 7x1152 step is 14 GEMM rows: run unfused")
+        XCTAssertEqual(late.bandsPerImage(batch: 32, height: 7, width: 7, options: two), 0, "a 7x1152 step is 14 GEMM rows: run unfused")
     }
 }

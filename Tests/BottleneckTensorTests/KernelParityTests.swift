@@ -207,7 +207,6 @@ final class KernelParityTests: XCTestCase {
     /// Winograd weights, 4 tiles per image) keeps both weight sets: a 1-image call runs the direct
     /// path, a 3-image call (12 tiles) Winograd, each bit for bit what that algorithm alone gives.
     func testWinogradChosenPerCallOnSmallMaps() {
-        guard Conv2D.winogradEnabled else { return }
         let (cin, cout, h, w) = (256, 256, 7, 7)
         let weight = SyntheticFill.values(name: "per-call.w", kind: .weight, shape: [cout, cin, 3, 3])
         let bias = SyntheticFill.values(name: "per-call.b", kind: .bias, shape: [cout])
@@ -241,7 +240,6 @@ final class KernelParityTests: XCTestCase {
             Conv2D.prefersWinograd(inChannels: cin, outChannels: cout, kernelH: k, kernelW: k, stride: stride,
                                    padding: padding, expectedInput: expected)
         }
-        guard Conv2D.winogradEnabled else { return }
         XCTAssertTrue(prefers(64, 64))
         XCTAssertTrue(prefers(64, 64, padding: .same))
         XCTAssertTrue(prefers(512, 512, expected: (14, 14)))

@@ -20,21 +20,22 @@ final class ResidualInPlaceTests: XCTestCase {
             (2, 24, 10, 40, 3, .direct),     // gathered 3x3 patches, 16/16/8 panels
             (2, 16, 11, 32, 3, .winograd),   // ResNet-18's basic block: Winograd output transform
         ]
-        let saved = PackedGEMM.tileMajorLayers
-        defer { PackedGEMM.tileMajorLayers = saved }
         for (i, c) in cases.enumerated() {
             let name = "inplace.\(i)"
             let layer = SyntheticConvolution(name: name, batch: c.n, height: c.hw, width: c.hw, inChannels: c.cin,
                                              outChannels: c.cout, kernel: c.k, padding: .symmetric(c.k / 2),
                                              activation: .relu, algorithm: c.algorithm)
-            PackedGEMM.tileMajorLayers = false
-            let separate = layer.forward(addsResidual: true), plain = layer.forward(addsResidual: false)
+            var panelMajor = EngineOptions.default
+            panelMajor.tileMajor = false
+            let separate = layer.forward(addsResidual: true, options: panelMajor)
+            let plain = layer.forward(addsResidual: false, options: panelMajor)
             XCTAssertFalse(separate.contains { $0.isNaN } || plain.contains { $0.isNaN }, "\(name): output not fully written")
             for tileMajor in [true, false] {
-                PackedGEMM.tileMajorLayers = tileMajor
-                XCTAssertEqual(layer.forward(addsResidual: false), plain,
+                var options = EngineOptions.default
+                options.tileMajor = tileMajor
+                XCTAssertEqual(layer.forward(addsResidual: false, options: options), plain,
                                "\(name) (tile-major \(tileMajor)): differs from panel-major without a residual")
-                XCTAssertEqual(layer.forwardOverResidual(), separate,
+                XCTAssertEqual(layer.forwardOverResidual(options: options), separate,
                                "\(name) (tile-major \(tileMajor)): output over the residual differs from a separate buffer")
             }
         }

@@ -14,9 +14,9 @@ final class SharedOperandTests: XCTestCase {
             (128, 14, 256, 1, 2),    // 1x1 stride-2 downsample (gathered)
             (1024, 7, 64, 1, 1),     // 1x1 with rows 4 KiB apart (copied)
         ]
-        let savedThreads = TensorThreads.count, savedShared = PackedGEMM.sharesGatheredOperand
-        TensorThreads.configure(threads: 2)
-        defer { TensorThreads.configure(threads: savedThreads); PackedGEMM.sharesGatheredOperand = savedShared }
+        var perGroup = EngineOptions(threads: 2), shared = perGroup
+        perGroup.sharedOperand = false
+        shared.sharedOperand = true
         for (i, c) in cases.enumerated() {
             let name = "shared.\(i)"
             let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,
@@ -28,15 +28,14 @@ final class SharedOperandTests: XCTestCase {
             let (operand, pixels) = layer.input.withUnsafeBufferPointer {
                 layer.conv.directOperand(input: $0.baseAddress!, height: c.hw, width: c.hw)
             }
-            XCTAssertNotNil(PackedGEMM.sharedOperandStride(operand, k: layer.conv.weights.k), "\(name): no shared copy")
+            XCTAssertNotNil(PackedGEMM.sharedOperandStride(operand, k: layer.conv.weights.k, windowReads: shared.windowReads),
+                            "\(name): no shared copy")
             XCTAssertLessThan(pixels, 4 * PackedGEMM.mBlock, "\(name): too many rows for a column split")
-            PackedGEMM.sharesGatheredOperand = false
-            let separate = (layer.forward(addsResidual: false), layer.forward(addsResidual: true))
-            PackedGEMM.sharesGatheredOperand = true
-            let shared = (layer.forward(addsResidual: false), layer.forward(addsResidual: true))
-            XCTAssertFalse(shared.0.contains { $0.isNaN } || shared.1.contains { $0.isNaN }, "\(name): output not fully written")
-            XCTAssertTrue(shared.0 == separate.0, "\(name): shared operand differs without a residual")
-            XCTAssertTrue(shared.1 == separate.1, "\(name): shared operand differs with a residual")
+            let separate = (layer.forward(addsResidual: false, options: perGroup), layer.forward(addsResidual: true, options: perGroup))
+            let once = (layer.forward(addsResidual: false, options: shared), layer.forward(addsResidual: true, options: shared))
+            XCTAssertFalse(once.0.contains { $0.isNaN } || once.1.contains { $0.isNaN }, "\(name): output not fully written")
+            XCTAssertTrue(once.0 == separate.0, "\(name): shared operand differs without a residual")
+            XCTAssertTrue(once.1 == separate.1, "\(name): shared operand differs with a residual")
         }
     }
 }

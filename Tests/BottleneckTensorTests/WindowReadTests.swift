@@ -16,15 +16,14 @@ final class WindowReadTests: XCTestCase {
             (1, 4, 11, 13, 40, 3, 1, .symmetric(1), .none, true),   // VGG conv1_1-like, 16/16/8 panels
             (3, 2, 9, 7, 8, 5, 1, .symmetric(0), .relu, false),     // no padding at all
         ]
-        let saved = PackedGEMM.windowReads
-        defer { PackedGEMM.windowReads = saved }
         for (i, c) in cases.enumerated() {
             let layer = SyntheticConvolution(name: "window.\(i)", batch: c.n, height: c.h, width: c.w, inChannels: c.cin,
                                              outChannels: c.cout, kernel: c.k, stride: c.stride, padding: c.padding,
                                              activation: c.activation)
             let outputs = [false, true].map { windowReads in
-                PackedGEMM.windowReads = windowReads
-                return layer.forward(addsResidual: c.residual)
+                var options = EngineOptions.default
+                options.windowReads = windowReads
+                return layer.forward(addsResidual: c.residual, options: options)
             }
             XCTAssertFalse(outputs[1].contains { $0.isNaN }, "case \(i): unwritten outputs")
             let mismatch = outputs[0].indices.first { outputs[0][$0] != outputs[1][$0] }

@@ -37,19 +37,17 @@ final class WorkerPoolTests: XCTestCase {
     }
 
     /// `TensorThreads.concurrentImages` runs each piece once, with kernels single-threaded inside
-    /// (`TensorThreads.count == 1`) and the configured count restored outside.
+    /// (`EngineOptions.workers == 1`) and the full count outside.
     func testConcurrentImagesRunKernelsSerially() {
-        let saved = TensorThreads.count
-        defer { TensorThreads.configure(threads: saved) }
-        TensorThreads.configure(threads: 2)
+        let options = EngineOptions(threads: 2)
         let seen = Atomic(0), serial = Atomic(0)
-        TensorThreads.concurrentImages(pieces: 6) { _ in
+        TensorThreads.concurrentImages(pieces: 6, threads: options.threads) { _ in
             seen.add()
-            if TensorThreads.count == 1 { serial.add() }
+            if options.workers == 1 { serial.add() }
         }
         XCTAssertEqual(seen.value, 6)
         XCTAssertEqual(serial.value, 6)
-        XCTAssertEqual(TensorThreads.count, 2)
+        XCTAssertEqual(options.workers, 2)
     }
 
     func testNestedAndConcurrentCallersRunInline() {

@@ -31,17 +31,9 @@ public final class Network: @unchecked Sendable {
 
     /// When true, `forward` adds each stage's wall time to `stageSeconds` (for `bench --profile`).
     public var recordStageTimes = false
-    /// When false, MBConv blocks run layer by layer instead of as one fused `InvertedResidual`
-    /// kernel (same results; for timing the difference).
-    public var fusesInvertedResiduals = true
-    /// When false, every batch splits each layer over the threads instead of running slices of
-    /// images concurrently (same results; for timing the difference). See the type's discussion.
-    /// Defaults to false when the environment has `BOTTLENECK_CONCURRENT_IMAGES=0` (whole pipelines).
-    public var runsImagesConcurrently = ProcessInfo.processInfo.environment["BOTTLENECK_CONCURRENT_IMAGES"] != "0"
-    /// When true, a residual block's last convolution writes its output over the skip tensor instead
-    /// of a fresh buffer (same results; see `execute`'s `.residual` case). Defaults to false when the
-    /// environment has `BOTTLENECK_RESIDUAL_IN_PLACE=0` (for timing the difference).
-    public var writesResidualsInPlace = ProcessInfo.processInfo.environment["BOTTLENECK_RESIDUAL_IN_PLACE"] != "0"
+    /// The engine settings every layer of this network runs with (threads, fast paths, budgets). Fixed
+    /// at init: some (Winograd) decide how weights are stored.
+    public let options: EngineOptions
     /// Accumulated wall seconds per stage (index = stage index) while `recordStageTimes` is on.
     public private(set) var stageSeconds: [Double] = []
     /// Accumulated wall seconds per kind of layer while `recordStageTimes` is on: convolutions,
@@ -75,14 +67,15 @@ public final class Network: @unchecked Sendable {
     /// - Complexity: reads each needed tensor once; the raw tensor is released as soon as it has been
     ///   repacked, so peak memory is the packed network plus the largest single tensor.
     public init(architecture: Architecture, weights: WeightSource, cut: StageSelection = .cut(0),
-                pool: Pooling = .none, sourceName: String = "weights") throws {
+                pool: Pooling = .none, sourceName: String = "weights", options: EngineOptions = .default) throws {
         self.architecture = architecture
+        self.options = options
         stageIndex = try architecture.stageIndex(for: cut)
         pooling = pool
         let known = Set(architecture.parameters.map(\.name))
         let unexpected = weights.keys.filter { !known.contains($0) && !$0.hasSuffix("num_batches_tracked") }.sorted()
         if !unexpected.isEmpty { throw ModelLoadingError.unexpectedKeys(unexpected, source: sourceName) }
-        let loader = Loader(source: weights, sourceName: sourceName)
+        let loader = Loader(source: weights, sourceName: sourceName, options: options)
         var compiled: [[CompiledLayer]] = []
         var shape = ActivationShape.map(channels: 3, height: architecture.inputSize, width: architecture.inputSize)
         for stage in architecture.stages[0...stageIndex] {
@@ -99,10 +92,11 @@ public final class Network: @unchecked Sendable {
     }
 
     /// Convenience: the model called `name` with deterministic synthetic weights.
-    public convenience init(syntheticModel name: String, cut: StageSelection = .cut(0), pool: Pooling = .none) throws {
+    public convenience init(syntheticModel name: String, cut: StageSelection = .cut(0), pool: Pooling = .none,
+                            options: EngineOptions = .default) throws {
         let arch = try ModelZoo.architecture(name)
         try self.init(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: cut, pool: pool,
-                      sourceName: "synthetic weights")
+                      sourceName: "synthetic weights", options: options)
     }
 
     /// Output shape per image for a `height x width` input, after pooling.
@@ -131,11 +125,11 @@ public final class Network: @unchecked Sendable {
         // cache: large batches otherwise stream every layer through DRAM (and the arena grows with
         // the batch). Images are independent, so slicing does not change results.
         if runsImageParallel(batch: batch) {
-            let threads = TensorThreads.count, slice = microBatch(height: height, width: width, batch: batch)
+            let threads = options.workers, slice = microBatch(height: height, width: width, batch: batch)
             let inCount = 3 * height * width, outCount = outputShape(height: height, width: width).count
             // Equal slices, a multiple of the thread count, so that no thread is left with the last one alone.
             let slices = min(batch, ((batch + slice - 1) / slice + threads - 1) / threads * threads)
-            TensorThreads.concurrentImages(pieces: slices) { piece in
+            TensorThreads.concurrentImages(pieces: slices, threads: threads) { piece in
                 let b0 = piece * batch / slices, b1 = (piece + 1) * batch / slices
                 self.withArena { arena in
                     self.run(input + b0 * inCount, batch: b1 - b0, height: height, width: width, stages: 0..<self.stages.count,
@@ -163,7 +157,7 @@ public final class Network: @unchecked Sendable {
 
     /// How `forward` slices a layer-parallel batch. Each stage's slice is as many images as keep its
     /// largest materialised activation (its input included; see `microBatch`) within
-    /// `layerParallelSliceBudget` (`sliceBudget` when kernels run single-threaded here: one thread
+    /// `options.layerParallelSliceBudget` (`options.sliceBudget` when kernels run single-threaded here: one thread
     /// alone wants its activations in cache), lowered to the smallest slice of any later stage, so
     /// that a segment's slice is made of whole slices of the segments before it; equal neighbours
     /// form one segment.
@@ -174,8 +168,8 @@ public final class Network: @unchecked Sendable {
     /// (VGG-16's classifier reads 400 MB of weights per pass). A later segment's input is staged per
     /// slice, in buffers beside the activation ones (`activationSlots`).
     public func segments(height: Int, width: Int, batch: Int) -> [Segment] {
-        let budget = TensorThreads.count > 1 ? layerParallelSliceBudget : sliceBudget
-        let largestPerStage = architecture.largestActivations(height: height, width: width, fusedBlocks: fusesInvertedResiduals)
+        let budget = options.workers > 1 ? options.layerParallelSliceBudget : options.sliceBudget
+        let largestPerStage = architecture.largestActivations(height: height, width: width, fusedBlocks: options.fusedBlocks)
         var slices = largestPerStage[0...stageIndex].map { largest in
             max(1, min(batch, budget / max(1, largest)))
         }
@@ -221,21 +215,22 @@ public final class Network: @unchecked Sendable {
     }
 
     /// Whether `forward` runs large batches image-parallel (see the type's discussion): enabled
-    /// (`runsImagesConcurrently`), no stage times being recorded, no Linear layers, and convolution
+    /// (`options.concurrentImages`), no stage times being recorded, no Linear layers, and convolution
     /// weights within `concurrentImagesMaximumWeightBytes`.
     ///
     /// When true, `forward` may also be called from several threads at once provided each call runs
     /// inside `TensorThreads.withSingleThreadedKernels`: every call takes its own activation buffers
     /// and the layers are read-only, and the outputs are bitwise those of one call on the whole batch.
     public var splitsBatchesIntoConcurrentSlices: Bool {
-        runsImagesConcurrently && !recordStageTimes && !hasLinearLayers
+        options.concurrentImages && !recordStageTimes && !hasLinearLayers
             && convolutionWeightBytes <= Network.concurrentImagesMaximumWeightBytes
     }
 
     /// Runs `body` with a set of activation buffers no other slice is using.
     private func withArena(_ body: ([Workspace]) -> Void) {
         arenaLock.lock()
-        let arena = arenas.popLast() ?? (0..<(Network.activationSlots + stages.count)).map { _ in Workspace() }
+        let arena = arenas.popLast()
+            ?? (0..<(Network.activationSlots + stages.count)).map { _ in Workspace(hugePages: options.hugePages) }
         arenaLock.unlock()
         body(arena)
         arenaLock.lock()
@@ -243,27 +238,15 @@ public final class Network: @unchecked Sendable {
         arenaLock.unlock()
     }
 
-    /// Activation budget per image-parallel slice, in floats (8 MB for the largest tensor; with the
-    /// one beside it, two threads' slices stay within a 32 MB L3). EfficientNet-Lite0 at 224: 5
-    /// images, so batch 32 runs as 8 slices of 4. Not larger: a thread that falls behind leaves the
-    /// other idle for up to a slice (docs/ENGINE.md, "Threading and slices").
-    public var sliceBudget = 2 << 20
-
-    /// Activation budget per slice of a layer-parallel batch (`segments`), in floats (64 MB). Larger
-    /// than `sliceBudget`: there both threads share each layer, and bigger slices mean bigger GEMMs
-    /// and fewer meetings between layers, at the cost of peak memory (docs/ENGINE.md, "Threading
-    /// and slices").
-    public var layerParallelSliceBudget = 16 << 20
-
     /// Images per slice of an image-parallel batch: as many as keep the largest activation the
     /// network materialises (`Architecture.largestActivations`, fused MBConv blocks' expanded tensors
-    /// left out when blocks fuse) under `sliceBudget`, at least 1. (Counting EfficientNet-Lite0's
+    /// left out when blocks fuse) under `options.sliceBudget`, at least 1. (Counting EfficientNet-Lite0's
     /// expanded tensors too would cut its slices to 2-3 images, each pass over the weights serving
     /// fewer images.)
     public func microBatch(height: Int, width: Int, batch: Int) -> Int {
         let largest = architecture.largestActivation(height: height, width: width, throughStage: stageIndex,
-                                                     fusedBlocks: fusesInvertedResiduals)
-        return max(1, min(batch, sliceBudget / max(1, largest)))
+                                                     fusedBlocks: options.fusedBlocks)
+        return max(1, min(batch, options.sliceBudget / max(1, largest)))
     }
 
     /// The most images per slice of the first stages for a batch of `batch`: `microBatch` when the
@@ -277,7 +260,7 @@ public final class Network: @unchecked Sendable {
     /// Whether `forward` runs a batch of `batch` image-parallel here (see the type's discussion):
     /// at least two images per kernel thread for a network that supports it.
     private func runsImageParallel(batch: Int) -> Bool {
-        splitsBatchesIntoConcurrentSlices && TensorThreads.count > 1 && batch >= 2 * TensorThreads.count
+        splitsBatchesIntoConcurrentSlices && options.workers > 1 && batch >= 2 * options.workers
     }
 
     /// Runs the network and returns the output (see `forward(_:batch:height:width:into:)`).
@@ -339,7 +322,8 @@ public final class Network: @unchecked Sendable {
         var act: Act
         if range.lowerBound == 0 {
             act = Act(slot: 0, h: height, w: width, c: 3, isVector: false)
-            Layout.nchwToNhwc(input, batch: batch, channels: 3, height: height, width: width, into: pointer(act, batch: batch, arena))
+            Layout.nchwToNhwc(input, batch: batch, channels: 3, height: height, width: width, into: pointer(act, batch: batch, arena),
+                              options: options)
         } else {
             switch architecture.stageShapes(height: height, width: width)[range.lowerBound - 1] {
             case let .map(c, h, w): act = Act(slot: 0, h: h, w: w, c: c, isVector: false)
@@ -372,9 +356,10 @@ public final class Network: @unchecked Sendable {
         if act.isVector {
             out.update(from: src, count: batch * act.c)
         } else if pool != .none {
-            Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: pool == .max, output: out)
+            Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: pool == .max, output: out,
+                             options: options)
         } else {
-            Layout.nhwcToNchw(src, batch: batch, height: act.h, width: act.w, channels: act.c, into: out)
+            Layout.nhwcToNchw(src, batch: batch, height: act.h, width: act.w, channels: act.c, into: out, options: options)
         }
     }
 
@@ -439,7 +424,7 @@ public final class Network: @unchecked Sendable {
             timed("conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
                   + (conv.runsWinograd(batch: batch, height: act.h, width: act.w) ? " winograd" : ""), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
                 conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
-                             residual: residual)
+                             residual: residual, options: options)
             }
             return out
         case let .depthwise(conv):
@@ -447,34 +432,35 @@ public final class Network: @unchecked Sendable {
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.channels, isVector: false)
             timed("depthwise \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.channels) @\(act.h)x\(act.w)",
                   flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
-                conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena))
+                conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
+                             options: options)
             }
             return out
         case let .maxPool(k, s, p):
             let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
             Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
-                              padding: p, output: pointer(out, batch: batch, arena))
+                              padding: p, output: pointer(out, batch: batch, arena), options: options)
             return out
         case let .adaptiveAvgPool(oh, ow):
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
             Pooling2D.adaptiveAvgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c,
-                                      outHeight: oh, outWidth: ow, output: pointer(out, batch: batch, arena))
+                                      outHeight: oh, outWidth: ow, output: pointer(out, batch: batch, arena), options: options)
             return out
         case .globalAvgPool:
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: act.c, isVector: true)
             Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: false,
-                             output: pointer(out, batch: batch, arena))
+                             output: pointer(out, batch: batch, arena), options: options)
             return out
         case let .linear(linear):
             // An NHWC map flattens in (h, w, c) order; the weights were permuted at load to match.
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: linear.outFeatures, isVector: true)
             timed("linear \(linear.inFeatures)->\(linear.outFeatures)", flops: 2 * batch * linear.macs) {
-                linear.forward(input: src, batch: batch, output: pointer(out, batch: batch, arena))
+                linear.forward(input: src, batch: batch, output: pointer(out, batch: batch, arena), options: options)
             }
             return out
         case let .invertedResidual(block, unfused):
-            let bands = fusesInvertedResiduals ? block.bandsPerImage(batch: batch, height: act.h, width: act.w) : 0
+            let bands = options.fusedBlocks ? block.bandsPerImage(batch: batch, height: act.h, width: act.w, options: options) : 0
             if bands == 0 {
                 var x = act
                 for l in unfused { x = execute(l, x, batch: batch, protected: protected, arena) }
@@ -486,7 +472,7 @@ public final class Network: @unchecked Sendable {
             timed("mbconv \(block.inChannels)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)",
                   flops: 2 * batch * block.macs(height: act.h, width: act.w)) {
                 block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
-                              bands: bands)
+                              bands: bands, options: options)
             }
             return out
         case let .residual(body, shortcut):
@@ -501,7 +487,7 @@ public final class Network: @unchecked Sendable {
             // The block's output goes over the skip tensor, which dies with the block: each output element
             // is written after its own skip element is read (every kernel's output pass does so), and a
             // store to a line just read needs no fetch from memory (docs/ENGINE.md, "Convolutions").
-            let inPlace = writesResidualsInPlace && !protected.contains(skip.slot) && skip.slot != x.slot
+            let inPlace = options.residualInPlace && !protected.contains(skip.slot) && skip.slot != x.slot
             return execute(body.last!, x, batch: batch, protected: keep, arena,
                            residual: UnsafePointer(pointer(skip, batch: batch, arena)), outputSlot: inPlace ? skip.slot : nil)
         }
@@ -568,6 +554,8 @@ enum CompiledLayer {
 struct Loader {
     let source: WeightSource
     let sourceName: String
+    /// Engine settings the layers are built for (Winograd or not, huge pages).
+    let options: EngineOptions
 
     func tensor(_ key: String, _ shape: [Int]) throws -> [Float] {
         guard let found = source.shape(of: key) else { throw ModelLoadingError.missingKey(key, source: sourceName) }
@@ -601,7 +589,7 @@ struct Loader {
             return .conv(w.withUnsafeBufferPointer {
                 Conv2D(weightOIHW: $0.baseAddress!, outChannels: cout, inChannels: cin, kernelH: k, kernelW: k, stride: stride,
                        padding: padding, channelScale: scale, bias: shift, activation: fusedActivation ?? activation,
-                       expectedInput: expected)
+                       expectedInput: expected, options: options)
             })
         case let .depthwise(name, c, k, stride, padding, bn, activation):
             let w = try tensor(name + ".weight", [c, 1, k, k])

@@ -1,4 +1,5 @@
 import BottleneckImage
+import BottleneckTensor
 import Foundation
 
 /// A network built from a real checkpoint, with what callers need to feed it and to record it.
@@ -19,14 +20,16 @@ public struct PretrainedModel {
     ///   mismatch) or ``WeightsError`` (checkpoint absent — with fetch instructions — truncated, corrupt).
     /// - Complexity: reads the needed tensors once; peak memory is the packed network plus one tensor.
     public static func load(model: String, weights: URL? = nil, selection: StageSelection = .cut(0),
-                            pool: Pooling = .none, cache: WeightCache = .default) throws -> PretrainedModel {
+                            pool: Pooling = .none, cache: WeightCache = .default,
+                            options: EngineOptions = .default) throws -> PretrainedModel {
         let arch = try ModelZoo.architecture(model)
         guard let preset = PreprocessPreset.named(arch.presetName) else {
             throw WeightsError.malformed(path: model, reason: "architecture asks for unknown preprocessing preset '\(arch.presetName)'")
         }
         let (url, sha) = try resolveCheckpoint(model: model, weights: weights, cache: cache)
         let checkpoint = try Checkpoint(contentsOf: url)
-        let network = try Network(architecture: arch, weights: checkpoint, cut: selection, pool: pool, sourceName: url.path)
+        let network = try Network(architecture: arch, weights: checkpoint, cut: selection, pool: pool, sourceName: url.path,
+                                  options: options)
         return PretrainedModel(network: network, checkpoint: url, weightsSHA256: sha, preset: preset)
     }
 

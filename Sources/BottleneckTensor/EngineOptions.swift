@@ -1,0 +1,169 @@
+import Foundation
+
+/// Data-cache sizes of the CPU the engine runs on, in bytes per core: the last level as each core's
+/// share of it (its size over the CPUs that share it).
+///
+/// Read once per process from the operating system (`/sys/devices/system/cpu/cpu0/cache/index*/`
+/// on Linux, `sysctl hw.l1dcachesize`/`hw.l2cachesize`/`hw.l3cachesize` on macOS); any level it
+/// cannot read takes ``fallback``'s value.
+public struct CacheSizes: Sendable, Equatable {
+    /// Level-1 data cache.
+    public var l1Data: Int
+    /// Level-2 (unified) cache.
+    public var l2: Int
+    /// One core's share of the last-level cache.
+    public var l3: Int
+
+    public init(l1Data: Int, l2: Int, l3: Int) {
+        self.l1Data = l1Data
+        self.l2 = l2
+        self.l3 = l3
+    }
+
+    /// The sizes the engine's budgets were first set for (32 KiB L1d, 512 KiB L2, 16 MiB of L3 per core).
+    public static let fallback = CacheSizes(l1Data: 32 << 10, l2: 512 << 10, l3: 16 << 20)
+
+    /// This machine's caches (``fallback`` where the system does not say).
+    public static let detected: CacheSizes = {
+        var sizes = fallback
+        #if os(Linux)
+        for index in 0..<8 {
+            let dir = "/sys/devices/system/cpu/cpu0/cache/index\(index)/"
+            guard let level = readSysfs(dir + "level").flatMap(Int.init),
+                  let type = readSysfs(dir + "type"), let total = readSysfs(dir + "size").flatMap(parseSize) else { continue }
+            let sharing = readSysfs(dir + "shared_cpu_list").map(cpuCount) ?? 1
+            let size = total / max(1, sharing)
+            switch (level, type) {
+            case (1, "Data"): sizes.l1Data = size
+            case (2, _) where type != "Instruction": sizes.l2 = size
+            case (3, _) where type != "Instruction": sizes.l3 = size
+            default: break
+            }
+        }
+        #elseif os(macOS)
+        func sysctl(_ name: String) -> Int? {
+            var value: Int64 = 0
+            var length = MemoryLayout<Int64>.size
+            return sysctlbyname(name, &value, &length, nil, 0) == 0 && value > 0 ? Int(value) : nil
+        }
+        sizes.l1Data = sysctl("hw.l1dcachesize") ?? sizes.l1Data
+        sizes.l2 = sysctl("hw.l2cachesize") ?? sizes.l2
+        sizes.l3 = sysctl("hw.l3cachesize") ?? sizes.l3
+        #endif
+        return sizes
+    }()
+
+    /// A sysfs size such as `32K`, `1024K` or `32M` in bytes.
+    static func parseSize(_ text: String) -> Int? {
+        let unit: Int
+        var digits = Substring(text)
+        switch text.last {
+        case "K": unit = 1 << 10; digits = digits.dropLast()
+        case "M": unit = 1 << 20; digits = digits.dropLast()
+        case "G": unit = 1 << 30; digits = digits.dropLast()
+        default: unit = 1
+        }
+        guard let n = Int(digits), n > 0 else { return nil }
+        return n * unit
+    }
+
+    /// The number of CPUs in a sysfs CPU list such as `0-3,8-11` or `5`.
+    static func cpuCount(_ list: String) -> Int {
+        list.split(separator: ",").reduce(0) { total, part in
+            let bounds = part.split(separator: "-").compactMap { Int($0) }
+            return total + (bounds.count == 2 ? max(0, bounds[1] - bounds[0] + 1) : bounds.count)
+        }
+    }
+
+    private static func readSysfs(_ path: String) -> String? {
+        (try? String(contentsOfFile: path, encoding: .utf8))?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}
+
+/// Every setting of the inference engine, as one value passed to the network and from it to each
+/// kernel (like ncnn's `Option`): thread count, which fast paths run, and the cache-derived budgets.
+///
+/// All paths give identical results; the switches exist to time one path against another. Two
+/// networks in one process may use different options. The budgets follow ``cache`` (detected at
+/// start-up); docs/ENGINE.md says how each was measured and how to re-measure it.
+public struct EngineOptions: Sendable, Equatable {
+    /// Kernel threads (the caller included); at least 1.
+    public var threads: Int
+    /// The cache sizes the budgets below derive from.
+    public var cache: CacheSizes
+
+    /// 3x3 stride-1 convolutions may run as Winograd F(4x4, 3x3) (`Conv2D`'s `.automatic`).
+    public var winograd = true
+    /// 1x1 convolution layers run tile-major (`PackedGEMM.tileMajorBlock`) instead of panel-major.
+    public var tileMajor = true
+    /// EfficientNet/MobileNet MBConv blocks on large maps run fused (`InvertedResidual`).
+    public var fusedBlocks = true
+    /// Large batches of networks whose weights fit in cache run as concurrent image slices.
+    public var concurrentImages = true
+    /// A residual block's last convolution writes over the skip tensor it adds (when that dies there).
+    public var residualInPlace = true
+    /// Buffers of 2 MiB or more ask for transparent huge pages.
+    public var hugePages = true
+    /// A column-split product gathers its operand once for all column groups.
+    public var sharedOperand = true
+    /// Convolutions with few input channels read their windows in place instead of gathering them.
+    public var windowReads = true
+    /// Micro-tiles ahead that GEMM output/skip lines are prefetched (0: none).
+    public var prefetchTiles = 1
+    /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
+    /// between layers.
+    public var prefetchMinimumBytes = 8 << 20
+
+    /// Activation floats per image-parallel slice (a slice's largest tensor stays in the caches).
+    public var sliceBudget: Int
+    /// Activation floats per slice when each layer is split over the threads.
+    public var layerParallelSliceBudget: Int
+
+    /// Weight bytes one tile-major pass of tiles runs against: half of L2.
+    public var tileMajorWeightBytes: Int
+    /// Floats of one Winograd task's transformed input block (its output block is about as large):
+    /// L2's size in bytes, so both stay in or near L2 between the transforms and the GEMMs.
+    public var winogradBlockBudget: Int
+    /// `winogradBlockBudget` for layers whose transformed weights are streamed from memory.
+    public var winogradStreamedBlockBudget: Int
+    /// Transformed weight floats up to which re-reading them once per block is cheap (cached).
+    public var winogradCachedWeights: Int
+    /// Smallest Winograd block (tiles) the planner cuts to make more tasks.
+    public var winogradMinimumBlockTiles = 24
+    /// Winograd tasks per thread the planner aims for.
+    public var winogradTasksPerThread = 2
+
+    /// Options for `threads` threads on a CPU with `cache`; budgets derived from the cache sizes.
+    public init(threads: Int = EngineOptions.availableCores, cache: CacheSizes = .detected) {
+        self.threads = max(1, threads)
+        self.cache = cache
+        let floats = MemoryLayout<Float>.stride
+        sliceBudget = cache.l3 / 2 / floats
+        layerParallelSliceBudget = 4 * cache.l3 / floats
+        tileMajorWeightBytes = cache.l2 / 2
+        winogradBlockBudget = cache.l2 / floats
+        winogradStreamedBlockBudget = 4 * cache.l2 / floats
+        winogradCachedWeights = cache.l3 / 4 / floats
+    }
+
+    /// The options every network and kernel uses unless given others: all cores, this machine's caches.
+    public static let `default` = EngineOptions()
+
+    /// Cores this process may run on (its CPU affinity mask on Linux, which `taskset`, cgroups and
+    /// Slurm's CPU binding set; the active processor count elsewhere).
+    public static let availableCores: Int = {
+        #if os(Linux)
+        // The kernel's view of this process's affinity mask, e.g. "Cpus_allowed_list:\t0-3,8".
+        if let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+           let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Cpus_allowed_list:") }) {
+            let count = CacheSizes.cpuCount(line.dropFirst("Cpus_allowed_list:".count).trimmingCharacters(in: .whitespaces))
+            if count > 0 { return count }
+        }
+        #endif
+        return ProcessInfo.processInfo.activeProcessorCount
+    }()
+
+    /// Kernel threads for work started on the calling thread: 1 inside
+    /// `TensorThreads.withSingleThreadedKernels` (and so inside image-parallel slices), else `threads`.
+    public var workers: Int { TensorThreads.isSingleThreadedHere ? 1 : threads }
+}
