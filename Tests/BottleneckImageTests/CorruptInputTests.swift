@@ -6,7 +6,10 @@ import XCTest
 /// Broken inputs built in memory from the valid fixtures: each must produce the expected typed error
 /// naming the file, without crashing and without allocating for absurd declared sizes.
 final class CorruptInputTests: XCTestCase {
-    enum Kind: String { case unreadable, empty, unsupportedFormat, corruptHeader, truncated, tooLarge, corruptData }
+    enum Kind: String {
+        case unreadable, empty, unsupportedFormat, corruptHeader, truncated, tooLarge, corruptData
+        case fileTooLarge, tooManyScans, exceedsMemoryBudget
+    }
 
     static func kind(of error: ImageDecodingError) -> Kind {
         switch error {
@@ -17,6 +20,9 @@ final class CorruptInputTests: XCTestCase {
         case .truncated: return .truncated
         case .tooLarge: return .tooLarge
         case .corruptData: return .corruptData
+        case .fileTooLarge: return .fileTooLarge
+        case .tooManyScans: return .tooManyScans
+        case .exceedsMemoryBudget: return .exceedsMemoryBudget
         }
     }
 
