@@ -104,9 +104,13 @@ public enum ImageDecoder {
     /// to this width are covered.
     static let resizeWorkingColumns = 512
 
+    /// Small allocations of every decode (library state, tables, row pointers, error strings).
+    static let fixedOverhead = 1 << 20
+
     /// Peak bytes a decode of `header` needs: `fileBytes` (the bytes read, when the decoder reads
-    /// them) plus the decoder's buffers and output (see each codec's `memoryEstimate`), plus a
-    /// resize working buffer when the reservation outlives the decode. Saturates at `Int.max`.
+    /// them) plus the decoder's buffers and output (see each codec's `memoryEstimate`) plus
+    /// ``fixedOverhead``, plus a resize working buffer when the reservation outlives the decode.
+    /// Saturates at `Int.max`.
     static func memoryEstimate(of header: Header, fileBytes: Int, options: DecodeOptions) -> Int {
         let decoding: Int
         switch header {
@@ -114,7 +118,7 @@ public enum ImageDecoder {
         case .png(let h): decoding = PNGCodec.memoryEstimate(h)
         case .ppm(let h): decoding = PNMCodec.memoryEstimate(h)
         }
-        var total = Saturating.add(fileBytes, decoding)
+        var total = Saturating.add(Saturating.add(fileBytes, decoding), fixedOverhead)
         if options.memoryHold == .untilImageReleased {
             let longer = max(header.info.width, header.info.height)
             total = Saturating.add(total, Saturating.mul(longer, 3 * resizeWorkingColumns))

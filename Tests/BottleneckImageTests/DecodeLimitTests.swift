@@ -33,8 +33,34 @@ final class DecodeLimitTests: XCTestCase {
             XCTAssertThrowsError(try ImageDecoder.decode(data: Data(hostile), name: "scans.jpg")) { thrown = $0 }
         }
         XCTAssertLessThan(elapsed, 1.0, "refusing a 5000-scan JPEG took \(elapsed) s")
+        XCTAssertEqual(thrown as? ImageDecodingError, .tooManyScans(path: "scans.jpg", limit: DecodeOptions.standardMaxJPEGScans))
         let message = "\(thrown.map { "\($0)" } ?? "")"
-        XCTAssertTrue(message.hasPrefix("scans.jpg: ") && message.contains("scans"), message)
+        XCTAssertTrue(message.hasPrefix("scans.jpg: ") && message.contains("more than 100 scans"), message)
+    }
+
+    /// The scan limit is exact and configurable, and scans hidden behind a segment whose payload
+    /// holds an end-of-image byte pair are still counted (the walk skips segments by length).
+    func testScanLimitIsExactAndCountsPastTablePayloads() throws {
+        let progressive = try fixture("jpeg_progressive.jpg")
+        let original = HostileImages.scans(of: progressive).scans.count
+        XCTAssertGreaterThan(original, 2)
+        let reference = try ImageDecoder.decode(data: Data(progressive), name: "ok.jpg")
+        let atLimit = HostileImages.jpegRepeatingScan(progressive, totalScans: 40)
+        let limit40 = DecodeOptions(maxJPEGScans: 40), limit39 = DecodeOptions(maxJPEGScans: 39)
+        let decoded = try ImageDecoder.decode(data: Data(atLimit), name: "40.jpg", options: limit40)
+        XCTAssertEqual([decoded.width, decoded.height], [reference.width, reference.height])
+        XCTAssertThrowsError(try ImageDecoder.decode(data: Data(atLimit), name: "40.jpg", options: limit39)) {
+            XCTAssertEqual($0 as? ImageDecodingError, .tooManyScans(path: "40.jpg", limit: 39))
+        }
+        // A comment segment holding FF D9 ("end of image") before the extra scans.
+        let firstScan = HostileImages.scans(of: atLimit).scans[0]
+        let comment: [UInt8] = [0xFF, 0xFE, 0x00, 0x06, 0xFF, 0xD9, 0xFF, 0xD9]
+        let hidden = Array(atLimit[..<firstScan.upperBound]) + comment + Array(atLimit[firstScan.upperBound...])
+        XCTAssertThrowsError(try ImageDecoder.decode(data: Data(hidden), name: "hidden.jpg", options: limit39)) {
+            XCTAssertEqual($0 as? ImageDecodingError, .tooManyScans(path: "hidden.jpg", limit: 39))
+        }
+        // Header-only reading is not limited by scans.
+        XCTAssertEqual(try ImageDecoder.inspect(data: Data(hidden), name: "hidden.jpg").width, reference.width)
     }
 
     /// Finding 6: `inspect` of a JPEG followed by a 5 GiB hole reads only the headers, and decoding
@@ -51,12 +77,49 @@ final class DecodeLimitTests: XCTestCase {
         XCTAssertEqual(info?.width, 45)
         XCTAssertEqual(info?.orientation, 6)
         XCTAssertLessThan(inspectTime, 1.0, "inspect of a 5 GiB file took \(inspectTime) s")
+        let size = (5 << 30) + (try fixture("jpeg_exif6_xmp8.jpg")).count
         var thrown: Error?
         let decodeTime = try seconds { XCTAssertThrowsError(try ImageDecoder.decode(contentsOf: url)) { thrown = $0 } }
         XCTAssertLessThan(decodeTime, 1.0, "refusing a 5 GiB file took \(decodeTime) s")
+        XCTAssertEqual(thrown as? ImageDecodingError, .fileTooLarge(path: url.path, bytes: size, limit: 256 << 20))
         let message = "\(thrown.map { "\($0)" } ?? "")"
-        XCTAssertTrue(message.hasPrefix(url.path + ": ") && message.contains("limit"), message)
+        XCTAssertTrue(message.hasPrefix(url.path + ": file is 5.0 GiB (\(size) bytes)") && message.contains("limit of 256 MiB"), message)
+
+        // The same for a PNG (IHDR and the chunks before IDAT are all that inspect reads).
+        let png = dir.appendingPathComponent("tail.png")
+        try Data(try fixture("png_exif_orient6.png")).write(to: png)
+        try HostileImages.appendSparseTail(to: png, bytes: 5 << 30)
+        let pngTime = try seconds { XCTAssertEqual(try ImageDecoder.inspect(contentsOf: png).orientation, 6) }
+        XCTAssertLessThan(pngTime, 1.0, "inspect of a 5 GiB PNG took \(pngTime) s")
         let grown = maxRSSBytes() - rssBefore
         XCTAssertLessThan(grown, 64 << 20, "peak RSS grew by \(grown >> 20) MiB")
+    }
+
+    /// The byte limit applies to files and in-memory images, is exact, and its process-wide
+    /// default is what new options start with.
+    func testByteLimitIsExactAndConfigurable() throws {
+        let dir = try Mutations.scratchDirectory("byte-limit")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let jpeg = try fixture("jpeg_baseline.jpg")
+        let url = dir.appendingPathComponent("padded.jpg")
+        let padded = jpeg + [UInt8](repeating: 0, count: 4096 - jpeg.count)  // junk after EOI is tolerated
+        try Data(padded).write(to: url)
+        XCTAssertEqual(try ImageDecoder.decode(contentsOf: url, options: DecodeOptions(maxFileBytes: 4096)).width, 45)
+        XCTAssertThrowsError(try ImageDecoder.decode(contentsOf: url, options: DecodeOptions(maxFileBytes: 4095))) {
+            XCTAssertEqual($0 as? ImageDecodingError, .fileTooLarge(path: url.path, bytes: 4096, limit: 4095))
+        }
+        XCTAssertThrowsError(try ImageDecoder.decode(data: Data(padded), name: "mem.jpg", options: DecodeOptions(maxFileBytes: 4000))) {
+            XCTAssertEqual($0 as? ImageDecodingError, .fileTooLarge(path: "mem.jpg", bytes: 4096, limit: 4000))
+        }
+        let saved = DecodeOptions.defaultMaxFileBytes
+        defer { DecodeOptions.defaultMaxFileBytes = saved }
+        XCTAssertEqual(saved, DecodeOptions.standardMaxFileBytes)
+        DecodeOptions.defaultMaxFileBytes = 1000
+        XCTAssertEqual(DecodeOptions().maxFileBytes, 1000)
+        XCTAssertThrowsError(try ImageDecoder.decode(contentsOf: url)) {
+            XCTAssertEqual($0 as? ImageDecodingError, .fileTooLarge(path: url.path, bytes: 4096, limit: 1000))
+        }
+        // inspect reads only headers and is not limited by size.
+        XCTAssertEqual(try ImageDecoder.inspect(contentsOf: url).width, 45)
     }
 }
