@@ -221,7 +221,7 @@ public enum ImageDecodingError: Error, CustomStringConvertible, Equatable {
         case .corruptData(let p, let r): return "\(p): corrupt image data: \(r)"
         case .fileTooLarge(let p, let bytes, let limit):
             return "\(p): file is \(formatBytes(bytes)) (\(bytes) bytes), more than the image size limit of \(formatBytes(limit)) "
-                + "(raise it with BOTTLENECK_MAX_IMAGE_BYTES or --max-image-bytes)"
+                + "(raise it with BOTTLENECK_MAX_IMAGE_BYTES)"
         case .tooManyScans(let p, let limit):
             return "\(p): JPEG has more than \(limit) scans (real progressive files have about 10); refused to bound decode time "
                 + "(raise the limit with BOTTLENECK_MAX_JPEG_SCANS if the file is genuine)"

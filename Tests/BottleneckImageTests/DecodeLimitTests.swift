@@ -122,4 +122,38 @@ final class DecodeLimitTests: XCTestCase {
         // inspect reads only headers and is not limited by size.
         XCTAssertEqual(try ImageDecoder.inspect(contentsOf: url).width, 45)
     }
+
+    /// Sizes and limits from the environment: parsed with binary suffixes, applied to the
+    /// process-wide defaults, and a malformed value is refused naming the variable (changing nothing).
+    func testEnvironmentSettings() throws {
+        XCTAssertEqual(DecodeLimitSettings.parseByteSize("1048576"), 1 << 20)
+        XCTAssertEqual(DecodeLimitSettings.parseByteSize("512K"), 512 << 10)
+        XCTAssertEqual(DecodeLimitSettings.parseByteSize("256m"), 256 << 20)
+        XCTAssertEqual(DecodeLimitSettings.parseByteSize("2GiB"), 2 << 30)
+        XCTAssertEqual(DecodeLimitSettings.parseByteSize("1 GB"), 1 << 30)
+        for bad in ["", "0", "-5", "12X", "G", "1.5G", "99999999999999999999", "9000000000T"] {
+            XCTAssertNil(DecodeLimitSettings.parseByteSize(bad), bad)
+        }
+        let savedBytes = DecodeOptions.defaultMaxFileBytes, savedScans = DecodeOptions.defaultMaxJPEGScans
+        let savedMemory = DecodeMemoryBudget.shared.capacity
+        defer {
+            DecodeOptions.defaultMaxFileBytes = savedBytes
+            DecodeOptions.defaultMaxJPEGScans = savedScans
+            DecodeMemoryBudget.shared.capacity = savedMemory
+        }
+        XCTAssertEqual(savedMemory, DecodeMemoryBudget.defaultCapacity)
+        XCTAssertThrowsError(try DecodeLimitSettings.apply(environment: [
+            "BOTTLENECK_MAX_IMAGE_BYTES": "64M", "BOTTLENECK_MAX_JPEG_SCANS": "many",
+        ])) {
+            XCTAssertEqual("\($0)", "BOTTLENECK_MAX_JPEG_SCANS=many: expected a whole number of scans, at least 1")
+        }
+        XCTAssertEqual(DecodeOptions.defaultMaxFileBytes, savedBytes, "a refused environment changes nothing")
+        try DecodeLimitSettings.apply(environment: [
+            "BOTTLENECK_MAX_IMAGE_BYTES": "64M", "BOTTLENECK_DECODE_MEMORY": "512M", "BOTTLENECK_MAX_JPEG_SCANS": "30",
+        ])
+        XCTAssertEqual(DecodeOptions().maxFileBytes, 64 << 20)
+        XCTAssertEqual(DecodeOptions().maxJPEGScans, 30)
+        XCTAssertEqual(DecodeMemoryBudget.shared.capacity, 512 << 20)
+        XCTAssertTrue(DecodeOptions().memoryBudget === DecodeMemoryBudget.shared)
+    }
 }
