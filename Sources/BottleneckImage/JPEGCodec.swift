@@ -175,10 +175,12 @@ enum JPEGCodec {
     /// Whether an EOI marker follows the first scan: entropy-coded data stuffs every 0xFF with 0x00,
     /// so 0xFF 0xD9 after SOS can only be the real end of image.
     static func hasEOI(_ b: UnsafeBufferPointer<UInt8>, after start: Int) -> Bool {
-        var i = start
+        guard let base = b.baseAddress else { return false }
         let n = b.count
-        while i + 1 < n {
-            if b[i] == 0xFF, b[i + 1] == 0xD9 { return true }
+        var i = max(0, start)
+        while i + 1 < n, let hit = memchr(base + i, 0xFF, n - i - 1) {
+            i = base.distance(to: UnsafePointer(hit.assumingMemoryBound(to: UInt8.self)))
+            if b[i + 1] == 0xD9 { return true }
             i += 1
         }
         return false

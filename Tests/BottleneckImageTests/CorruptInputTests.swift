@@ -218,6 +218,14 @@ final class CorruptInputTests: XCTestCase {
         XCTAssertThrowsError(try ImageDecoder.inspect(contentsOf: dir)) {
             guard case .unreadable? = $0 as? ImageDecodingError else { return XCTFail("\($0)") }
         }
+        // A FIFO with no writer would block a plain read forever: refused without reading.
+        let fifo = dir.appendingPathComponent("pipe.jpg")
+        XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
+        for attempt in [{ _ = try ImageDecoder.inspect(contentsOf: fifo) }, { _ = try ImageDecoder.decode(contentsOf: fifo) }] {
+            XCTAssertThrowsError(try attempt()) {
+                XCTAssertEqual($0 as? ImageDecodingError, .unreadable(path: fifo.path, reason: "is not a regular file"))
+            }
+        }
     }
 
     /// Every JPEG of the real ants/bees set decodes; its one GIF is reported as unsupported.
