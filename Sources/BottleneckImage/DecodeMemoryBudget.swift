@@ -3,8 +3,9 @@ import Foundation
 /// A memory budget shared by every thread that decodes images, so that decoder memory is bounded
 /// as a whole rather than per thread.
 ///
-/// Before allocating, a decode reserves its estimated peak (file bytes, decoder buffers, output
-/// raster; see ``ImageDecoder/memoryEstimate(of:fileBytes:options:)``) and releases it when done.
+/// Before allocating, a decode reserves its estimated peak (the file bytes it reads, the decoder
+/// library's buffers, the output raster and any conversion or orientation copy) and releases it
+/// when done.
 /// A reservation that does not fit waits until other decodes release enough; one larger than the
 /// whole capacity is refused at once with ``ImageDecodingError/exceedsMemoryBudget(path:needed:budget:)``.
 /// Waiting cannot deadlock as long as reservations are released by code that always finishes,

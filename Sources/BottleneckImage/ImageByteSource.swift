@@ -91,9 +91,16 @@ final class ImageByteSource {
         ByteReader(try bytes(at: offset, count: count), path: path, baseOffset: offset)
     }
 
-    /// The byte at `offset`, or nil at or past the end.
+    /// The byte at `offset`, or nil at or past the end (no allocation unless a block is fetched).
     func byte(at offset: Int) throws -> UInt8? {
-        try bytes(at: offset, count: 1).first
+        guard offset >= 0, offset < size else { return nil }
+        switch storage {
+        case .memory(let data):
+            return data[data.startIndex + offset]
+        case .file:
+            if offset >= cacheOffset, offset < cacheOffset + cache.count { return cache[offset - cacheOffset] }
+            return try bytes(at: offset, count: 1).first
+        }
     }
 
     /// Calls `body` with every byte of the source (`size` bytes, fewer if the file shrank since it
