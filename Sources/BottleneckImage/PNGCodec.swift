@@ -12,8 +12,9 @@ enum PNGCodec {
         var colorType: Int
     }
 
-    /// Chunks looked at before the first IDAT when searching for eXIf: real files have a handful;
-    /// the cap keeps `inspect` of a file made of millions of empty chunks from walking all of them.
+    /// Chunks looked at before the first IDAT when searching for eXIf (an eXIf chunk later than this
+    /// is not honoured): real files have a handful; the cap keeps `inspect` of a file made of
+    /// millions of empty chunks from walking all of them.
     static let maxChunksBeforeImageData = 4096
     /// Bytes of an eXIf chunk that are read: a JPEG's EXIF block is at most this long (one APP1
     /// segment), and IFD0's orientation sits at its start.
