@@ -1,3 +1,4 @@
+import BottleneckCore
 import Foundation
 
 /// Decodes JPEG, PNG and PPM/PGM files to 8-bit RGB exactly as Pillow's
@@ -5,8 +6,8 @@ import Foundation
 /// Pillow bundles a different libjpeg-turbo release; PNG and PPM bit-exact).
 ///
 /// All entry points are thread-safe and never abort on malformed input: every failure is an
-/// ``ImageDecodingError`` that names the file. Declared dimensions are checked against
-/// ``DecodeOptions/maxPixels`` before pixel memory is allocated.
+/// ``ImageDecodingError`` that names the file. File size, declared dimensions, memory and JPEG scan
+/// count are checked against ``DecodeOptions`` before the bytes are read or pixel memory is allocated.
 public enum ImageDecoder {
     /// Detects the container format from the leading bytes (the file name is never consulted).
     ///
@@ -37,57 +38,133 @@ public enum ImageDecoder {
     }
 
     /// Reads and decodes the file at `url`.
+    ///
+    /// Limits, each checked before what it guards is spent: the file size against
+    /// ``DecodeOptions/maxFileBytes`` (nothing is read), the declared pixels against
+    /// ``DecodeOptions/maxPixels`` and the estimated memory (file bytes included) against
+    /// ``DecodeOptions/memoryBudget`` (waiting for room while other decodes hold it), then a
+    /// JPEG's scan count against ``DecodeOptions/maxJPEGScans``.
     /// - Throws: ``ImageDecodingError`` naming `url.path`.
     public static func decode(contentsOf url: URL, options: DecodeOptions = .init()) throws -> RGBImage {
-        try decode(data: readFile(url), name: url.path, options: options)
+        try decode(ImageByteSource(contentsOf: url), options: options, ownsBytes: true)
     }
 
-    /// Decodes an in-memory file; `name` is only used in error messages.
+    /// Decodes an in-memory file; `name` is only used in error messages. The same limits apply as
+    /// for ``decode(contentsOf:options:)``, except that `data` (the caller's) is not counted against
+    /// the memory budget.
     ///
     /// Cost: one decode plus, for EXIF orientations 2-8, one O(width x height) transpose.
     /// - Throws: ``ImageDecodingError``.
     public static func decode(data: Data, name: String, options: DecodeOptions = .init()) throws -> RGBImage {
-        if data.isEmpty { throw ImageDecodingError.empty(path: name) }
-        let format = sniff(data)
-        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> RGBImage in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            switch format {
-            case .jpeg: return try JPEGCodec.decode(bytes, name: name, options: options)
-            case .png: return try PNGCodec.decode(bytes, name: name, options: options)
-            case .ppm: return try PNMCodec.decode(bytes, name: name, options: options)
-            default: throw ImageDecodingError.unsupportedFormat(path: name, detected: format.rawValue)
-            }
-        }
+        try decode(ImageByteSource(data: data, path: name), options: options, ownsBytes: false)
     }
 
-    /// Reads only the headers of the file at `url` (format, stored size, color model, orientation).
+    /// Reads only the headers of the file at `url` (format, stored size, color model, orientation):
+    /// a bounded prefix and the marker segments or chunks before the image data, skipping what it
+    /// does not need, so the cost does not grow with the file's size.
     /// - Throws: ``ImageDecodingError`` for unreadable, empty, unsupported or malformed files.
     public static func inspect(contentsOf url: URL) throws -> ImageInfo {
-        try inspect(data: readFile(url), name: url.path)
+        try parseHeader(ImageByteSource(contentsOf: url)).info
     }
 
     /// Header facts for an in-memory file; `name` is only used in error messages.
     public static func inspect(data: Data, name: String) throws -> ImageInfo {
-        if data.isEmpty { throw ImageDecodingError.empty(path: name) }
-        let format = sniff(data)
-        return try data.withUnsafeBytes { (raw: UnsafeRawBufferPointer) -> ImageInfo in
-            let bytes = raw.bindMemory(to: UInt8.self)
-            switch format {
-            case .jpeg: return try JPEGCodec.parseHeader(bytes, name: name).info
-            case .png: return try PNGCodec.parseHeader(bytes, name: name).info
-            case .ppm: return try PNMCodec.parseHeader(bytes, name: name).info
-            default: throw ImageDecodingError.unsupportedFormat(path: name, detected: format.rawValue)
+        try parseHeader(ImageByteSource(data: data, path: name)).info
+    }
+
+    /// A parsed header of a decodable format.
+    enum Header {
+        case jpeg(JPEGCodec.Header)
+        case png(PNGCodec.Header)
+        case ppm(PNMCodec.Header)
+
+        var info: ImageInfo {
+            switch self {
+            case .jpeg(let h): return h.info
+            case .png(let h): return h.info
+            case .ppm(let h): return h.info
             }
         }
     }
 
-    static func readFile(_ url: URL) throws -> Data {
-        do {
-            return try Data(contentsOf: url, options: .mappedIfSafe)
-        } catch {
-            let ns = error as NSError
-            let reason = (ns.userInfo[NSUnderlyingErrorKey] as? NSError)?.localizedDescription ?? ns.localizedDescription
-            throw ImageDecodingError.unreadable(path: url.path, reason: reason)
+    /// Sniffs the format from the first bytes and parses its header with bounded reads.
+    static func parseHeader(_ source: ImageByteSource) throws -> Header {
+        if source.size == 0 { throw ImageDecodingError.empty(path: source.path) }
+        let head = try source.bytes(at: 0, count: 16)
+        switch sniff(head: head) {
+        case .jpeg: return .jpeg(try JPEGCodec.parseHeader(source))
+        case .png: return .png(try PNGCodec.parseHeader(source))
+        case .ppm: return .ppm(try PNMCodec.parseHeader(source))
+        case let other: throw ImageDecodingError.unsupportedFormat(path: source.path, detected: other.rawValue)
         }
     }
+
+    /// Columns of the resize working buffer counted for ``DecodeOptions/MemoryHold/untilImageReleased``:
+    /// the preprocessor's horizontal pass keeps (rows read) x (crop width) x 3 bytes, and crops up
+    /// to this width are covered.
+    static let resizeWorkingColumns = 512
+
+    /// Small allocations of every decode (library state, tables, row pointers, error strings).
+    static let fixedOverhead = 1 << 20
+
+    /// Peak bytes a decode of `header` needs: `fileBytes` (the bytes read, when the decoder reads
+    /// them) plus the decoder's buffers and output (see each codec's `memoryEstimate`) plus
+    /// ``fixedOverhead``, plus a resize working buffer when the reservation outlives the decode.
+    /// Saturates at `Int.max`.
+    static func memoryEstimate(of header: Header, fileBytes: Int, options: DecodeOptions) -> Int {
+        let decoding: Int
+        switch header {
+        case .jpeg(let h): decoding = JPEGCodec.memoryEstimate(h, options: options)
+        case .png(let h): decoding = PNGCodec.memoryEstimate(h)
+        case .ppm(let h): decoding = PNMCodec.memoryEstimate(h)
+        }
+        var total = Saturating.add(Saturating.add(fileBytes, decoding), fixedOverhead)
+        if options.memoryHold == .untilImageReleased {
+            let longer = max(header.info.width, header.info.height)
+            total = Saturating.add(total, Saturating.mul(longer, 3 * resizeWorkingColumns))
+        }
+        return total
+    }
+
+    /// The decode behind both public entry points; `ownsBytes` says whether the decoder reads the
+    /// bytes into memory itself (so they count against the budget).
+    static func decode(_ source: ImageByteSource, options: DecodeOptions, ownsBytes: Bool) throws -> RGBImage {
+        let name = source.path
+        if source.size == 0 { throw ImageDecodingError.empty(path: name) }
+        guard source.size <= options.maxFileBytes else {
+            throw ImageDecodingError.fileTooLarge(path: name, bytes: source.size, limit: options.maxFileBytes)
+        }
+        let header = try parseHeader(source)
+        let info = header.info
+        guard let pixels = CheckedSize.multiply(info.width, info.height), pixels <= options.maxPixels else {
+            throw ImageDecodingError.tooLarge(path: name, width: info.width, height: info.height)
+        }
+        let need = memoryEstimate(of: header, fileBytes: ownsBytes ? source.size : 0, options: options)
+        let reservation = try options.memoryBudget.reserve(need, for: name)
+        var image: RGBImage
+        do {
+            image = try source.withAllBytes { bytes -> RGBImage in
+                switch header {
+                case .jpeg(let h): return try JPEGCodec.decode(bytes, header: h, name: name, options: options)
+                case .png(let h): return try PNGCodec.decode(bytes, header: h, name: name)
+                case .ppm(let h): return try PNMCodec.decode(bytes, header: h, name: name)
+                }
+            }
+        } catch {
+            reservation.release()
+            throw error
+        }
+        switch options.memoryHold {
+        case .whileDecoding: reservation.release()
+        case .untilImageReleased: image.memoryReservation = reservation
+        }
+        return image
+    }
+}
+
+/// Size arithmetic for memory estimates: like ``CheckedSize`` but saturating at `Int.max`, so an
+/// absurd estimate is simply refused by the budget.
+enum Saturating {
+    static func mul(_ a: Int, _ b: Int) -> Int { CheckedSize.multiply(a, b) ?? Int.max }
+    static func add(_ a: Int, _ b: Int) -> Int { CheckedSize.add(a, b) ?? Int.max }
 }

@@ -8,6 +8,9 @@ public struct RGBImage: Sendable, Equatable {
     public var height: Int
     /// `width * height * 3` bytes, R, G, B per pixel.
     public var pixels: [UInt8]
+    /// Decode memory held for this image under ``DecodeOptions/MemoryHold/untilImageReleased``;
+    /// returned to its budget when the last copy of the image goes away. Not part of equality.
+    var memoryReservation: DecodeMemoryBudget.Reservation?
 
     /// Creates an image from interleaved RGB bytes. Precondition: `pixels.count == width * height * 3`.
     public init(width: Int, height: Int, pixels: [UInt8]) {
@@ -16,6 +19,12 @@ public struct RGBImage: Sendable, Equatable {
         self.width = width
         self.height = height
         self.pixels = pixels
+        self.memoryReservation = nil
+    }
+
+    /// Equal sizes and pixels.
+    public static func == (a: RGBImage, b: RGBImage) -> Bool {
+        a.width == b.width && a.height == b.height && a.pixels == b.pixels
     }
 }
 
@@ -64,7 +73,12 @@ public struct ImageInfo: Sendable, Equatable {
     }
 }
 
-/// Knobs for ``ImageDecoder``.
+/// Knobs and resource limits for ``ImageDecoder``.
+///
+/// Every limit is checked before the memory or work it guards is spent, and a file over a limit
+/// gets an ``ImageDecodingError`` naming the file, the amount and the limit. The defaults of the
+/// byte and scan limits are process-wide (``defaultMaxFileBytes``, ``defaultMaxJPEGScans``) so
+/// that a command line can set them once for every decoder it starts.
 public struct DecodeOptions: Sendable {
     /// Fast path: a JPEG may be decoded at 1/2, 1/4 or 1/8 DCT scale as long as its shorter side stays
     /// at least this many pixels. `nil` (the default) decodes at full size for exact Pillow parity.
@@ -72,12 +86,93 @@ public struct DecodeOptions: Sendable {
     /// Images whose declared width x height exceeds this are refused with ``ImageDecodingError/tooLarge(path:width:height:)``
     /// before any pixel memory is allocated.
     public var maxPixels: Int = 200_000_000
+    /// Files (or in-memory images) longer than this many bytes are refused with
+    /// ``ImageDecodingError/fileTooLarge(path:bytes:limit:)`` before they are read.
+    public var maxFileBytes: Int
+    /// JPEGs with more scans (SOS markers) than this are refused with
+    /// ``ImageDecodingError/tooManyScans(path:limit:)`` before decoding: libjpeg spends one pass
+    /// over the image's coefficients per scan, so the count bounds the decode work.
+    public var maxJPEGScans: Int
+    /// The budget a decode reserves its memory from (shared by every decoder thread by default).
+    public var memoryBudget: DecodeMemoryBudget
+    /// How long a decode's reservation is held.
+    public var memoryHold: MemoryHold
 
-    /// Creates options; the defaults give exact decoding with a 200-megapixel cap.
-    public init(reducedDCTMinimumShorterSide: Int? = nil, maxPixels: Int = 200_000_000) {
+    /// How long the memory reserved for a decode stays reserved.
+    public enum MemoryHold: Sendable {
+        /// Until ``ImageDecoder`` returns: bounds the decoders' own buffers whatever the caller does
+        /// with the images (callers may keep any number of them without blocking later decodes).
+        case whileDecoding
+        /// Until the returned ``RGBImage`` (every copy of it) is released; the reservation also
+        /// covers a resize working buffer. For pipelines that decode, preprocess and drop each
+        /// image: the images they hold count against the budget too. A caller that keeps images
+        /// must not use this, or later decodes wait for memory it never releases.
+        case untilImageReleased
+    }
+
+    /// 256 MiB: about 20 times the largest JPEG a 200-megapixel camera writes, yet small enough
+    /// that reading a file whole never dominates the decoder's memory.
+    public static let standardMaxFileBytes = 256 << 20
+    /// 100 scans: encoders write 1 (baseline) to about 10 (libjpeg's progressive script) and
+    /// rarely more than 30 (optimised scripts); one scan costs about 12 ms per 64 megapixels of
+    /// one component, so 100 scans cost a few seconds even at the 200-megapixel limit.
+    public static let standardMaxJPEGScans = 100
+
+    private static let processDefaults = ProcessDefaults()
+
+    /// The ``maxFileBytes`` new options start with (initially ``standardMaxFileBytes``).
+    public static var defaultMaxFileBytes: Int {
+        get { processDefaults.read { $0.maxFileBytes } }
+        set { processDefaults.write { $0.maxFileBytes = max(1, newValue) } }
+    }
+
+    /// The ``maxJPEGScans`` new options start with (initially ``standardMaxJPEGScans``).
+    public static var defaultMaxJPEGScans: Int {
+        get { processDefaults.read { $0.maxJPEGScans } }
+        set { processDefaults.write { $0.maxJPEGScans = max(1, newValue) } }
+    }
+
+    /// Creates options; the defaults give exact decoding with a 200-megapixel cap, the process-wide
+    /// byte and scan limits, and the shared memory budget held while decoding.
+    public init(reducedDCTMinimumShorterSide: Int? = nil, maxPixels: Int = 200_000_000,
+                maxFileBytes: Int? = nil, maxJPEGScans: Int? = nil,
+                memoryBudget: DecodeMemoryBudget = .shared, memoryHold: MemoryHold = .whileDecoding) {
         self.reducedDCTMinimumShorterSide = reducedDCTMinimumShorterSide
         self.maxPixels = maxPixels
+        self.maxFileBytes = maxFileBytes ?? Self.defaultMaxFileBytes
+        self.maxJPEGScans = maxJPEGScans ?? Self.defaultMaxJPEGScans
+        self.memoryBudget = memoryBudget
+        self.memoryHold = memoryHold
     }
+
+    /// These options with ``memoryHold`` set to ``MemoryHold/untilImageReleased``.
+    public var holdingMemoryUntilImageReleased: DecodeOptions {
+        var copy = self
+        copy.memoryHold = .untilImageReleased
+        return copy
+    }
+
+    /// Process-wide defaults behind a lock.
+    private final class ProcessDefaults: @unchecked Sendable {
+        struct Values {
+            var maxFileBytes = DecodeOptions.standardMaxFileBytes
+            var maxJPEGScans = DecodeOptions.standardMaxJPEGScans
+        }
+        private let lock = NSLock()
+        private var values = Values()
+        func read<T>(_ body: (Values) -> T) -> T { lock.lock(); defer { lock.unlock() }; return body(values) }
+        func write(_ body: (inout Values) -> Void) { lock.lock(); body(&values); lock.unlock() }
+    }
+}
+
+/// `bytes` as a short human-readable size: "512 B", "3.5 KiB", "256 MiB", "5.0 GiB".
+func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
+    var value = Double(bytes), unit = 0
+    while value >= 1024, unit < units.count - 1 { value /= 1024; unit += 1 }
+    if unit == 0 { return "\(bytes) B" }
+    if value == value.rounded() { return "\(Int(value)) \(units[unit])" }
+    return String(format: "%.1f %@", value, units[unit])
 }
 
 /// Why an image could not be decoded. Every case names the file; `description` is `"<path>: <reason>"`.
@@ -96,12 +191,19 @@ public enum ImageDecodingError: Error, CustomStringConvertible, Equatable {
     case tooLarge(path: String, width: Int, height: Int)
     /// The compressed pixel data is invalid.
     case corruptData(path: String, reason: String)
+    /// The file is longer than ``DecodeOptions/maxFileBytes``; nothing was read.
+    case fileTooLarge(path: String, bytes: Int, limit: Int)
+    /// The JPEG has more scans than ``DecodeOptions/maxJPEGScans``; nothing was decoded.
+    case tooManyScans(path: String, limit: Int)
+    /// Decoding would need more memory (`needed` bytes) than the whole ``DecodeMemoryBudget`` holds.
+    case exceedsMemoryBudget(path: String, needed: Int, budget: Int)
 
     /// The file the error is about.
     public var path: String {
         switch self {
         case .unreadable(let p, _), .empty(let p), .unsupportedFormat(let p, _), .corruptHeader(let p, _),
-             .truncated(let p, _), .tooLarge(let p, _, _), .corruptData(let p, _):
+             .truncated(let p, _), .tooLarge(let p, _, _), .corruptData(let p, _), .fileTooLarge(let p, _, _),
+             .tooManyScans(let p, _), .exceedsMemoryBudget(let p, _, _):
             return p
         }
     }
@@ -117,6 +219,15 @@ public enum ImageDecodingError: Error, CustomStringConvertible, Equatable {
         case .truncated(let p, let r): return "\(p): truncated: \(r)"
         case .tooLarge(let p, let w, let h): return "\(p): declared size \(w)x\(h) exceeds the pixel limit"
         case .corruptData(let p, let r): return "\(p): corrupt image data: \(r)"
+        case .fileTooLarge(let p, let bytes, let limit):
+            return "\(p): file is \(formatBytes(bytes)) (\(bytes) bytes), more than the image size limit of \(formatBytes(limit)) "
+                + "(raise it with BOTTLENECK_MAX_IMAGE_BYTES)"
+        case .tooManyScans(let p, let limit):
+            return "\(p): JPEG has more than \(limit) scans (real progressive files have about 10); refused to bound decode time "
+                + "(raise the limit with BOTTLENECK_MAX_JPEG_SCANS if the file is genuine)"
+        case .exceedsMemoryBudget(let p, let needed, let budget):
+            return "\(p): decoding needs about \(formatBytes(needed)), more than the whole decode memory budget of \(formatBytes(budget)) "
+                + "(raise it with BOTTLENECK_DECODE_MEMORY)"
         }
     }
 }

@@ -1,26 +1,36 @@
+import BottleneckCore
 import Foundation
 
 /// EXIF orientation: reading the tag and applying it like Pillow's `ImageOps.exif_transpose`.
 enum Orientation {
-    /// Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block (starting at "II*\0" / "MM\0*"),
-    /// as stored (possibly outside 1...8), or nil when the block is malformed or has no such tag.
-    static func fromTIFF(_ b: UnsafeBufferPointer<UInt8>, start: Int, end: Int) -> Int? {
-        guard end - start >= 8 else { return nil }
+    /// Orientation tag (0x0112) of IFD0 in a TIFF-structured EXIF block, as stored (possibly
+    /// outside 1...8), or nil when the block is malformed or has no such tag.
+    ///
+    /// `block` spans the TIFF structure exactly (from "II*\0" / "MM\0*"); every offset in it is
+    /// relative to its first byte and is bounds-checked by the reader.
+    static func fromTIFF(_ block: ByteReader) -> Int? {
+        let start = block.position
+        var header = block
+        guard let order = try? header.be(UInt16.self, "TIFF byte order") else { return nil }
         let little: Bool
-        if b[start] == 0x49, b[start + 1] == 0x49 { little = true }
-        else if b[start] == 0x4D, b[start + 1] == 0x4D { little = false }
-        else { return nil }
-        func u16(_ o: Int) -> Int? {
-            guard o >= start, o + 2 <= end else { return nil }
-            return little ? Int(b[o]) | Int(b[o + 1]) << 8 : Int(b[o]) << 8 | Int(b[o + 1])
+        switch order {
+        case 0x4949: little = true
+        case 0x4D4D: little = false
+        default: return nil
         }
-        func u32(_ o: Int) -> Int? {
-            guard let a = u16(o), let c = u16(o + 2) else { return nil }
-            return little ? a | c << 16 : a << 16 | c
+        func u16(_ offset: Int) -> Int? {
+            var r = block
+            guard (try? r.seek(to: start &+ offset)) != nil else { return nil }
+            return (try? little ? r.le(UInt16.self, "EXIF field") : r.be(UInt16.self, "EXIF field")).map(Int.init)
         }
-        guard u16(start + 2) == 42, let ifd = u32(start + 4), let count = u16(start + ifd) else { return nil }
+        func u32(_ offset: Int) -> Int? {
+            var r = block
+            guard (try? r.seek(to: start &+ offset)) != nil else { return nil }
+            return (try? little ? r.le(UInt32.self, "EXIF field") : r.be(UInt32.self, "EXIF field")).map(Int.init)
+        }
+        guard u16(2) == 42, let ifd = u32(4), let count = u16(ifd) else { return nil }
         for i in 0..<count {
-            let entry = start + ifd + 2 + i * 12
+            let entry = ifd + 2 + i * 12
             guard let tag = u16(entry) else { return nil }
             if tag == 0x0112 {
                 // SHORT (3) per spec; LONG (4) is accepted too.
@@ -35,19 +45,18 @@ enum Orientation {
     }
 
     /// Pillow's fallback when EXIF has no orientation: the first `tiff:Orientation="d"` or
-    /// `tiff:Orientation>d` in the XMP packet.
-    static func fromXMP(_ b: UnsafeBufferPointer<UInt8>, start: Int, end: Int) -> Int? {
+    /// `tiff:Orientation>d` in the XMP packet (the unread bytes of `packet`).
+    static func fromXMP(_ packet: ByteReader) -> Int? {
         let key = Array("tiff:Orientation".utf8)
-        var i = start
+        let b = packet.bytes
+        let end = b.count
+        var i = packet.position
+        func digit(_ at: Int) -> Int? { at < end && (0x30...0x39).contains(b[at]) ? Int(b[at] - 0x30) : nil }
         while i + key.count + 2 <= end {
-            var match = true
-            for j in 0..<key.count where b[i + j] != key[j] { match = false; break }
-            if match {
+            if b[i..<(i + key.count)].elementsEqual(key) {
                 let a = i + key.count
-                if b[a] == UInt8(ascii: ">"), (0x30...0x39).contains(b[a + 1]) { return Int(b[a + 1] - 0x30) }
-                if b[a] == UInt8(ascii: "="), a + 2 < end, b[a + 1] == UInt8(ascii: "\""), (0x30...0x39).contains(b[a + 2]) {
-                    return Int(b[a + 2] - 0x30)
-                }
+                if b[a] == UInt8(ascii: ">"), let d = digit(a + 1) { return d }
+                if b[a] == UInt8(ascii: "="), b[a + 1] == UInt8(ascii: "\""), let d = digit(a + 2) { return d }
             }
             i += 1
         }

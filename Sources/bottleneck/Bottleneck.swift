@@ -1,4 +1,6 @@
 import ArgumentParser
+import BottleneckImage
+import Foundation
 
 /// The `bottleneck` command: transfer learning on images from the command line.
 @main
@@ -17,10 +19,11 @@ struct Bottleneck: ParsableCommand {
     )
 
     /// Entry point: checks the CPU and fixes the BLAS environment first (it must precede library
-    /// initialisation), then parses.
+    /// initialisation), applies the decoding limits from the environment, then parses.
     static func main() {
         BLASEnvironment.ensureSupportedCPU()
         BLASEnvironment.ensureBestCoreType()
+        do { try DecodeLimitSettings.apply(environment: ProcessInfo.processInfo.environment) } catch { Self.exit(withError: ValidationError("\(error)")) }
         Self.main(nil)
     }
 }

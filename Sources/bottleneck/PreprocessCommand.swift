@@ -36,6 +36,8 @@ struct PreprocessCommand: ParsableCommand {
     @Option(help: "Benchmark passes over the directory (the best pass is reported).")
     var repeats = 3
 
+    @OptionGroup var limits: DecodeLimitOptions
+
     func validate() throws {
         guard PreprocessPreset.named(preset) != nil else {
             throw ValidationError("Unknown preset '\(preset)'. Choose one of: \(PreprocessPreset.all.map(\.name).joined(separator: ", ")).")
@@ -50,6 +52,7 @@ struct PreprocessCommand: ParsableCommand {
     }
 
     func run() throws {
+        limits.apply()
         let recipe = PreprocessPreset.named(preset)!
         let options = DecodeOptions(reducedDCTMinimumShorterSide: fastDecode ? recipe.resizeShorter : nil)
         if let dir = bench {
@@ -88,7 +91,9 @@ private struct DecodeBenchmark {
     }
 
     /// One pass: returns (seconds, images done, failures). `sink` receives each tensor when given.
+    /// Each decoded image holds its share of the decode memory budget until it is preprocessed.
     func pass(_ files: [URL], options: DecodeOptions, sink: (@Sendable (Int, [Float]) -> Void)? = nil) -> (Double, Int, Int) {
+        let options = options.holdingMemoryUntilImageReleased
         let pre = Preprocessor(preset: preset)
         let counter = Counter()
         let start = DispatchTime.now().uptimeNanoseconds

@@ -6,7 +6,10 @@ import XCTest
 /// Broken inputs built in memory from the valid fixtures: each must produce the expected typed error
 /// naming the file, without crashing and without allocating for absurd declared sizes.
 final class CorruptInputTests: XCTestCase {
-    enum Kind: String { case unreadable, empty, unsupportedFormat, corruptHeader, truncated, tooLarge, corruptData }
+    enum Kind: String {
+        case unreadable, empty, unsupportedFormat, corruptHeader, truncated, tooLarge, corruptData
+        case fileTooLarge, tooManyScans, exceedsMemoryBudget
+    }
 
     static func kind(of error: ImageDecodingError) -> Kind {
         switch error {
@@ -17,6 +20,9 @@ final class CorruptInputTests: XCTestCase {
         case .truncated: return .truncated
         case .tooLarge: return .tooLarge
         case .corruptData: return .corruptData
+        case .fileTooLarge: return .fileTooLarge
+        case .tooManyScans: return .tooManyScans
+        case .exceedsMemoryBudget: return .exceedsMemoryBudget
         }
     }
 
@@ -211,6 +217,14 @@ final class CorruptInputTests: XCTestCase {
         }
         XCTAssertThrowsError(try ImageDecoder.inspect(contentsOf: dir)) {
             guard case .unreadable? = $0 as? ImageDecodingError else { return XCTFail("\($0)") }
+        }
+        // A FIFO with no writer would block a plain read forever: refused without reading.
+        let fifo = dir.appendingPathComponent("pipe.jpg")
+        XCTAssertEqual(mkfifo(fifo.path, 0o600), 0)
+        for attempt in [{ _ = try ImageDecoder.inspect(contentsOf: fifo) }, { _ = try ImageDecoder.decode(contentsOf: fifo) }] {
+            XCTAssertThrowsError(try attempt()) {
+                XCTAssertEqual($0 as? ImageDecodingError, .unreadable(path: fifo.path, reason: "is not a regular file"))
+            }
         }
     }
 
