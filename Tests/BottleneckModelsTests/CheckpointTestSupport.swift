@@ -1,3 +1,4 @@
+import BottleneckTestSupport
 import Foundation
 import XCTest
 
@@ -27,42 +28,9 @@ enum CheckpointTestSupport {
         return url
     }
 
-    /// CRC-32 (IEEE), bytewise; only used for the small pickle record.
-    static func crc32(_ bytes: [UInt8]) -> UInt32 {
-        var c: UInt32 = 0xFFFF_FFFF
-        for b in bytes {
-            c ^= UInt32(b)
-            for _ in 0..<8 { c = (c >> 1) ^ (0xEDB8_8320 & (0 &- (c & 1))) }
-        }
-        return ~c
-    }
+    static func crc32(_ bytes: [UInt8]) -> UInt32 { HostileCheckpoints.crc32(bytes) }
 
-    /// Protocol-2 pickle of an OrderedDict of float32 tensors, written as torch.save does
-    /// (storages as persistent ids, tensors via torch._utils._rebuild_tensor_v2).
-    static func statePickle(_ tensors: [(name: String, shape: [Int])]) -> [UInt8] {
-        var p: [UInt8] = [0x80, 0x02]
-        func str(_ s: String) { p.append(0x58); let u = Array(s.utf8); p += withUnsafeBytes(of: UInt32(u.count).littleEndian, Array.init); p += u }
-        func int(_ v: Int) { p.append(0x4A); p += withUnsafeBytes(of: Int32(v).littleEndian, Array.init) }
-        func global(_ m: String, _ n: String) { p.append(0x63); p += Array("\(m)\n\(n)\n".utf8) }
-        global("collections", "OrderedDict"); p += [0x29, 0x52]  // OrderedDict()
-        p.append(0x28)  // MARK for SETITEMS
-        for (i, t) in tensors.enumerated() {
-            str(t.name)
-            global("torch._utils", "_rebuild_tensor_v2")
-            p.append(0x28)  // MARK args
-            p.append(0x28); str("storage"); global("torch", "FloatStorage"); str("\(i)"); str("cpu"); int(t.shape.reduce(1, *)); p.append(0x74); p.append(0x51)
-            int(0)
-            p.append(0x28); t.shape.forEach { int($0) }; p.append(0x74)
-            var strides = [Int](repeating: 1, count: t.shape.count)
-            for d in stride(from: t.shape.count - 2, through: 0, by: -1) { strides[d] = strides[d + 1] * t.shape[d + 1] }
-            p.append(0x28); strides.forEach { int($0) }; p.append(0x74)
-            p.append(0x89)
-            global("collections", "OrderedDict"); p += [0x29, 0x52]
-            p.append(0x74); p.append(0x52)  // TUPLE, REDUCE
-        }
-        p += [0x75, 0x2E]  // SETITEMS, STOP
-        return p
-    }
+    static func statePickle(_ tensors: [(name: String, shape: [Int])]) -> [UInt8] { HostileCheckpoints.statePickle(tensors) }
 
     /// Writes a torch zip checkpoint; tensor `i` element `j` has value `value(i, j)`.
     /// Data records are produced one tensor at a time so the writer itself stays small in memory.

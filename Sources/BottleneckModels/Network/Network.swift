@@ -565,6 +565,7 @@ struct Loader {
         guard values.count == shape.reduce(1, *) else {
             throw ModelLoadingError.shapeMismatch(key: key, expected: shape, found: [values.count], source: sourceName)
         }
+        try WeightValidation.check(values, key: key, source: sourceName)
         return values
     }
 

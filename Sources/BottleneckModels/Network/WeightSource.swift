@@ -27,6 +27,8 @@ public enum ModelLoadingError: Error, CustomStringConvertible {
     case unknownLayer(model: String, layer: String, available: [String])
     /// `cut` is outside `0..<stageCount`.
     case invalidCut(model: String, cut: Int, stageCount: Int)
+    /// `key` holds values impossible for a weight: NaN or infinity, or a negative BatchNorm variance.
+    case invalidValues(key: String, reason: String, source: String)
 
     public var description: String {
         switch self {
@@ -43,6 +45,38 @@ public enum ModelLoadingError: Error, CustomStringConvertible {
             return "\(model) has no stage '\(layer)'; stages: \(available.joined(separator: ", "))"
         case let .invalidCut(model, cut, count):
             return "\(model): --cut \(cut) is out of range; use 0...\(count - 1) (0 keeps the logits)"
+        case let .invalidValues(key, reason, source):
+            return "\(source): weight '\(key)' \(reason); the checkpoint is corrupt or was saved from a diverged model"
+        }
+    }
+}
+
+/// Checks a network loads on every tensor before use, so a damaged checkpoint is refused at load
+/// instead of producing NaN features. One pass over the values, no allocation.
+public enum WeightValidation {
+    /// Throws ``ModelLoadingError/invalidValues(key:reason:source:)`` when `values` contains NaN or
+    /// infinity, or when `key` is a BatchNorm running variance (`*.running_var`) with a negative
+    /// entry (its square root normalises activations).
+    public static func check(_ values: [Float], key: String, source: String) throws {
+        let isVariance = key.hasSuffix(".running_var")
+        // Branch-free scan (vectorises): flags an all-ones exponent (NaN, infinity) and, for a
+        // variance, any value below zero. The failing element is located only when one exists.
+        let suspicious = values.withUnsafeBufferPointer { buf -> Bool in
+            var flag: UInt32 = 0
+            for v in buf {
+                flag |= (v.bitPattern & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0
+                if isVariance { flag |= v < 0 ? 1 : 0 }
+            }
+            return flag != 0
+        }
+        guard suspicious else { return }
+        for (i, v) in values.enumerated() {
+            guard v.isFinite else {
+                throw ModelLoadingError.invalidValues(key: key, reason: "holds \(v) at element \(i)", source: source)
+            }
+            if isVariance, v < 0 {
+                throw ModelLoadingError.invalidValues(key: key, reason: "is a BatchNorm variance with negative value \(v) at element \(i)", source: source)
+            }
         }
     }
 }

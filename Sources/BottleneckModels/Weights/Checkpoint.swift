@@ -1,4 +1,33 @@
+import BottleneckCore
 import Foundation
+
+/// Bounds the checkpoint readers enforce on untrusted files. Each is far above what any real
+/// checkpoint needs; a file over one is refused with an error naming the file and the limit,
+/// never read into memory or followed into deep recursion.
+public enum CheckpointLimits {
+    /// Largest zip member or pickle read wholly into memory (a `data.pkl`, the legacy header
+    /// pickles, a safetensors JSON header is bounded separately). A ResNet-152 state dict's pickle
+    /// is under 100 KiB; 256 MiB bounds memory without refusing any real checkpoint.
+    public static let maxInMemoryBytes = 256 << 20
+    /// Deepest container nesting (lists, dicts, tuples) a pickle may build. A state dict nests 4
+    /// levels (dict, rebuild arguments, shape tuple) and training checkpoints under 20; the bound
+    /// keeps every recursive walk, and the recursive release of nested values, far from the stack
+    /// limit of a secondary thread (512 KiB).
+    public static let maxNestingDepth = 200
+    /// Largest inflated/compressed ratio of a zip member past ``inflationAllowance``. Weights
+    /// compress about 1.1:1 and pickles or text under 20:1; deflate's own maximum is 1032:1, which
+    /// only zero-filled or crafted data approaches (a 3 MB member inflating to 3 GiB).
+    public static let maxInflationRatio = 200
+    /// Inflated bytes a zip member may produce before ``maxInflationRatio`` applies, so small,
+    /// highly repetitive members (a short text file) are never refused.
+    public static let inflationAllowance = 1 << 20
+    /// Largest safetensors JSON header, as the reference implementation enforces (100 MB).
+    public static let maxSafetensorsHeaderBytes = 100_000_000
+    /// Largest element count of a view that repeats storage elements (stride 0, as `expand`
+    /// writes), which loading materialises: 2^28 elements, 1 GiB of float32. Views that repeat no
+    /// element are bounded by the file's size instead.
+    public static let maxRepeatedViewElements = 1 << 28
+}
 
 /// A checkpoint file opened for lazy reading: the header (zip directory and pickle, or the
 /// safetensors JSON) is parsed once; each tensor's bytes are read with `pread` only when
@@ -53,15 +82,14 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
         self.file = file
         let head = try file.bytes(at: 0, count: min(file.size, 16))
         let parsed: (Format, [(String, Entry)])
-        if ZipArchive.looksLikeZip(head) {
-            parsed = (.torchZip, try TorchFormats.readZip(file))
-        } else if head.first == 0x80 {
-            parsed = (.torchLegacy, try TorchFormats.readLegacy(file))
-        } else if head.count >= 9, head[8] == UInt8(ascii: "{") || (url.pathExtension == "safetensors") {
-            parsed = (.safetensors, try SafetensorsFormat.read(file))
-        } else if head.count < 9, url.pathExtension == "safetensors" || url.pathExtension == "pth" || url.pathExtension == "pt" {
-            throw WeightsError.truncated(path: url.path, reason: "only \(file.size) bytes")
-        } else {
+        switch Self.detect(head, fileSize: file.size, pathExtension: url.pathExtension) {
+        case .torchZip: parsed = (.torchZip, try TorchFormats.readZip(file))
+        case .torchLegacy: parsed = (.torchLegacy, try TorchFormats.readLegacy(file))
+        case .safetensors: parsed = (.safetensors, try SafetensorsFormat.read(file))
+        case nil:
+            if file.size < 9, ["safetensors", "pth", "pt"].contains(url.pathExtension) {
+                throw WeightsError.truncated(path: url.path, reason: "only \(file.size) bytes")
+            }
             throw WeightsError.notACheckpoint(path: url.path, reason: "starts with neither a zip signature, a pickle, nor a safetensors header")
         }
         format = parsed.0
@@ -69,31 +97,64 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
         var map: [String: Entry] = [:]
         for (k, e) in parsed.1 { map[k] = e }
         entries = map
-        for k in keys { try validateExtent(k, map[k]!) }
+        for k in keys { try validate(k, map[k]!) }
     }
 
-    /// Rejects tensors whose elements would lie beyond the end of the file (a truncated download).
-    private func validateExtent(_ key: String, _ e: Entry) throws {
-        let span = Self.span(shape: e.shape, strides: e.strides)
-        guard span.min >= 0 else { throw WeightsError.malformed(path: url.path, reason: "tensor '\(key)' has negative strides") }
-        let end = e.base + (e.offset + span.max + 1) * e.dtype.size
-        guard end <= file.size else {
-            throw WeightsError.truncated(path: url.path, reason: "tensor '\(key)' needs bytes up to \(end) but the file has \(file.size)")
+    /// The format `head` (the file's first bytes) announces, by magic numbers that cannot collide:
+    /// zip = `PK\x03\x04`; safetensors = an 8-byte little-endian header length n with 8 + n within
+    /// the file, followed by `{`; pickle = 0x80 then a protocol byte 2...5. A safetensors-shaped
+    /// start whose header would run past the end (a cut download), or a file named `.safetensors`,
+    /// is read as safetensors so its error explains the truncation. Nil: none of them.
+    static func detect(_ head: [UInt8], fileSize: Int, pathExtension: String) -> Format? {
+        if ZipArchive.looksLikeZip(head) { return .torchZip }
+        var headerLength: Int? = nil
+        if head.count >= 9, head[8] == UInt8(ascii: "{") {
+            headerLength = Int(exactly: (0..<8).reduce(UInt64(0)) { $0 | UInt64(head[$1]) << (8 * $1) })
+        }
+        if let n = headerLength, CheckedSize.fits(offset: 8, count: n, in: fileSize) { return .safetensors }
+        if head.first == 0x80, head.count < 2 || (2...5).contains(head[1]) { return .torchLegacy }
+        if let n = headerLength, n <= CheckpointLimits.maxSafetensorsHeaderBytes { return .safetensors }
+        if pathExtension == "safetensors", head.count >= 9 { return .safetensors }
+        return nil
+    }
+
+    /// Rejects tensors whose geometry is impossible (negative dimensions or strides, element
+    /// counts or extents that overflow) or whose elements would lie beyond the end of the file (a
+    /// truncated download). After this, every size ``load(_:)`` computes fits in an `Int`.
+    private func validate(_ key: String, _ e: Entry) throws {
+        guard e.shape.count == e.strides.count, let count = CheckedSize.product(e.shape),
+              let last = Self.lastIndex(shape: e.shape, strides: e.strides), e.offset >= 0, e.base >= 0 else {
+            throw WeightsError.malformed(path: url.path, reason: "tensor '\(key)' has an impossible shape \(e.shape) or strides \(e.strides)")
+        }
+        if count == 0 { return }
+        guard let elements = CheckedSize.add(e.offset, last + 1), let bytes = CheckedSize.multiply(elements, e.dtype.size),
+              let end = CheckedSize.add(e.base, bytes), end <= file.size else {
+            throw WeightsError.truncated(path: url.path, reason: "tensor '\(key)' needs \(last + 1) elements of \(e.dtype.size) bytes from element \(e.offset) of the storage at byte \(e.base), beyond the file's \(file.size) bytes")
+        }
+        guard count <= last + 1 || count <= CheckpointLimits.maxRepeatedViewElements else {
+            throw WeightsError.malformed(path: url.path, reason: "tensor '\(key)' repeats storage elements into \(count) elements (limit \(CheckpointLimits.maxRepeatedViewElements))")
         }
     }
 
-    /// Smallest and largest element index (relative to the tensor's offset) a strided view touches.
-    static func span(shape: [Int], strides: [Int]) -> (min: Int, max: Int) {
-        if shape.contains(0) { return (0, -1) }
-        var lo = 0, hi = 0
-        for (n, s) in zip(shape, strides) { if s >= 0 { hi += (n - 1) * s } else { lo += (n - 1) * s } }
-        return (lo, hi)
+    /// Largest element index (relative to the tensor's offset) a strided view touches: -1 for an
+    /// empty view; nil when a dimension or stride is negative or the index overflows `Int`.
+    static func lastIndex(shape: [Int], strides: [Int]) -> Int? {
+        guard shape.count == strides.count, !shape.contains(where: { $0 < 0 }), !strides.contains(where: { $0 < 0 }) else { return nil }
+        if shape.contains(0) { return -1 }
+        var last = 0
+        for (n, s) in zip(shape, strides) {
+            guard let step = CheckedSize.multiply(n - 1, s), let sum = CheckedSize.add(last, step) else { return nil }
+            last = sum
+        }
+        return last
     }
 
+    /// C-order strides of `shape` (saturating at `Int.max` for shapes whose size overflows, which
+    /// ``validate(_:_:)`` refuses).
     static func contiguousStrides(_ shape: [Int]) -> [Int] {
         var s = [Int](repeating: 1, count: shape.count)
         var acc = 1
-        for i in stride(from: shape.count - 1, through: 0, by: -1) { s[i] = acc; acc *= shape[i] }
+        for i in stride(from: shape.count - 1, through: 0, by: -1) { s[i] = acc; acc = CheckedSize.multiply(acc, shape[i]) ?? Int.max }
         return s
     }
 
@@ -104,7 +165,11 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
     public func dtypeName(of key: String) -> String? { entries[key]?.dtype.name }
 
     /// Total bytes of tensor data the file's tensors view (a measure of the checkpoint's size).
-    public var tensorBytes: Int { entries.values.reduce(0) { $0 + $1.shape.reduce(1, *) * $1.dtype.size } }
+    public var tensorBytes: Int {
+        entries.values.reduce(0) { sum, e in
+            CheckedSize.add(sum, CheckedSize.multiply(CheckedSize.product(e.shape) ?? 0, e.dtype.size) ?? Int.max) ?? Int.max
+        }
+    }
 
     /// Reads `key` as float32 in C order, materialising strided views and converting
     /// float16/bfloat16/float64/integer storages. Cost: one `pread` of the tensor's byte span.
@@ -122,8 +187,7 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
                 n = count
             }
         }
-        let span = Self.span(shape: e.shape, strides: e.strides)
-        let spanCount = span.max + 1
+        let spanCount = (Self.lastIndex(shape: e.shape, strides: e.strides) ?? -1) + 1
         var raw = [UInt8](repeating: 0, count: spanCount * e.dtype.size)
         try raw.withUnsafeMutableBytes { try file.read(into: $0, at: start) }
         return raw.withUnsafeBytes { src in

@@ -1,3 +1,4 @@
+import BottleneckCore
 import Foundation
 
 /// Parser for Hugging Face `.safetensors`: an 8-byte little-endian header length N, N bytes of
@@ -20,35 +21,79 @@ enum SafetensorsFormat {
         }
     }
 
+    /// The tensors of a safetensors file in data order. Refuses (naming the file and tensor) a
+    /// header length beyond the file or over ``CheckpointLimits/maxSafetensorsHeaderBytes``,
+    /// non-integer or negative shapes and offsets, byte ranges that disagree with dtype and shape,
+    /// lie outside the data section, or overlap another tensor's.
     static func read(_ file: RandomAccessFile) throws -> [(String, Checkpoint.Entry)] {
         let path = file.path
         guard file.size >= 8 else { throw WeightsError.truncated(path: path, reason: "only \(file.size) bytes, no safetensors header") }
-        let n = Int(clamping: try file.bytes(at: 0, count: 8).le(UInt64.self, at: 0))
-        guard n > 0, n < 512 << 20 else { throw WeightsError.notACheckpoint(path: path, reason: "implausible safetensors header length \(n)") }
-        guard 8 + n <= file.size else {
+        var lengthField = ByteReader(try file.bytes(at: 0, count: 8), path: path)
+        let n: Int
+        do {
+            n = try lengthField.length(UInt64.self, "safetensors header length", limit: CheckpointLimits.maxSafetensorsHeaderBytes, inline: false)
+        } catch let e as MalformedBytes {
+            throw WeightsError.notACheckpoint(path: path, reason: "\(e.reason) at byte 0")
+        }
+        guard n > 0 else { throw WeightsError.notACheckpoint(path: path, reason: "empty safetensors header") }
+        guard CheckedSize.fits(offset: 8, count: n, in: file.size) else {
             throw WeightsError.truncated(path: path, reason: "safetensors header needs \(8 + n) bytes, the file has \(file.size)")
         }
+        let dataStart = 8 + n
+        let dataSize = file.size - dataStart
         let header = try file.bytes(at: 8, count: n)
-        guard let json = try? JSONSerialization.jsonObject(with: Data(header)) as? [String: Any] else {
+        let parsed: Any
+        do {
+            parsed = try JSONSerialization.jsonObject(with: Data(header))
+        } catch {
+            throw WeightsError.malformed(path: path, reason: "safetensors header (bytes 8..<\(dataStart)) is not valid JSON: \(error.localizedDescription)")
+        }
+        guard let json = parsed as? [String: Any] else {
             throw WeightsError.malformed(path: path, reason: "safetensors header is not a JSON object")
         }
-        var out: [(String, Checkpoint.Entry, Int)] = []
+        var out: [(key: String, entry: Checkpoint.Entry, range: Range<Int>)] = []
         for (key, value) in json where key != "__metadata__" {
             guard let info = value as? [String: Any], let dt = info["dtype"] as? String,
-                  let shape = (info["shape"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }),
-                  let offs = (info["data_offsets"] as? [Any])?.compactMap({ ($0 as? NSNumber)?.intValue }), offs.count == 2
-            else { throw WeightsError.malformed(path: path, reason: "bad safetensors entry for '\(key)'") }
+                  let shape = integers(info["shape"]), !shape.contains(where: { $0 < 0 }),
+                  let offs = integers(info["data_offsets"]), offs.count == 2
+            else { throw WeightsError.malformed(path: path, reason: "bad safetensors entry for '\(key)' (needs dtype, shape of non-negative integers, two data_offsets)") }
+            guard offs[0] >= 0, offs[0] <= offs[1] else {
+                throw WeightsError.malformed(path: path, reason: "'\(key)': data_offsets \(offs) are not an ascending pair of byte offsets")
+            }
+            guard offs[1] <= dataSize else {
+                throw WeightsError.truncated(path: path, reason: "'\(key)': data_offsets \(offs) reach past the \(dataSize)-byte data section (bytes \(dataStart)..<\(file.size))")
+            }
             let type = dtype(dt)
-            let bytes = shape.reduce(1, *) * type.size
             if case .unsupported = type {} else {
-                guard offs[1] - offs[0] == bytes, offs[0] >= 0 else {
+                guard let count = CheckedSize.product(shape), let bytes = CheckedSize.multiply(count, type.size),
+                      offs[1] - offs[0] == bytes else {
                     throw WeightsError.malformed(path: path, reason: "'\(key)': data_offsets \(offs) do not match \(dt)\(shape)")
                 }
             }
             out.append((key, Checkpoint.Entry(dtype: type, shape: shape, strides: Checkpoint.contiguousStrides(shape),
-                                              base: 8 + n + offs[0], offset: 0), offs[0]))
+                                              base: dataStart + offs[0], offset: 0), offs[0]..<offs[1]))
         }
         // JSON objects are unordered; the data order is the file's natural order.
-        return out.sorted { $0.2 != $1.2 ? $0.2 < $1.2 : $0.0 < $1.0 }.map { ($0.0, $0.1) }
+        out.sort { $0.range.lowerBound != $1.range.lowerBound ? $0.range.lowerBound < $1.range.lowerBound : $0.key < $1.key }
+        var previous: (key: String, end: Int)? = nil
+        for t in out where !t.range.isEmpty {
+            if let p = previous, t.range.lowerBound < p.end {
+                throw WeightsError.malformed(path: path, reason: "tensors '\(p.key)' and '\(t.key)' overlap in the data section (bytes \(t.range.lowerBound)..<\(p.end))")
+            }
+            previous = (t.key, t.range.upperBound)
+        }
+        return out.map { ($0.key, $0.entry) }
+    }
+
+    /// A JSON array of integers (booleans and fractions refused), or nil.
+    private static func integers(_ value: Any?) -> [Int]? {
+        guard let array = value as? [Any] else { return nil }
+        var out: [Int] = []
+        out.reserveCapacity(array.count)
+        for v in array {
+            guard let number = v as? NSNumber, String(cString: number.objCType) != "c", let i = v as? Int else { return nil }
+            out.append(i)
+        }
+        return out
     }
 }

@@ -1,3 +1,4 @@
+import BottleneckCore
 import Foundation
 
 /// Parsers for the two `torch.save` layouts. Both pickle the state dict with each storage
@@ -17,22 +18,20 @@ enum TorchFormats {
         }
         let prefix = String(pkl.name.dropLast("data.pkl".count))
         if let bo = zip.entry(named: prefix + "byteorder") {
-            let order = String(decoding: try zip.contents(of: bo), as: UTF8.self)
+            // torch writes "little" or "big"; anything longer is not a byteorder record.
+            let order = String(decoding: try zip.contents(of: bo, maxBytes: 16), as: UTF8.self)
             guard order == "little" else {
                 throw WeightsError.malformed(path: file.path, reason: "byteorder '\(order)': only little-endian checkpoints are supported")
             }
         }
         var storages: [String: StorageRef] = [:]
-        var machine = PickleMachine(path: file.path, bytes: try zip.contents(of: pkl)) { pid in
-            guard let t = pid.tuple, t.count >= 5, t[0].string == "storage", case .global(_, let type) = t[1],
-                  let key = t[2].string, let numel = t[4].int else {
-                throw WeightsError.unsupportedPickle(path: file.path, reason: "persistent id is not a torch storage", offset: 0)
-            }
-            let ref = StorageRef(dtype: TensorDType(torchStorage: type), key: key, numel: numel, viewOffset: 0)
-            storages[key] = ref
+        var machine = PickleMachine(path: file.path, bytes: try zip.contents(of: pkl), member: pkl.name) { pid in
+            let ref = try storageRef(pid, path: file.path)
+            storages[ref.key] = ref
             return .storage(ref)
         }
-        let root = try machine.run()
+        let root: PickleValue
+        do { root = try machine.run() } catch let e as MalformedBytes { throw WeightsError(e, member: pkl.name) }
         var bases: [String: Int] = [:]
         for (key, ref) in storages {
             guard let rec = zip.entry(named: prefix + "data/" + key) else {
@@ -41,12 +40,23 @@ enum TorchFormats {
             guard rec.method == 0 else {
                 throw WeightsError.malformed(path: file.path, reason: "storage record \(rec.name) is compressed; torch stores them uncompressed")
             }
-            guard rec.uncompressedSize >= ref.numel * ref.dtype.size else {
-                throw WeightsError.malformed(path: file.path, reason: "storage record \(rec.name) holds \(rec.uncompressedSize) bytes, expected \(ref.numel * ref.dtype.size)")
+            let needed = CheckedSize.multiply(ref.numel, ref.dtype.size)
+            guard let needed, rec.uncompressedSize >= needed else {
+                throw WeightsError.malformed(path: file.path, reason: "storage record \(rec.name) holds \(rec.uncompressedSize) bytes, expected \(ref.numel) elements of \(ref.dtype.size) bytes")
             }
             bases[key] = try zip.dataOffset(of: rec)
         }
-        return try entries(from: root, path: file.path) { bases[$0.key]! }
+        return try entries(from: root, path: file.path) { bases[$0.key] ?? -1 }
+    }
+
+    /// The storage a persistent id names: `('storage', storage_type, key, location, numel[, view_metadata])`.
+    private static func storageRef(_ pid: PickleValue, path: String) throws -> StorageRef {
+        guard let t = pid.tuple, t.count >= 5, t[0].string == "storage", case .global(_, let type) = t[1],
+              let key = t[2].string, let numel = t[4].int else {
+            throw WeightsError.unsupportedPickle(path: path, reason: "persistent id is not a torch storage", offset: 0)
+        }
+        guard numel >= 0 else { throw WeightsError.malformed(path: path, reason: "storage \(key) declares \(numel) elements") }
+        return StorageRef(dtype: TensorDType(torchStorage: type), key: key, numel: numel, viewOffset: 0)
     }
 
     // MARK: legacy format
@@ -55,19 +65,29 @@ enum TorchFormats {
     /// persistent ids) pickle([storage keys]) then, per key in that list, an int64 element count
     /// followed by the storage's raw little-endian elements.
     static func readLegacy(_ file: RandomAccessFile) throws -> [(String, Checkpoint.Entry)] {
-        let path = file.path
-        // The pickles are small and at the front; read a prefix and grow it if a pickle runs past it.
-        var window = min(file.size, 1 << 20)
+        // The pickles are small and at the front; read a prefix and grow it (up to the in-memory
+        // limit) while a pickle runs past it.
+        let maxWindow = min(file.size, CheckpointLimits.maxInMemoryBytes)
+        var window = min(maxWindow, 1 << 20)
         while true {
             let bytes = try file.bytes(at: 0, count: window)
             do {
                 return try parseLegacy(file, bytes)
-            } catch WeightsError.truncated(let p, let r) where p == path && window < file.size && r.hasPrefix("pickle") {
-                window = min(file.size, window * 4)
+            } catch let e as MalformedBytes {
+                if e.kind == .truncated, window < maxWindow {
+                    window = min(maxWindow, window * 4)
+                    continue
+                }
+                if e.kind == .truncated, window < file.size {
+                    throw WeightsError.malformed(path: file.path, reason: "at byte \(e.offset): \(e.reason): the header pickles exceed \(CheckpointLimits.maxInMemoryBytes >> 20) MiB")
+                }
+                throw WeightsError(e)
             }
         }
     }
 
+    /// Parses the legacy layout from `bytes`, the file's first bytes. Throws ``MalformedBytes``
+    /// (`.truncated` when a pickle runs past `bytes`) or ``WeightsError``.
     private static func parseLegacy(_ file: RandomAccessFile, _ bytes: [UInt8]) throws -> [(String, Checkpoint.Entry)] {
         let path = file.path
         let noPersistent: (PickleValue) throws -> PickleValue = { _ in
@@ -88,16 +108,12 @@ enum TorchFormats {
         }
         var storages: [String: StorageRef] = [:]
         m = PickleMachine(path: path, bytes: bytes, start: m.pos) { pid in
-            // ('storage', storage_type, key, location, numel, view_metadata)
-            guard let t = pid.tuple, t.count >= 5, t[0].string == "storage", case .global(_, let type) = t[1],
-                  let key = t[2].string, let numel = t[4].int else {
-                throw WeightsError.unsupportedPickle(path: path, reason: "persistent id is not a torch storage", offset: 0)
-            }
-            let root = StorageRef(dtype: TensorDType(torchStorage: type), key: key, numel: numel, viewOffset: 0)
-            storages[key] = root
+            let root = try storageRef(pid, path: path)
+            storages[root.key] = root
             // Very old files pickle views of a storage: (view_key, element offset, view size).
-            if t.count >= 6, let view = t[5].tuple, view.count == 3, let off = view[1].int {
-                return .storage(StorageRef(dtype: root.dtype, key: key, numel: numel, viewOffset: off))
+            if let t = pid.tuple, t.count >= 6, let view = t[5].tuple, view.count == 3, let off = view[1].int {
+                guard off >= 0 else { throw WeightsError.malformed(path: path, reason: "storage view of \(root.key) at element \(off)") }
+                return .storage(StorageRef(dtype: root.dtype, key: root.key, numel: root.numel, viewOffset: off))
             }
             return .storage(root)
         }
@@ -109,19 +125,20 @@ enum TorchFormats {
         var cursor = m.pos
         var bases: [String: Int] = [:]
         for key in keyList {
-            guard cursor + 8 <= file.size else {
+            guard let headerEnd = CheckedSize.add(cursor, 8), headerEnd <= file.size else {
                 throw WeightsError.truncated(path: path, reason: "storage \(key) header at byte \(cursor) lies beyond the end (\(file.size) bytes)")
             }
             let numel = Int(Int64(bitPattern: try file.bytes(at: cursor, count: 8).le(UInt64.self, at: 0)))
             let esize = storages[key]?.dtype.size ?? 1
             guard numel >= 0, numel == storages[key]?.numel ?? numel else {
-                throw WeightsError.malformed(path: path, reason: "storage \(key) declares \(numel) elements, the pickle says \(storages[key]?.numel ?? -1)")
+                throw WeightsError.malformed(path: path, reason: "storage \(key) at byte \(cursor) declares \(numel) elements, the pickle says \(storages[key]?.numel ?? -1)")
             }
-            bases[key] = cursor + 8
-            cursor += 8 + numel * esize
-            guard cursor <= file.size else {
-                throw WeightsError.truncated(path: path, reason: "storage \(key) ends at byte \(cursor) but the file has \(file.size)")
+            guard let dataBytes = CheckedSize.multiply(numel, esize), let end = CheckedSize.add(headerEnd, dataBytes),
+                  end <= file.size else {
+                throw WeightsError.truncated(path: path, reason: "storage \(key) at byte \(cursor) declares \(numel) elements of \(esize) bytes, more than the file's \(file.size) bytes hold")
             }
+            bases[key] = headerEnd
+            cursor = end
         }
         return try entries(from: root, path: path) { ref in bases[ref.key] ?? -1 }
     }
@@ -129,7 +146,9 @@ enum TorchFormats {
     // MARK: shared
 
     /// Finds the state dict in `root` (unwrapping `{"state_dict": ...}`-style checkpoints) and
-    /// turns its tensors into entries; `base` gives the file offset of a storage's first element.
+    /// turns its tensors into entries; `base` gives the file offset of a storage's first element
+    /// (negative when the storage has no data). Each tensor's view is checked to lie inside its
+    /// storage; ``Checkpoint`` then checks byte extents against the file.
     static func entries(from root: PickleValue, path: String, base: (StorageRef) -> Int) throws -> [(String, Checkpoint.Entry)] {
         guard let dict = stateDict(in: root) else {
             throw WeightsError.notACheckpoint(path: path, reason: "the pickle holds no dictionary of tensors")
@@ -141,12 +160,13 @@ enum TorchFormats {
             case .tensor(let t):
                 let b = base(t.storage)
                 guard b >= 0 else { throw WeightsError.truncated(path: path, reason: "storage \(t.storage.key) of '\(key)' has no data") }
-                let extent = Checkpoint.span(shape: t.shape, strides: t.strides).max + 1
-                guard t.offset >= 0, extent <= 0 || t.storage.viewOffset + t.offset + extent <= t.storage.numel else {
-                    throw WeightsError.malformed(path: path, reason: "tensor '\(key)' reaches past the end of its storage")
+                guard let last = Checkpoint.lastIndex(shape: t.shape, strides: t.strides), t.offset >= 0,
+                      let first = CheckedSize.add(t.storage.viewOffset, t.offset),
+                      last < 0 || CheckedSize.fits(offset: first, count: last + 1, in: t.storage.numel) else {
+                    throw WeightsError.malformed(path: path, reason: "tensor '\(key)' (offset \(t.offset), shape \(t.shape), strides \(t.strides)) does not lie inside its storage of \(t.storage.numel) elements")
                 }
                 out.append((key, Checkpoint.Entry(dtype: t.storage.dtype, shape: t.shape, strides: t.strides,
-                                                  base: b, offset: t.storage.viewOffset + t.offset)))
+                                                  base: b, offset: first)))
             case .opaque(let callable) where callable.hasPrefix("torch"):
                 throw WeightsError.unsupportedPickle(path: path, reason: "tensor '\(key)' is rebuilt by \(callable), which this reader does not support", offset: 0)
             default:
@@ -160,14 +180,27 @@ enum TorchFormats {
         d.items.contains { if case .tensor = $0.1 { return true }; return false }
     }
 
-    /// The dictionary holding the weights: `root` itself or a well-known wrapper key.
+    /// The dictionary holding the weights: `root` itself or a well-known wrapper key, else the one
+    /// nested dictionary of tensors. Results are memoised per dictionary (a pickle may share one
+    /// dictionary between many parents), so the walk is linear in the pickle's size; its recursion
+    /// depth is bounded by ``CheckpointLimits/maxNestingDepth`` and the pickle's values are acyclic.
     static func stateDict(in root: PickleValue) -> PickleDict? {
-        guard case .dict(let d) = root else { return nil }
-        if hasTensors(d) { return d }
-        for name in ["state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "module", "net", "params"] {
-            if let v = d.items.first(where: { $0.0.string == name })?.1, let inner = stateDict(in: v) { return inner }
+        var memo: [ObjectIdentifier: PickleDict?] = [:]
+        func search(_ value: PickleValue) -> PickleDict? {
+            guard case .dict(let d) = value else { return nil }
+            if let known = memo[ObjectIdentifier(d)] { return known }
+            let result = find(in: d)
+            memo[ObjectIdentifier(d)] = .some(result)
+            return result
         }
-        let nested = d.items.compactMap { stateDict(in: $0.1) }
-        return nested.count == 1 ? nested[0] : nil
+        func find(in d: PickleDict) -> PickleDict? {
+            if hasTensors(d) { return d }
+            for name in ["state_dict", "model", "model_state_dict", "state_dict_ema", "model_ema", "module", "net", "params"] {
+                if let v = d.items.first(where: { $0.0.string == name })?.1, let inner = search(v) { return inner }
+            }
+            let nested = d.items.compactMap { search($0.1) }
+            return nested.count == 1 ? nested[0] : nil
+        }
+        return search(root)
     }
 }

@@ -1,3 +1,4 @@
+import BottleneckCore
 import Foundation
 
 /// Errors raised while reading checkpoint files, the weights manifest and the weights cache.
@@ -39,6 +40,19 @@ public enum WeightsError: Error, CustomStringConvertible, Equatable {
         case .checksumMismatch(let p, let e, let a): return "\(p): SHA-256 mismatch: expected \(e), got \(a); the file is corrupt or a different checkpoint, delete it and fetch again"
         case .unknownModel(let n, let known): return "unknown model '\(n)'; known: \(known.joined(separator: ", "))"
         case .fetchFailed(let m, let r, let i): return "cannot fetch weights for \(m): \(r)\n\(i)"
+        }
+    }
+}
+
+extension WeightsError {
+    /// A parser's ``MalformedBytes`` as a checkpoint error keeping its path and byte offset:
+    /// `.truncated` when a declared length runs past the bytes that exist, `.malformed` otherwise.
+    /// `member` names the zip member the offset is relative to (nil: offsets are file offsets).
+    init(_ error: MalformedBytes, member: String? = nil) {
+        let place = member.map { "in \($0) at byte \(error.offset)" } ?? "at byte \(error.offset)"
+        switch error.kind {
+        case .truncated: self = .truncated(path: error.path, reason: "\(place): \(error.reason)")
+        case .invalid: self = .malformed(path: error.path, reason: "\(place): \(error.reason)")
         }
     }
 }

@@ -1,3 +1,4 @@
+import BottleneckCore
 import CZlib
 import Foundation
 
@@ -27,78 +28,110 @@ final class ZipArchive {
         head.count >= 4 && head[0] == 0x50 && head[1] == 0x4B && head[2] == 0x03 && head[3] == 0x04
     }
 
+    /// Reads the central directory. Every offset and length in the end records and directory
+    /// entries is checked against the bytes that exist (through ``ByteReader``); 64-bit ZIP64
+    /// values must fit an `Int`. Errors name the file and the byte offset.
     init(file: RandomAccessFile) throws {
         self.file = file
+        do {
+            entries = try Self.readDirectory(file)
+        } catch let e as MalformedBytes {
+            throw WeightsError(e)
+        }
+        var map: [String: Int] = [:]
+        for (i, e) in entries.enumerated() { map[e.name] = i }
+        byName = map
+    }
+
+    /// The smallest central directory entry (46 fixed bytes), bounding the entry count a directory can hold.
+    private static let centralEntrySize = 46
+
+    private static func readDirectory(_ file: RandomAccessFile) throws -> [Entry] {
         let path = file.path
-        func malformed(_ r: String) -> WeightsError { .malformed(path: path, reason: "zip: \(r)") }
-        // The end-of-central-directory record sits in the last 22 + 65535 (max comment) bytes.
+        // The end-of-central-directory record (22 bytes) sits in the last 22 + 65535 (max comment) bytes.
         let tailCount = min(file.size, 22 + 65_535)
         let tailStart = file.size - tailCount
-        let tail = try file.bytes(at: tailStart, count: tailCount)
+        let tail = ByteReader(try file.bytes(at: tailStart, count: tailCount), path: path, baseOffset: tailStart)
         var eocd = -1
-        if tail.count >= 22 {
-            var i = tail.count - 22
-            while i >= 0 {
-                if tail[i] == 0x50, tail[i + 1] == 0x4B, tail[i + 2] == 0x05, tail[i + 3] == 0x06 { eocd = i; break }
-                i -= 1
-            }
+        var i = tail.bytes.count - 22
+        while i >= 0 {
+            if tail.bytes[i] == 0x50, tail.bytes[i + 1] == 0x4B, tail.bytes[i + 2] == 0x05, tail.bytes[i + 3] == 0x06 { eocd = i; break }
+            i -= 1
         }
         guard eocd >= 0 else {
-            throw WeightsError.truncated(path: path, reason: "zip end-of-central-directory record not found (file cut short?)")
+            throw MalformedBytes(.truncated, path: path, offset: file.size, reason: "zip end-of-central-directory record not found (file cut short?)")
         }
-        var count = Int(tail.le(UInt16.self, at: eocd + 10))
-        var cdSize = Int(tail.le(UInt32.self, at: eocd + 12))
-        var cdOffset = Int(tail.le(UInt32.self, at: eocd + 16))
+        var end = tail
+        try end.seek(to: eocd + 10)
+        var count = Int(try end.le(UInt16.self, "entry count"))
+        var cdSize = Int(try end.le(UInt32.self, "central directory size"))
+        var cdOffset = Int(try end.le(UInt32.self, "central directory offset"))
         if count == 0xFFFF || cdSize == 0xFFFF_FFFF || cdOffset == 0xFFFF_FFFF {
-            // ZIP64: a locator just before the EOCD points at the ZIP64 EOCD record.
-            let loc = eocd - 20
-            guard loc >= 0, tail.le(UInt32.self, at: loc) == 0x0706_4B50 else { throw malformed("ZIP64 locator missing") }
-            let z64 = Int(tail.le(UInt64.self, at: loc + 8))
-            let rec = try file.bytes(at: z64, count: 56)
-            guard rec.le(UInt32.self, at: 0) == 0x0606_4B50 else { throw malformed("ZIP64 end record missing") }
-            count = Int(rec.le(UInt64.self, at: 32))
-            cdSize = Int(rec.le(UInt64.self, at: 40))
-            cdOffset = Int(rec.le(UInt64.self, at: 48))
+            // ZIP64: a 20-byte locator just before the EOCD points at the 56-byte ZIP64 end record.
+            var loc = tail
+            guard eocd >= 20 else { throw tail.error("ZIP64 locator missing before the end record", at: eocd) }
+            try loc.seek(to: eocd - 20)
+            guard try loc.le(UInt32.self, "ZIP64 locator signature") == 0x0706_4B50 else {
+                throw tail.error("ZIP64 locator missing before the end record", at: eocd - 20)
+            }
+            try loc.skip(4, "ZIP64 locator disk")
+            let z64 = try loc.length(UInt64.self, "ZIP64 end record offset", inline: false)
+            guard CheckedSize.fits(offset: z64, count: 56, in: file.size) else {
+                throw tail.error("ZIP64 end record at \(z64) lies beyond the end of the file (\(file.size) bytes)", at: eocd - 12, kind: .truncated)
+            }
+            var rec = ByteReader(try file.bytes(at: z64, count: 56), path: path, baseOffset: z64)
+            guard try rec.le(UInt32.self, "ZIP64 end record signature") == 0x0606_4B50 else { throw rec.error("ZIP64 end record missing", at: 0) }
+            try rec.seek(to: 32)
+            count = try rec.length(UInt64.self, "ZIP64 entry count", inline: false)
+            cdSize = try rec.length(UInt64.self, "ZIP64 central directory size", inline: false)
+            cdOffset = try rec.length(UInt64.self, "ZIP64 central directory offset", inline: false)
         }
-        guard cdOffset >= 0, cdSize >= 0, cdOffset + cdSize <= file.size else {
-            throw WeightsError.truncated(path: path, reason: "zip central directory at \(cdOffset)+\(cdSize) lies beyond the end of the file (\(file.size) bytes)")
+        guard CheckedSize.fits(offset: cdOffset, count: cdSize, in: file.size) else {
+            throw tail.error("zip central directory at \(cdOffset)+\(cdSize) lies beyond the end of the file (\(file.size) bytes)",
+                             at: eocd + 12, kind: .truncated)
         }
-        let cd = try file.bytes(at: cdOffset, count: cdSize)
+        guard count <= cdSize / centralEntrySize else {
+            throw tail.error("zip declares \(count) entries, more than its \(cdSize)-byte central directory can hold", at: eocd + 10)
+        }
+        var cd = ByteReader(try file.bytes(at: cdOffset, count: cdSize), path: path, baseOffset: cdOffset)
         var list: [Entry] = []
         list.reserveCapacity(count)
-        var p = 0
         for _ in 0..<count {
-            guard p + 46 <= cd.count, cd.le(UInt32.self, at: p) == 0x0201_4B50 else { throw malformed("bad central directory entry at \(cdOffset + p)") }
-            let method = cd.le(UInt16.self, at: p + 10)
-            let crc = cd.le(UInt32.self, at: p + 16)
-            var csize = Int(cd.le(UInt32.self, at: p + 20))
-            var usize = Int(cd.le(UInt32.self, at: p + 24))
-            let nameLen = Int(cd.le(UInt16.self, at: p + 28))
-            let extraLen = Int(cd.le(UInt16.self, at: p + 30))
-            let commentLen = Int(cd.le(UInt16.self, at: p + 32))
-            var local = Int(cd.le(UInt32.self, at: p + 42))
-            guard p + 46 + nameLen + extraLen + commentLen <= cd.count else { throw malformed("central directory entry overruns the directory") }
-            let name = String(decoding: cd[(p + 46)..<(p + 46 + nameLen)], as: UTF8.self)
+            let entryStart = cd.position
+            guard try cd.le(UInt32.self, "central directory signature") == 0x0201_4B50 else {
+                throw cd.error("bad central directory entry signature", at: entryStart)
+            }
+            try cd.skip(6, "central directory versions and flags")
+            let method = try cd.le(UInt16.self, "compression method")
+            try cd.skip(4, "modification time")
+            let crc = try cd.le(UInt32.self, "CRC-32")
+            var csize = Int(try cd.le(UInt32.self, "compressed size"))
+            var usize = Int(try cd.le(UInt32.self, "uncompressed size"))
+            let nameLen = Int(try cd.le(UInt16.self, "name length"))
+            let extraLen = Int(try cd.le(UInt16.self, "extra field length"))
+            let commentLen = Int(try cd.le(UInt16.self, "comment length"))
+            try cd.skip(8, "disk number and attributes")
+            var local = Int(try cd.le(UInt32.self, "local header offset"))
+            let name = String(decoding: try cd.take(nameLen, "entry name"), as: UTF8.self)
             // ZIP64 extended information: 64-bit values for exactly the fields saturated above, in this order.
-            var e = p + 46 + nameLen
-            let extraEnd = e + extraLen
-            while e + 4 <= extraEnd {
-                let id = cd.le(UInt16.self, at: e), len = Int(cd.le(UInt16.self, at: e + 2))
-                if id == 0x0001 {
-                    var q = e + 4
-                    if usize == 0xFFFF_FFFF, q + 8 <= e + 4 + len { usize = Int(cd.le(UInt64.self, at: q)); q += 8 }
-                    if csize == 0xFFFF_FFFF, q + 8 <= e + 4 + len { csize = Int(cd.le(UInt64.self, at: q)); q += 8 }
-                    if local == 0xFFFF_FFFF, q + 8 <= e + 4 + len { local = Int(cd.le(UInt64.self, at: q)); q += 8 }
-                }
-                e += 4 + len
+            var extras = ByteReader(Array(try cd.take(extraLen, "extra fields")), path: path, baseOffset: cd.fileOffset - extraLen)
+            while extras.remaining >= 4 {
+                let id = try extras.le(UInt16.self, "extra field id")
+                let len = try extras.length(UInt16.self, "extra field of \(name)")
+                var field = ByteReader(Array(try extras.take(len, "extra field of \(name)")), path: path, baseOffset: extras.fileOffset - len)
+                guard id == 0x0001 else { continue }
+                if usize == 0xFFFF_FFFF { usize = try field.length(UInt64.self, "ZIP64 uncompressed size of \(name)", inline: false) }
+                if csize == 0xFFFF_FFFF { csize = try field.length(UInt64.self, "ZIP64 compressed size of \(name)", inline: false) }
+                if local == 0xFFFF_FFFF { local = try field.length(UInt64.self, "ZIP64 local header offset of \(name)", inline: false) }
+            }
+            try cd.skip(commentLen, "entry comment")
+            guard CheckedSize.fits(offset: local, count: csize, in: file.size) else {
+                throw cd.error("entry \(name) declares \(csize) bytes at offset \(local), beyond the end of the file (\(file.size) bytes)",
+                               at: entryStart, kind: .truncated)
             }
             list.append(Entry(name: name, method: method, compressedSize: csize, uncompressedSize: usize, crc32: crc, localHeaderOffset: local))
-            p += 46 + nameLen + extraLen + commentLen
         }
-        entries = list
-        var map: [String: Int] = [:]
-        for (i, e) in list.enumerated() { map[e.name] = i }
-        byName = map
+        return list
     }
 
     func entry(named name: String) -> Entry? { byName[name].map { entries[$0] } }
@@ -106,34 +139,59 @@ final class ZipArchive {
     /// Absolute file offset of the entry's data (after its local header, whose name/extra lengths
     /// may differ from the central directory's: torch pads the local extra field to align data).
     func dataOffset(of entry: Entry) throws -> Int {
-        let h = try file.bytes(at: entry.localHeaderOffset, count: 30)
-        guard h.le(UInt32.self, at: 0) == 0x0403_4B50 else {
-            throw WeightsError.malformed(path: file.path, reason: "zip: bad local header for \(entry.name)")
+        let path = file.path
+        guard CheckedSize.fits(offset: entry.localHeaderOffset, count: 30, in: file.size) else {
+            throw WeightsError.truncated(path: path, reason: "zip: local header of \(entry.name) at byte \(entry.localHeaderOffset) lies beyond the end of the file (\(file.size) bytes)")
         }
-        let start = entry.localHeaderOffset + 30 + Int(h.le(UInt16.self, at: 26)) + Int(h.le(UInt16.self, at: 28))
-        guard start + entry.compressedSize <= file.size else {
-            throw WeightsError.truncated(path: file.path, reason: "zip entry \(entry.name) needs bytes up to \(start + entry.compressedSize), file has \(file.size)")
+        var h = ByteReader(try file.bytes(at: entry.localHeaderOffset, count: 30), path: path, baseOffset: entry.localHeaderOffset)
+        do {
+            guard try h.le(UInt32.self, "local header signature") == 0x0403_4B50 else {
+                throw WeightsError.malformed(path: path, reason: "zip: bad local header for \(entry.name) at byte \(entry.localHeaderOffset)")
+            }
+            try h.seek(to: 26)
+            let variable = Int(try h.le(UInt16.self, "name length")) + Int(try h.le(UInt16.self, "extra length"))
+            guard let start = CheckedSize.add(entry.localHeaderOffset, 30 + variable),
+                  CheckedSize.fits(offset: start, count: entry.compressedSize, in: file.size) else {
+                throw WeightsError.truncated(path: path, reason: "zip entry \(entry.name) at byte \(entry.localHeaderOffset) needs \(entry.compressedSize) data bytes after its header, beyond the end of the file (\(file.size) bytes)")
+            }
+            return start
+        } catch let e as MalformedBytes {
+            throw WeightsError(e)
         }
-        return start
     }
 
-    /// The whole (decompressed) contents of a small entry.
-    func contents(of entry: Entry) throws -> [UInt8] {
+    /// The whole (decompressed) contents of an entry read into memory, refused before any
+    /// allocation when it declares more than `maxBytes` (default ``CheckpointLimits/maxInMemoryBytes``).
+    func contents(of entry: Entry, maxBytes: Int = CheckpointLimits.maxInMemoryBytes) throws -> [UInt8] {
+        guard entry.uncompressedSize <= maxBytes else {
+            throw WeightsError.malformed(path: file.path, reason: "zip entry \(entry.name) declares \(entry.uncompressedSize) bytes; at most \(maxBytes) are read into memory")
+        }
         var out: [UInt8] = []
         out.reserveCapacity(entry.uncompressedSize)
         try stream(entry) { out.append(contentsOf: $0) }
         return out
     }
 
-    /// Decompresses `entry` chunk by chunk into `sink` (constant memory), checking size and CRC-32.
-    func stream(_ entry: Entry, into sink: (UnsafeRawBufferPointer) throws -> Void) throws {
-        let start = try dataOffset(of: entry)
+    /// Decompresses `entry` chunk by chunk into `sink` (constant memory: two 1 MiB buffers),
+    /// checking size and CRC-32. The sink never receives more than the entry's declared
+    /// uncompressed size: inflation stops with an error as soon as the data exceeds it, or exceeds
+    /// `maxRatio` times the compressed bytes consumed once past ``CheckpointLimits/inflationAllowance``
+    /// (a deflate bomb), or when the entry declares more than `maxBytes`.
+    func stream(_ entry: Entry, maxBytes: Int = Int.max, maxRatio: Int = CheckpointLimits.maxInflationRatio,
+                into sink: (UnsafeRawBufferPointer) throws -> Void) throws {
         let path = file.path
+        guard entry.uncompressedSize <= maxBytes else {
+            throw WeightsError.malformed(path: path, reason: "zip entry \(entry.name) declares \(entry.uncompressedSize) bytes, over the limit of \(maxBytes)")
+        }
+        let start = try dataOffset(of: entry)
         let chunk = 1 << 20
         var crc: uLong = crc32(0, nil, 0)
         var produced = 0
         switch entry.method {
         case 0:
+            guard entry.compressedSize == entry.uncompressedSize else {
+                throw WeightsError.malformed(path: path, reason: "zip: stored entry \(entry.name) declares \(entry.compressedSize) bytes stored but \(entry.uncompressedSize) uncompressed")
+            }
             var buf = [UInt8](repeating: 0, count: min(chunk, max(entry.compressedSize, 1)))
             var done = 0
             while done < entry.compressedSize {
@@ -176,12 +234,20 @@ final class ZipArchive {
                             throw WeightsError.malformed(path: path, reason: "zip: corrupt deflate data in \(entry.name) (zlib \(status))")
                         }
                         let got = output.count - Int(zs.avail_out)
+                        produced += got
+                        guard produced <= entry.uncompressedSize else {
+                            throw WeightsError.malformed(path: path, reason: "zip: entry \(entry.name) inflates past its declared \(entry.uncompressedSize) bytes")
+                        }
+                        // Input actually consumed so far (the rest of this chunk is still in zlib's hands).
+                        let used = consumed - Int(zs.avail_in)
+                        guard produced <= CheckpointLimits.inflationAllowance || produced / max(used, 1) <= maxRatio else {
+                            throw WeightsError.malformed(path: path, reason: "zip: entry \(entry.name) inflates \(produced) bytes from \(used) (over \(maxRatio):1; a deflate bomb?)")
+                        }
                         try output.withUnsafeBytes { raw in
                             let part = UnsafeRawBufferPointer(rebasing: raw[0..<got])
                             crc = crc32(crc, part.bindMemory(to: Bytef.self).baseAddress, uInt(got))
                             try sink(part)
                         }
-                        produced += got
                         if status == Z_STREAM_END { finished = true; break }
                         if status == Z_BUF_ERROR { break }
                     } while zs.avail_out == 0 || zs.avail_in > 0
