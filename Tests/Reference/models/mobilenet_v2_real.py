@@ -31,6 +31,8 @@ SHA256 = "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889"
 FILE = "mobilenet_v2-b0353104.pth"
 cache = os.environ.get("BOTTLENECK_CACHE") or os.path.expanduser("~/.cache/bottleneck/weights")
 pth = sys.argv[1] if len(sys.argv) > 1 else os.path.join(cache, FILE)
+if not os.path.isfile(pth):
+    sys.exit(f"{pth} not found: run `bottleneck weights fetch mobilenet_v2` or pass the checkpoint's path")
 with open(pth, "rb") as f:
     digest = hashlib.sha256(f.read()).hexdigest()
 if digest != SHA256:
