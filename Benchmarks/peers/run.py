@@ -3,7 +3,7 @@ same model, input size (224x224), batch and thread count, in alternation, plus t
 
   bash Benchmarks/peers/setup.sh                       # once: the peers' venv (Benchmarks/peers/.venv)
   Benchmarks/peers/.venv/bin/python Benchmarks/peers/run.py \\
-      [--models efficientnet-lite0,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3]
+      [--models efficientnet-lite0,mobilenet_v2,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3]
       [--load quiet,niced-hogs,duty] [--json OUT]
 
 Each (model, batch) cell runs `rounds` rounds of [ours, ONNX Runtime, PyTorch] (reversed in every other
@@ -95,7 +95,7 @@ def sgemm_peak(threads):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--models", default="efficientnet-lite0,resnet18,resnet50,vgg16")
+    ap.add_argument("--models", default="efficientnet-lite0,mobilenet_v2,resnet18,resnet50,vgg16")
     ap.add_argument("--batches", default="1,8,32")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)

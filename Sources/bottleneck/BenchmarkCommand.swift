@@ -39,7 +39,7 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(help: "Comma-separated cuts (stages removed from the top; 1 drops only the classifier).")
     var cuts: String = "1,2,3"
 
-    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, none for VGG).")
+    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, none for VGG and MobileNetV2).")
     var finetune: String = "auto"
 
     @Option(name: .customLong("finetune-epochs"), help: "Epochs per fine-tuning run.")
@@ -143,7 +143,7 @@ struct BenchmarkCommand: ParsableCommand {
         notes += bench.notes
         let depths = try parsedFinetune()
         if depths.isEmpty {
-            notes.append("Fine-tuning: not run (--finetune none, or a VGG model, whose fine-tuning is not supported).")
+            notes.append("Fine-tuning: not run (--finetune none, or a VGG or MobileNetV2 model, whose fine-tuning is not supported).")
         } else {
             let split = bench.split!
             rows += try fineTuneRows(depths: depths, dataset: dataset, split: split, classCount: bench.classes.count, say: say)
@@ -254,9 +254,10 @@ struct BenchmarkCommand: ParsableCommand {
     private func parsedFinetune() throws -> [Int] {
         let s = finetune.trimmingCharacters(in: .whitespaces)
         if s == "auto" {
-            // Fine-tuning covers the EfficientNet-Lite and ResNet tops (not VGG); the default grid is
+            // Fine-tuning covers the EfficientNet-Lite and ResNet tops (TrainableTop); the default grid is
             // 3 depths x seeds x 5 epochs.
-            return (try? ModelZoo.architecture(model))?.family == "vgg" ? [] : [0, 1, 2]
+            let family = (try? ModelZoo.architecture(model))?.family
+            return family == "efficientnet-lite" || family == "resnet" ? [0, 1, 2] : []
         }
         return s == "none" || s.isEmpty ? [] : try parsedInts(s, flag: "--finetune")
     }

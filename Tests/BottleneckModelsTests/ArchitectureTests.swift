@@ -10,7 +10,7 @@ final class ArchitectureTests: XCTestCase {
             "resnet152": 60_192_808, "vgg11": 132_863_336, "vgg11_bn": 132_868_840, "vgg13": 133_047_848,
             "vgg13_bn": 133_053_736, "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240,
             "vgg19_bn": 143_678_248, "efficientnet-lite0": 4_652_008, "efficientnet-lite1": 5_416_680,
-            "efficientnet-lite2": 6_092_072,
+            "efficientnet-lite2": 6_092_072, "mobilenet_v2": 3_504_872,
         ]
         XCTAssertEqual(Set(ModelZoo.names), Set(expected.keys))
         for name in ModelZoo.names {

