@@ -192,7 +192,7 @@ public final class FeatureExtractor {
                                     dimension: backbone.featureDimension, decodeMode: options.fastDecode ? "fast" : "exact",
                                     layout: scan.layout, classes: scan.classes, skipped: scan.skipped,
                                     listFingerprint: scan.listFingerprint, shard: options.shard,
-                                    shardRange: options.shard == nil ? nil : range)
+                                    shardRange: options.shard == nil ? nil : range, batchSize: options.batchSize)
         let fingerprint = desc.fingerprint
 
         if let meta = try? FeatureStore.readMeta(outURL.appendingPathComponent("meta.json")), meta["fingerprint"] == fingerprint,
@@ -500,7 +500,9 @@ public final class FeatureExtractor {
             url = URL(fileURLWithPath: FeatureExtractor.descriptorPath(descriptor))
         }
         do {
-            let img = try ImageDecoder.decode(contentsOf: url, options: options)
+            // The decode's memory stays reserved in the shared budget until the image is released
+            // (after preprocessing), so decoder threads together never exceed the budget.
+            let img = try ImageDecoder.decode(contentsOf: url, options: options.holdingMemoryUntilImageReleased)
             // Preprocessing has no error path; never hand it a degenerate image.
             if img.width < 1 || img.height < 1 || img.pixels.count < img.width * img.height * 3 {
                 return "decoded image is empty (\(img.width)x\(img.height))"

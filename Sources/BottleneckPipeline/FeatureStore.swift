@@ -270,6 +270,10 @@ struct StoreDescription {
     var listFingerprint: String
     var shard: ShardSpec?
     var shardRange: Range<Int>?
+    /// Images per network call (`meta.json` `batch`). Shard ranges are cut at batch boundaries, so
+    /// `merge` refuses shards extracted with different batch sizes. Nil for stores written before it
+    /// was recorded (not part of the fingerprint, so their partial runs still resume).
+    var batchSize: Int? = nil
 
     static let format = "bottleneck-features-1"
 
@@ -295,6 +299,7 @@ struct StoreDescription {
         add("dimension", "\(dimension)")
         add("decode", TextFormat.jsonString(decodeMode))
         add("layout", TextFormat.jsonString(layout.rawValue))
+        if let batchSize { add("batch", "\(batchSize)") }
         let ok = records.filter { $0.row != nil }
         add("image_count", "\(records.count)")
         add("extracted", "\(ok.count)")

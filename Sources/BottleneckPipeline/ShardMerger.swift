@@ -92,12 +92,13 @@ public enum ShardMerger {
         var identity: [String: String] = [:]
         let known: Set<String> = ["format", "tool_version", "preset", "dimension", "decode", "layout", "image_count", "extracted",
                                   "failures", "classes", "splits", "skipped", "skipped_files", "shard", "list_fingerprint",
-                                  "preset_fingerprint", "fingerprint", "wall_seconds"]
+                                  "preset_fingerprint", "fingerprint", "wall_seconds", "batch"]
         for (k, v) in first.raw where !known.contains(k) { if let s = v as? String { identity[k] = s } }
         let desc = StoreDescription(identity: identity, presetName: first.meta["preset"] ?? "",
                                     presetFingerprint: first.meta["preset_fingerprint"] ?? "", dimension: dimension,
                                     decodeMode: first.meta["decode"] ?? "", layout: layout, classes: classes, skipped: skipped,
-                                    listFingerprint: first.meta["list_fingerprint"] ?? "", shard: nil, shardRange: nil)
+                                    listFingerprint: first.meta["list_fingerprint"] ?? "", shard: nil, shardRange: nil,
+                                    batchSize: first.meta["batch"].flatMap { Int($0) })
         try FeatureExtractor.validateOutputNotShard(out, shards: parsed.map(\.url))
         let rows = try RowSource(segments: segments, dimension: dimension)
         _ = try desc.writeStore(to: out, records: records, rows: rows, wallSeconds: wall)

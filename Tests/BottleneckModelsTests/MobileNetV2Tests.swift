@@ -61,9 +61,10 @@ final class MobileNetV2Tests: XCTestCase {
             XCTAssertTrue(rows.contains(row), "\(row) not among \(rows.sorted())")
         }
         XCTAssertEqual(net.layerTimes.reduce(0) { $0 + $1.flops }, 2 * net.flops(height: 112, width: 112))  // batch 2
-        net.recordStageTimes = false
-        net.fusesInvertedResiduals = false
-        let unfused = net.forward(input, batch: 2, height: 112, width: 112)
+        var layered = EngineOptions.default
+        layered.fusedBlocks = false
+        let unfused = try Network(syntheticModel: "mobilenet_v2", cut: .cut(1), options: layered)
+            .forward(input, batch: 2, height: 112, width: 112)
         XCTAssertEqual(fused.count, 2 * 1280)
         let maxDiff = zip(fused, unfused).map { abs($0 - $1) }.max() ?? .infinity
         XCTAssertLessThanOrEqual(maxDiff, 1e-5)

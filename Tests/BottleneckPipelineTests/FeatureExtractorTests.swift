@@ -218,6 +218,25 @@ final class FeatureExtractorTests: XCTestCase {
         }
     }
 
+    /// Shard ranges are cut at batch boundaries: shards extracted with different `--batch` are refused
+    /// by name (meta.json records `batch`), even where their ranges happen to line up.
+    func testShardsWithDifferentBatchSizesAreRefused() throws {
+        let root = try TestData.tempDir("shards-batch")
+        let work = try TestData.tempDir("shards-batch-out")
+        defer { try? FileManager.default.removeItem(at: root); try? FileManager.default.removeItem(at: work) }
+        try TestData.makeClassTree(root, classes: ["x", "y"], perClass: 8)
+        var dirs: [URL] = []
+        for (i, batch) in [(0, 4), (1, 8)] {
+            let d = work.appendingPathComponent("shard\(i)")
+            try extractor(batch: batch, shard: try ShardSpec(index: i, count: 2)).extract(dataset: root, to: d)
+            dirs.append(d)
+        }
+        XCTAssertThrowsError(try ShardMerger.merge(dirs, into: work.appendingPathComponent("merged"))) { e in
+            guard case PipelineError.incompatibleShards(_, let reason) = e else { return XCTFail("\(e)") }
+            XCTAssertTrue(reason.contains("'batch'"), reason)
+        }
+    }
+
     func testShardRangesCoverTheListInWholeBatches() throws {
         for total in [0, 1, 7, 25, 100] {
             for n in 1...5 {
