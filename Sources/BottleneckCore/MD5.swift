@@ -7,8 +7,7 @@ import Foundation
 /// Streaming: call ``update(_:)`` with chunks, then ``finalize()``.
 public struct MD5: Sendable {
     private var state: (UInt32, UInt32, UInt32, UInt32) = (0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476)
-    private var buffer: [UInt8] = []
-    private var length: UInt64 = 0
+    private var blocks = HashBlocks()
 
     /// Per-round left-rotation amounts (RFC 1321, section 3.4).
     private static let shifts: [UInt32] = [7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
@@ -23,21 +22,9 @@ public struct MD5: Sendable {
 
     /// Feeds bytes into the hash.
     public mutating func update(_ data: UnsafeRawBufferPointer) {
-        guard data.count > 0 else { return }
-        length &+= UInt64(data.count)
-        var p = data.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var n = data.count
-        if !buffer.isEmpty {
-            let take = min(64 - buffer.count, n)
-            buffer.append(contentsOf: UnsafeBufferPointer(start: p, count: take))
-            p += take; n -= take
-            if buffer.count == 64 {
-                buffer.withUnsafeBufferPointer { compress($0.baseAddress!) }
-                buffer.removeAll(keepingCapacity: true)
-            }
-        }
-        while n >= 64 { compress(p); p += 64; n -= 64 }
-        if n > 0 { buffer.append(contentsOf: UnsafeBufferPointer(start: p, count: n)) }
+        var stream = blocks
+        stream.feed(data) { compress($0) }
+        blocks = stream
     }
 
     /// Feeds `Data` into the hash.
@@ -45,12 +32,9 @@ public struct MD5: Sendable {
 
     /// Finishes and returns the 16-byte digest as lowercase hex.
     public mutating func finalize() -> String {
-        let bitLength = length &* 8
-        var pad: [UInt8] = [0x80]
-        let rem = Int((length + 1) % 64)
-        pad += [UInt8](repeating: 0, count: rem <= 56 ? 56 - rem : 120 - rem)
-        for i in 0..<8 { pad.append(UInt8(truncatingIfNeeded: bitLength >> (UInt64(i) * 8))) }
-        pad.withUnsafeBytes { update($0) }
+        var stream = blocks
+        stream.finish(bigEndianLength: false) { compress($0) }
+        blocks = stream
         let words = [state.0, state.1, state.2, state.3]
         return words.map { w in (0..<4).map { String(format: "%02x", (w >> (8 * UInt32($0))) & 0xFF) }.joined() }.joined()
     }

@@ -7,8 +7,7 @@ import Foundation
 public struct SHA256: Sendable {
     private var h: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) =
         (0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19)
-    private var buffer: [UInt8] = []
-    private var length: UInt64 = 0
+    private var blocks = HashBlocks()
 
     private static let k: [UInt32] = [
         0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
@@ -26,21 +25,9 @@ public struct SHA256: Sendable {
 
     /// Feeds bytes into the hash.
     public mutating func update(_ data: UnsafeRawBufferPointer) {
-        guard data.count > 0 else { return }
-        length &+= UInt64(data.count)
-        var p = data.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var n = data.count
-        if !buffer.isEmpty {
-            let take = min(64 - buffer.count, n)
-            buffer.append(contentsOf: UnsafeBufferPointer(start: p, count: take))
-            p += take; n -= take
-            if buffer.count == 64 {
-                buffer.withUnsafeBufferPointer { compress($0.baseAddress!) }
-                buffer.removeAll(keepingCapacity: true)
-            }
-        }
-        while n >= 64 { compress(p); p += 64; n -= 64 }
-        if n > 0 { buffer.append(contentsOf: UnsafeBufferPointer(start: p, count: n)) }
+        var stream = blocks
+        stream.feed(data) { compress($0) }
+        blocks = stream
     }
 
     /// Feeds `Data` into the hash.
@@ -48,15 +35,9 @@ public struct SHA256: Sendable {
 
     /// Finishes and returns the 32-byte digest as lowercase hex.
     public mutating func finalize() -> String {
-        let bitLength = length &* 8
-        var pad: [UInt8] = [0x80]
-        let rem = Int((length + 1) % 64)
-        pad += [UInt8](repeating: 0, count: rem <= 56 ? 56 - rem : 120 - rem)
-        for i in (0..<8).reversed() { pad.append(UInt8(truncatingIfNeeded: bitLength >> (UInt64(i) * 8))) }
-        let savedLength = length
-        pad.withUnsafeBytes { update($0) }
-        length = savedLength
-        precondition(buffer.isEmpty)
+        var stream = blocks
+        stream.finish(bigEndianLength: true) { compress($0) }
+        blocks = stream
         let words = [h.0, h.1, h.2, h.3, h.4, h.5, h.6, h.7]
         return words.map { String(format: "%08x", $0) }.joined()
     }
