@@ -40,6 +40,10 @@ public enum CheckpointLimits {
 /// - ``Format/safetensors``: 8-byte header length, JSON header, raw tensor data.
 ///
 /// State dicts nested in a training checkpoint (`{"state_dict": ...}`, `{"model": ...}`) are unwrapped.
+/// Files are untrusted: every length and offset is checked against the bytes that exist, the
+/// bounds in ``CheckpointLimits`` apply, and damage is reported as a ``WeightsError`` naming the
+/// file (and, for parse errors, the byte offset), never a crash. Values are not inspected here:
+/// `Network` refuses NaN/Inf and negative BatchNorm variances as it loads them (``WeightValidation``).
 /// Thread safety: reads are `pread`s on a private descriptor, so concurrent `load` calls are safe.
 public final class Checkpoint: WeightSource, @unchecked Sendable {
     /// On-disk layout of a checkpoint.
@@ -74,8 +78,9 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
     private let file: RandomAccessFile
 
     /// Opens and indexes `url`; no tensor data is read.
-    /// - Throws: ``WeightsError`` naming the file: `.fileNotFound`, `.truncated`, `.notACheckpoint`,
-    ///   `.malformed`, `.unsupportedPickle`.
+    /// - Throws: ``WeightsError`` naming the file: `.fileNotFound`, `.io`, `.truncated` (a declared
+    ///   length or offset runs past the end), `.notACheckpoint`, `.malformed` (impossible values,
+    ///   overlapping safetensors ranges, a limit of ``CheckpointLimits`` exceeded), `.unsupportedPickle`.
     public init(contentsOf url: URL) throws {
         let file = try RandomAccessFile(path: url.path)
         self.url = url

@@ -142,7 +142,16 @@ struct PickleMachine {
     }
 
     private func unsupported(_ r: String, at o: Int) -> WeightsError {
-        .unsupportedPickle(path: path, reason: member.map { "\($0): \(r)" } ?? r, offset: o)
+        .unsupportedPickle(path: path, reason: member.map { "in \($0): \(r)" } ?? r, offset: o)
+    }
+
+    /// Resolves a persistent id, placing the resolver's pickle errors at the opcode's offset.
+    private func resolve(_ id: PickleValue, at: Int) throws -> PickleValue {
+        do {
+            return try persistentLoad(id)
+        } catch WeightsError.unsupportedPickle(_, let reason, _) {
+            throw unsupported(reason, at: at)
+        }
     }
 
     private mutating func u8() throws -> Int { Int(try reader.u8("pickle opcode argument")) }
@@ -349,8 +358,8 @@ struct PickleMachine {
             case 0x32: stack.append(try top(at))                      // DUP
             case 0x51:                                                // BINPERSID
                 let id = try pop(at)
-                stack.append(Slot(try persistentLoad(Self.nest([id])[0]), depth: 1))
-            case 0x50: stack.append(Slot(try persistentLoad(.string(try line())), depth: 1))  // PERSID
+                stack.append(Slot(try resolve(Self.nest([id])[0], at: at), depth: 1))
+            case 0x50: stack.append(Slot(try resolve(.string(try line()), at: at), depth: 1))  // PERSID
             case 0x52, 0x81:                                          // REDUCE, NEWOBJ
                 let args = try pop(at), callee = try pop(at)
                 _ = Self.nest([args])

@@ -1,3 +1,4 @@
+import BottleneckCore
 import Foundation
 
 /// A read-only file read with `pread`, so tensors are copied straight from the page cache into
@@ -23,10 +24,10 @@ final class RandomAccessFile: @unchecked Sendable {
 
     deinit { close(fd) }
 
-    /// Fills `buffer` with the bytes at `offset`; a short file is a truncation error.
+    /// Fills `buffer` with the bytes at `offset`; a range past the end is a truncation error.
     func read(into buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws {
-        guard offset >= 0, offset + buffer.count <= size else {
-            throw WeightsError.truncated(path: path, reason: "needs bytes \(offset)..<\(offset + buffer.count) but the file has \(size)")
+        guard CheckedSize.fits(offset: offset, count: buffer.count, in: size) else {
+            throw WeightsError.truncated(path: path, reason: "needs \(buffer.count) bytes at byte \(offset) but the file has \(size)")
         }
         var done = 0
         while done < buffer.count {
@@ -40,19 +41,14 @@ final class RandomAccessFile: @unchecked Sendable {
         }
     }
 
-    /// Reads `count` bytes at `offset` (for headers and small records).
+    /// Reads `count` bytes at `offset` (for headers and small records); the range is checked
+    /// against the file's size before anything is allocated.
     func bytes(at offset: Int, count: Int) throws -> [UInt8] {
+        guard CheckedSize.fits(offset: offset, count: count, in: size) else {
+            throw WeightsError.truncated(path: path, reason: "needs \(count) bytes at byte \(offset) but the file has \(size)")
+        }
         var out = [UInt8](repeating: 0, count: count)
         try out.withUnsafeMutableBytes { try read(into: $0, at: offset) }
         return out
-    }
-}
-
-/// Little-endian integer reads from byte arrays (all checkpoint formats are little-endian).
-extension Array where Element == UInt8 {
-    @inline(__always) func le<T: FixedWidthInteger>(_ type: T.Type, at offset: Int) -> T {
-        var v: T = 0
-        for i in 0..<MemoryLayout<T>.size { v |= T(truncatingIfNeeded: self[offset + i]) << (8 * i) }
-        return v
     }
 }

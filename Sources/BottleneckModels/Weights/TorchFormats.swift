@@ -128,7 +128,8 @@ enum TorchFormats {
             guard let headerEnd = CheckedSize.add(cursor, 8), headerEnd <= file.size else {
                 throw WeightsError.truncated(path: path, reason: "storage \(key) header at byte \(cursor) lies beyond the end (\(file.size) bytes)")
             }
-            let numel = Int(Int64(bitPattern: try file.bytes(at: cursor, count: 8).le(UInt64.self, at: 0)))
+            var field = ByteReader(try file.bytes(at: cursor, count: 8), path: path, baseOffset: cursor)
+            let numel = Int(Int64(bitPattern: try field.le(UInt64.self, "storage element count")))
             let esize = storages[key]?.dtype.size ?? 1
             guard numel >= 0, numel == storages[key]?.numel ?? numel else {
                 throw WeightsError.malformed(path: path, reason: "storage \(key) at byte \(cursor) declares \(numel) elements, the pickle says \(storages[key]?.numel ?? -1)")

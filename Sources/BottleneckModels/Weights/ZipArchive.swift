@@ -90,6 +90,9 @@ final class ZipArchive {
             throw tail.error("zip central directory at \(cdOffset)+\(cdSize) lies beyond the end of the file (\(file.size) bytes)",
                              at: eocd + 12, kind: .truncated)
         }
+        guard cdSize <= CheckpointLimits.maxInMemoryBytes else {
+            throw tail.error("zip central directory of \(cdSize) bytes exceeds the \(CheckpointLimits.maxInMemoryBytes)-byte limit", at: eocd + 12)
+        }
         guard count <= cdSize / centralEntrySize else {
             throw tail.error("zip declares \(count) entries, more than its \(cdSize)-byte central directory can hold", at: eocd + 10)
         }
