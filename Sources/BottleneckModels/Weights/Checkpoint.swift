@@ -9,6 +9,7 @@ import Foundation
 /// - ``Format/torchZip``: `torch.save` since PyTorch 1.6 (a zip of `data.pkl` + `data/<key>` records).
 /// - ``Format/torchLegacy``: `torch.save(..., _use_new_zipfile_serialization=False)` (pickles + raw storages).
 /// - ``Format/safetensors``: 8-byte header length, JSON header, raw tensor data.
+/// - ``Format/torchScript``: `torch.jit.save` archives (module tree in `data.pkl`; see `TorchScriptFormat`).
 ///
 /// State dicts nested in a training checkpoint (`{"state_dict": ...}`, `{"model": ...}`) are unwrapped.
 /// Thread safety: reads are `pread`s on a private descriptor, so concurrent `load` calls are safe.
@@ -21,6 +22,8 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
         case torchLegacy = "torch-legacy"
         /// Hugging Face safetensors.
         case safetensors
+        /// TorchScript archive (`torch.jit.save`): tensors named by their module paths.
+        case torchScript = "torchscript"
     }
 
     /// Where one tensor's elements live in the file.
@@ -54,7 +57,8 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
         let head = try file.bytes(at: 0, count: min(file.size, 16))
         let parsed: (Format, [(String, Entry)])
         if ZipArchive.looksLikeZip(head) {
-            parsed = (.torchZip, try TorchFormats.readZip(file))
+            parsed = try TorchScriptFormat.isArchive(ZipArchive(file: file))
+                ? (.torchScript, try TorchScriptFormat.read(file)) : (.torchZip, try TorchFormats.readZip(file))
         } else if head.first == 0x80 {
             parsed = (.torchLegacy, try TorchFormats.readLegacy(file))
         } else if head.count >= 9, head[8] == UInt8(ascii: "{") || (url.pathExtension == "safetensors") {

@@ -63,8 +63,11 @@ struct TensorRef {
 final class PickleList { var items: [PickleValue] = [] }
 final class PickleDict {
     var items: [(PickleValue, PickleValue)] = []
-    /// Attributes set by BUILD (e.g. an OrderedDict's `_metadata`), ignored by readers.
+    /// Attributes set by BUILD (e.g. an OrderedDict's `_metadata`, a TorchScript module's state).
     var attributes: [(PickleValue, PickleValue)] = []
+    /// The `__torch__.*` class of a TorchScript object made by NEWOBJ (its BUILD state lands in
+    /// `attributes`); nil for dictionaries.
+    var className: String?
 }
 
 /// Values of the pickle subset that state dicts use.
@@ -113,6 +116,8 @@ struct PickleMachine {
     var pos: Int
     /// Resolves a BINPERSID/PERSID id (the tuple torch writes for each storage).
     let persistentLoad: (PickleValue) throws -> PickleValue
+    /// When set, GLOBAL/STACK_GLOBAL of a `(module, name)` it rejects fails with `.unsupportedPickle`.
+    var allowsGlobal: ((_ module: String, _ name: String) -> Bool)?
 
     init(path: String, bytes: [UInt8], start: Int = 0, persistentLoad: @escaping (PickleValue) throws -> PickleValue) {
         self.path = path
@@ -228,10 +233,12 @@ struct PickleMachine {
             case 0x8E: let n = Int(try le(8)); stack.append(.bytes(Array(try take(n))))  // BINBYTES8
             case 0x63:                                                // GLOBAL "module\nname\n"
                 let module = try line(), name = try line()
+                try check(module, name, at: at)
                 stack.append(.global(module: module, name: name))
             case 0x93:                                                // STACK_GLOBAL
                 let name = try pop(at), module = try pop(at)
                 guard let m = module.string, let n = name.string else { throw unsupported("STACK_GLOBAL needs two strings", at: at) }
+                try check(m, n, at: at)
                 stack.append(.global(module: m, name: n))
             case 0x71: memo[try u8()] = try top(at)                   // BINPUT
             case 0x72: memo[Int(try le(4))] = try top(at)             // LONG_BINPUT
@@ -289,12 +296,21 @@ struct PickleMachine {
         }
     }
 
+    private func check(_ module: String, _ name: String, at: Int) throws {
+        if let allowsGlobal, !allowsGlobal(module, name) { throw unsupported("global \(module).\(name) is not allowed here", at: at) }
+    }
+
     /// Interprets the callables that rebuild state dicts; anything else becomes `.opaque`.
     private func reduce(_ callable: PickleValue, _ args: [PickleValue], at: Int) throws -> PickleValue {
         guard case .global(let module, let name) = callable else {
             return .opaque(callable: "<non-global callable>")
         }
         switch (module, name) {
+        case _ where module == "__torch__" || module.hasPrefix("__torch__."):
+            // A TorchScript object: NEWOBJ with no arguments, then BUILD with its attributes.
+            let object = PickleDict()
+            object.className = "\(module).\(name)"
+            return .dict(object)
         case ("collections", "OrderedDict"), ("builtins", "dict"), ("__builtin__", "dict"):
             let d = PickleDict()
             if let pairs = args.first?.tuple {
