@@ -39,7 +39,7 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(help: "Comma-separated cuts (stages removed from the top; 1 drops only the classifier).")
     var cuts: String = "1,2,3"
 
-    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, none for VGG).")
+    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, 0 for inception_v3, none for VGG).")
     var finetune: String = "auto"
 
     @Option(name: .customLong("finetune-epochs"), help: "Epochs per fine-tuning run.")
@@ -248,7 +248,12 @@ struct BenchmarkCommand: ParsableCommand {
         if s == "auto" {
             // Fine-tuning covers the EfficientNet-Lite and ResNet tops; the default grid (3 depths x seeds x 5 epochs)
             // measured ~5 min of the 15-min budget on hymenoptera with Lite0.
-            return (try? ModelZoo.architecture(model))?.family == "vgg" ? [] : [0, 1, 2]
+            // Inception-v3 trains only its new head (K = 0).
+            switch (try? ModelZoo.architecture(model))?.family {
+            case "vgg": return []
+            case "inception": return [0]
+            default: return [0, 1, 2]
+            }
         }
         return s == "none" || s.isEmpty ? [] : try parsedInts(s, flag: "--finetune")
     }
