@@ -9,9 +9,12 @@ of that file, then used for
    from `torch.jit.load(default_1.pt)` after the `inception` preset (torchvision Resize((299, 299)) on
    a PIL image, bilinear with antialiasing, no crop; ToTensor; Normalize([0.5]*3, [0.5]*3)):
    Tests/BottleneckModelsTests/Fixtures/weights/inception_real/{photos.txt, features.npy, input.npy};
-   input.npy is the preprocessed first photo (float16 is too coarse, so float32 [3, 299, 299]) for a
-   preprocessing parity check;
-3. a tiny TorchScript archive (torch.jit.script of a two-layer module with Conv2dLayer-like attributes,
+   input.npy [8, 2048] holds each preprocessed photo's values at sample_indices("inception_input",
+   3 * 299 * 299), for a preprocessing parity check;
+3. Pillow's resize on small synthetic images whose sizes make Pillow 13 run the vertical pass first
+   (and some that do not), both as `Resize((h, w))` and as `Resize(s) + CenterCrop(c)`:
+   Tests/BottleneckModelsTests/Fixtures/preprocess/resample_order.json (uint8 outputs);
+4. a tiny TorchScript archive (torch.jit.script of a two-layer module with Conv2dLayer-like attributes,
    an int-list padding and a strided view) for the reader tests:
    Tests/BottleneckModelsTests/Fixtures/weights/tiny_torchscript.pt + tiny_torchscript.json.
 
@@ -253,7 +256,8 @@ def real_features(pt):
     with torch.no_grad():
         feats = jit(batch)
     np.save(os.path.join(out, "features.npy"), feats.numpy().astype(np.float32))
-    np.save(os.path.join(out, "input.npy"), batch[0].numpy().astype(np.float32))
+    idx = sample_indices("inception_input", 3 * 299 * 299)
+    np.save(os.path.join(out, "input.npy"), batch.reshape(len(photos), -1)[:, idx].numpy().astype(np.float32))
     root = os.path.realpath(os.path.join(REPO, ".."))
     with open(os.path.join(out, "photos.txt"), "w") as f:
         f.write("\n".join("../" + os.path.relpath(os.path.realpath(p), root) for p in photos) + "\n")
@@ -299,12 +303,37 @@ def tiny_torchscript():
     print("tiny_torchscript.pt", os.path.getsize(path), "bytes,", len(expected), "tensors")
 
 
+def resample_order():
+    """Pixels: byte i of a w x h RGB image is splitmix(fnv1a64(f"resample{w}x{h}"))[i] >> 56."""
+    from PIL import Image
+    from torchvision import transforms
+    from synthetic import fnv1a64, splitmix
+    cases = []
+    # (w, h, exact (ow, oh) or None, shorter-side size, crop)
+    for w, h, exact, short, crop in [(40, 97, (29, 30), 0, 0), (60, 90, (31, 30), 0, 0), (60, 90, (30, 30), 0, 0),
+                                     (97, 40, (30, 29), 0, 0), (20, 60, (30, 25), 0, 0), (20, 50, None, 16, 12)]:
+        px = (splitmix(fnv1a64(f"resample{w}x{h}"), w * h * 3) >> np.uint64(56)).astype(np.uint8).reshape(h, w, 3)
+        im = Image.fromarray(px)
+        if exact:
+            out = im.resize(exact, Image.BILINEAR)
+        else:
+            out = transforms.CenterCrop(crop)(transforms.Resize(short)(im))
+        cases.append({"width": w, "height": h, "exact": list(exact) if exact else None, "shorter": short, "crop": crop,
+                      "outWidth": out.size[0], "outHeight": out.size[1], "pixels": np.asarray(out).ravel().tolist()})
+    out_dir = os.path.join(REPO, "Tests", "BottleneckModelsTests", "Fixtures", "preprocess")
+    os.makedirs(out_dir, exist_ok=True)
+    with open(os.path.join(out_dir, "resample_order.json"), "w") as f:
+        json.dump(cases, f)
+    print("resample_order.json", len(cases), "cases")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--pt", default=os.environ.get("INCEPTION_PT", os.path.expanduser("~/.cache/bottleneck/weights/default_1.pt")))
     args = ap.parse_args()
     torch.set_num_threads(2)
     synthetic_fixtures()
+    resample_order()
     tiny_torchscript()
     if os.path.exists(args.pt):
         real_features(args.pt)
