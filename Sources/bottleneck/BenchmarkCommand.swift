@@ -39,7 +39,7 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(help: "Comma-separated cuts (stages removed from the top; 1 drops only the classifier).")
     var cuts: String = "1,2,3"
 
-    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, none for VGG and MobileNetV2).")
+    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, 0 for inception_v3, none for VGG and MobileNetV2).")
     var finetune: String = "auto"
 
     @Option(name: .customLong("finetune-epochs"), help: "Epochs per fine-tuning run.")
@@ -254,10 +254,13 @@ struct BenchmarkCommand: ParsableCommand {
     private func parsedFinetune() throws -> [Int] {
         let s = finetune.trimmingCharacters(in: .whitespaces)
         if s == "auto" {
-            // Fine-tuning covers the EfficientNet-Lite and ResNet tops (TrainableTop); the default grid is
-            // 3 depths x seeds x 5 epochs.
-            let family = (try? ModelZoo.architecture(model))?.family
-            return family == "efficientnet-lite" || family == "resnet" ? [0, 1, 2] : []
+            // Fine-tuning covers the EfficientNet-Lite and ResNet tops (TrainableTop); Inception-v3 trains only
+            // its new head (K = 0). The default grid is 3 depths x seeds x 5 epochs.
+            switch (try? ModelZoo.architecture(model))?.family {
+            case "efficientnet-lite", "resnet": return [0, 1, 2]
+            case "inception": return [0]
+            default: return []
+            }
         }
         return s == "none" || s.isEmpty ? [] : try parsedInts(s, flag: "--finetune")
     }

@@ -16,8 +16,8 @@ struct ModelsCommand: ParsableCommand {
     @Option(help: "Show only this model.")
     var model: String?
 
-    @Option(help: "Input side in pixels for the shapes and FLOPs.")
-    var size: Int = 224
+    @Option(help: "Input side in pixels for the shapes and FLOPs (default: each model's native size).")
+    var size: Int?
 
     @Flag(help: "Print one JSON object per model instead of text.")
     var json = false
@@ -26,12 +26,13 @@ struct ModelsCommand: ParsableCommand {
         if let model, !ModelZoo.names.contains(model) {
             throw ValidationError("unknown model '\(model)'; choose one of: \(ModelZoo.names.joined(separator: ", "))")
         }
-        guard size >= 32 else { throw ValidationError("--size must be at least 32 pixels (got \(size))") }
+        if let size, size < 32 { throw ValidationError("--size must be at least 32 pixels (got \(size))") }
     }
 
     func run() throws {
         for name in model.map({ [$0] }) ?? ModelZoo.names {
             let arch = try ModelZoo.architecture(name)
+            let size = size ?? arch.inputSize
             let shapes = arch.stageShapes(height: size, width: size)
             let flops = arch.flops(height: size, width: size)
             let weights = WeightsStatus.describe(model: name)

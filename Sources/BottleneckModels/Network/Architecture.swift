@@ -19,18 +19,37 @@ struct BatchNormSpec: Sendable {
     let eps: Float
     /// Whether it closes a residual branch (only changes the synthetic fill of its gamma).
     let closesResidual: Bool
+    /// Which tensors hold its statistics and affine terms.
+    var keys: Keys = .torch
+
+    /// How a checkpoint stores a batch norm.
+    enum Keys: Sendable {
+        /// `nn.BatchNorm2d`: `<name>.weight` (gamma), `<name>.bias`, `<name>.running_mean`, `<name>.running_var`.
+        case torch
+        /// TensorFlow's batch norm with `scale=False` (Inception-v3's `Conv2dLayer`): `<name>.beta`,
+        /// `<name>.mean`, `<name>.var`; gamma is 1.
+        case shiftOnly
+    }
 }
 
 /// Architecture-level description of one layer; `Network` compiles it into kernels.
 indirect enum LayerSpec: Sendable {
-    /// Dense convolution (+ folded BN) + activation. `name` is the conv's module prefix.
+    /// Dense convolution (+ folded BN) + activation. `name` is the conv's module prefix. The kernel is
+    /// `kernel x kernel`, or `kernel x kernelWidth` (height x width) when `kernelWidth` is given.
     case conv(name: String, inChannels: Int, outChannels: Int, kernel: Int, stride: Int, padding: Padding,
-              bias: Bool, bn: BatchNormSpec?, activation: Activation)
+              bias: Bool, bn: BatchNormSpec?, activation: Activation, kernelWidth: Int? = nil)
     /// Depthwise convolution (+ folded BN) + activation.
     case depthwise(name: String, channels: Int, kernel: Int, stride: Int, padding: Padding,
                    bn: BatchNormSpec?, activation: Activation)
     /// Max pooling, symmetric padding, floor mode.
     case maxPool(kernel: Int, stride: Int, padding: Int)
+    /// Average pooling, symmetric padding, floor mode; `countIncludePad` as PyTorch's `count_include_pad`
+    /// (false: a window's divisor is the number of input pixels it covers).
+    case avgPool(kernel: Int, stride: Int, padding: Int, countIncludePad: Bool)
+    /// Channel concatenation (`torch.cat(dim=1)`): every branch runs on this layer's input, and their
+    /// outputs, which must share one spatial size, are placed side by side on channels in branch order.
+    /// A branch may end in a nested concatenation (branches sharing a prefix, as in InceptionE).
+    case concat(branches: [[LayerSpec]])
     /// Adaptive average pooling to a fixed map size (VGG's 7x7).
     case adaptiveAvgPool(height: Int, width: Int)
     /// Global average pooling + flatten: `[N, C, H, W]` to `[N, C]`.
@@ -107,6 +126,13 @@ public struct Architecture: Sendable {
     /// Stage names, input first.
     public var stageNames: [String] { stages.map(\.name) }
 
+    /// Whether the last stage is a classifier (a linear layer to logits); false for feature networks
+    /// such as `inception_v3`, whose last stage is its pooled features.
+    public var hasClassifier: Bool {
+        if case .linear? = stages.last?.layers.last { return true }
+        return false
+    }
+
     /// Output shape of every stage for a `height x width` RGB input.
     public func stageShapes(height: Int, width: Int) -> [ActivationShape] {
         var shape = ActivationShape.map(channels: 3, height: height, width: width)
@@ -147,7 +173,8 @@ public struct Architecture: Sendable {
     /// budget see 112x112x96 floats per image where 112x112x32 exist.
     public func largestActivations(height: Int, width: Int, fusedBlocks: Bool = false) -> [Int] {
         func pointwise(_ layer: LayerSpec?) -> Bool {
-            guard case let .conv(_, _, _, kernel, stride, padding, _, _, _)? = layer, kernel == 1, stride == 1 else { return false }
+            guard case let .conv(_, _, _, kernel, stride, padding, _, _, _, kernelWidth)? = layer, kernel == 1,
+                  kernelWidth ?? 1 == 1, stride == 1 else { return false }
             return padding.resolve(height: 8, width: 8, kernelH: 1, kernelW: 1, stride: 1) == (0, 0, 0, 0)
         }
         func depthwise(_ layer: LayerSpec?) -> Bool {
@@ -159,6 +186,9 @@ public struct Architecture: Sendable {
                     var b = shape, s = shape
                     walk(body, &b, &best)
                     walk(shortcut ?? [], &s, &best)
+                }
+                if case let .concat(branches) = layer {
+                    for branch in branches { var b = shape; walk(branch, &b, &best) }
                 }
                 shape = Self.infer(layer, shape).shape
                 let next = j + 1 < layers.count ? layers[j + 1] : nil, afterNext = j + 2 < layers.count ? layers[j + 2] : nil
@@ -194,14 +224,19 @@ public struct Architecture: Sendable {
     static func parameters(of layer: LayerSpec) -> [ParameterSpec] {
         func bn(_ spec: BatchNormSpec?, _ c: Int) -> [ParameterSpec] {
             guard let spec else { return [] }
+            if spec.keys == .shiftOnly {
+                return [ParameterSpec(name: spec.name + ".beta", shape: [c], kind: .bnBias),
+                        ParameterSpec(name: spec.name + ".mean", shape: [c], kind: .bnMean),
+                        ParameterSpec(name: spec.name + ".var", shape: [c], kind: .bnVar)]
+            }
             return [ParameterSpec(name: spec.name + ".weight", shape: [c], kind: spec.closesResidual ? .bnWeightResidual : .bnWeight),
                     ParameterSpec(name: spec.name + ".bias", shape: [c], kind: .bnBias),
                     ParameterSpec(name: spec.name + ".running_mean", shape: [c], kind: .bnMean),
                     ParameterSpec(name: spec.name + ".running_var", shape: [c], kind: .bnVar)]
         }
         switch layer {
-        case let .conv(name, cin, cout, k, _, _, bias, bnSpec, _):
-            return [ParameterSpec(name: name + ".weight", shape: [cout, cin, k, k], kind: .weight)]
+        case let .conv(name, cin, cout, k, _, _, bias, bnSpec, _, kw):
+            return [ParameterSpec(name: name + ".weight", shape: [cout, cin, k, kw ?? k], kind: .weight)]
                 + (bias ? [ParameterSpec(name: name + ".bias", shape: [cout], kind: .bias)] : []) + bn(bnSpec, cout)
         case let .depthwise(name, c, k, _, _, bnSpec, _):
             return [ParameterSpec(name: name + ".weight", shape: [c, 1, k, k], kind: .weight)] + bn(bnSpec, c)
@@ -210,28 +245,44 @@ public struct Architecture: Sendable {
                     ParameterSpec(name: name + ".bias", shape: [o], kind: .bias)]
         case let .residual(body, shortcut, _):
             return body.flatMap(parameters(of:)) + (shortcut ?? []).flatMap(parameters(of:))
-        case .maxPool, .adaptiveAvgPool, .globalAvgPool:
+        case let .concat(branches):
+            return branches.joined().flatMap(parameters(of:))
+        case .maxPool, .avgPool, .adaptiveAvgPool, .globalAvgPool:
             return []
         }
     }
 
     /// Output shape and multiply-accumulates per image of one layer.
     static func infer(_ layer: LayerSpec, _ input: ActivationShape) -> (shape: ActivationShape, macs: Int) {
-        func spatial(_ k: Int, _ s: Int, _ p: Padding, _ h: Int, _ w: Int) -> (Int, Int) {
-            let r = p.resolve(height: h, width: w, kernelH: k, kernelW: k, stride: s)
-            return ((h + r.top + r.bottom - k) / s + 1, (w + r.left + r.right - k) / s + 1)
+        func spatial(_ k: Int, _ s: Int, _ p: Padding, _ h: Int, _ w: Int, kernelWidth: Int? = nil) -> (Int, Int) {
+            let kw = kernelWidth ?? k
+            let r = p.resolve(height: h, width: w, kernelH: k, kernelW: kw, stride: s)
+            return ((h + r.top + r.bottom - k) / s + 1, (w + r.left + r.right - kw) / s + 1)
         }
         switch (layer, input) {
-        case let (.conv(_, cin, cout, k, s, p, _, _, _), .map(_, h, w)):
-            let (oh, ow) = spatial(k, s, p, h, w)
+        case let (.conv(_, cin, cout, k, s, p, _, _, _, kw), .map(_, h, w)):
+            let (oh, ow) = spatial(k, s, p, h, w, kernelWidth: kw)
             return (.map(channels: cout, height: oh, width: ow),
-                    Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: k, kernelW: k, inputsPerOutput: cin, outChannels: cout))
+                    Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: k, kernelW: kw ?? k, inputsPerOutput: cin, outChannels: cout))
         case let (.depthwise(_, c, k, s, p, _, _), .map(_, h, w)):
             let (oh, ow) = spatial(k, s, p, h, w)
             return (.map(channels: c, height: oh, width: ow),
                     Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: k, kernelW: k, inputsPerOutput: 1, outChannels: c))
-        case let (.maxPool(k, s, p), .map(c, h, w)):
+        case let (.maxPool(k, s, p), .map(c, h, w)), let (.avgPool(k, s, p, _), .map(c, h, w)):
             return (.map(channels: c, height: (h + 2 * p - k) / s + 1, width: (w + 2 * p - k) / s + 1), 0)
+        case let (.concat(branches), .map(_, h, w)):
+            var channels = 0, macs = 0
+            var spatial: (Int, Int)? = nil
+            for branch in branches {
+                var shape = input
+                for l in branch { let r = infer(l, shape); shape = r.shape; macs += r.macs }
+                guard case let .map(c, bh, bw) = shape, spatial == nil || spatial! == (bh, bw) else {
+                    preconditionFailure("concatenated branches disagree on their spatial size at input \(h)x\(w)")
+                }
+                spatial = (bh, bw)
+                channels += c
+            }
+            return (.map(channels: channels, height: spatial?.0 ?? h, width: spatial?.1 ?? w), macs)
         case let (.adaptiveAvgPool(oh, ow), .map(c, _, _)):
             return (.map(channels: c, height: oh, width: ow), 0)
         case let (.globalAvgPool, .map(c, _, _)):
@@ -274,13 +325,13 @@ public enum Pooling: String, Sendable, CaseIterable {
 public enum ModelZoo {
     /// Every model name, family by family.
     public static let names: [String] = ResNetFamily.names + VGGFamily.names + EfficientNetLiteFamily.names
-        + MobileNetV2Family.names
+        + MobileNetV2Family.names + InceptionFamily.names
 
     /// The architecture called `name`.
     /// - Throws: `ModelLoadingError.unknownModel`.
     public static func architecture(_ name: String) throws -> Architecture {
         if let a = ResNetFamily.architecture(name) ?? VGGFamily.architecture(name) ?? EfficientNetLiteFamily.architecture(name)
-            ?? MobileNetV2Family.architecture(name) {
+            ?? MobileNetV2Family.architecture(name) ?? InceptionFamily.architecture(name) {
             return a
         }
         throw ModelLoadingError.unknownModel(name)

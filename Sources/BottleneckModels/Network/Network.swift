@@ -442,6 +442,14 @@ public final class Network: @unchecked Sendable {
             Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
                               padding: p, output: pointer(out, batch: batch, arena), options: options)
             return out
+        case let .avgPool(k, s, p, countIncludePad):
+            let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
+            Pooling2D.avgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                              padding: p, countIncludePad: countIncludePad, output: pointer(out, batch: batch, arena))
+            return out
+        case let .concat(branches, channels):
+            return concatenate(branches, channels: channels, act, batch: batch, protected: protected, arena, into: nil, at: 0)
         case let .adaptiveAvgPool(oh, ow):
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
             Pooling2D.adaptiveAvgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c,
@@ -494,6 +502,41 @@ public final class Network: @unchecked Sendable {
     }
 }
 
+extension Network {
+    /// Runs every branch on `act` and places their outputs side by side on channels, in branch order
+    /// (`torch.cat(dim=1)`): from channel `offset` of `destination` when given (a branch that ends in a
+    /// nested concatenation writes straight into its parent's output), else into a new activation of
+    /// `channels` channels, which is returned. Each branch's last layer writes into a buffer of its
+    /// own, which is then copied into its channel slice: one extra pass over the block's output, small
+    /// next to its convolutions, and the kernels keep their dense output layout.
+    /// Buffers alive at once: `protected`, the input, the destination and two per branch depth.
+    private func concatenate(_ branches: [[CompiledLayer]], channels: Int, _ act: Act, batch: Int, protected: [Int],
+                             _ arena: [Workspace], into destination: Act?, at offset: Int) -> Act {
+        var dest = destination
+        var channel = offset
+        for branch in branches {
+            let keep = protected + [act.slot] + (dest.map { [$0.slot] } ?? [])
+            var x = act
+            if let d = dest, case let .concat(inner, innerChannels)? = branch.last {
+                for layer in branch.dropLast() { x = execute(layer, x, batch: batch, protected: keep, arena) }
+                _ = concatenate(inner, channels: innerChannels, x, batch: batch, protected: keep + [x.slot], arena, into: d, at: channel)
+                channel += innerChannels
+                continue
+            }
+            for layer in branch { x = execute(layer, x, batch: batch, protected: keep, arena) }
+            if dest == nil {
+                dest = Act(slot: acquire(excluding: keep + [x.slot], arena), h: x.h, w: x.w, c: channels, isVector: false)
+            }
+            let d = dest!
+            precondition(x.h == d.h && x.w == d.w && channel + x.c <= d.c, "concatenated branches disagree on their output size")
+            let src = UnsafePointer(pointer(x, batch: batch, arena)), dst = pointer(d, batch: batch, arena)
+            for p in 0..<(batch * x.h * x.w) { (dst + p * d.c + channel).update(from: src + p * x.c, count: x.c) }
+            channel += x.c
+        }
+        return dest!
+    }
+}
+
 /// Time spent in the layers of one kind and shape (`Network.layerTimes`).
 public struct LayerTiming: Sendable {
     /// Kind, kernel/stride, channels and input size, e.g. `conv 1x1/1 64->256 @56x56`.
@@ -511,6 +554,7 @@ enum CompiledLayer {
     case conv(Conv2D)
     case depthwise(DepthwiseConv2D)
     case maxPool(kernel: Int, stride: Int, padding: Int)
+    case avgPool(kernel: Int, stride: Int, padding: Int, countIncludePad: Bool)
     case adaptiveAvgPool(height: Int, width: Int)
     case globalAvgPool
     case linear(Linear)
@@ -520,6 +564,8 @@ enum CompiledLayer {
     /// An MBConv block run as one fused kernel; `unfused` is the same block as separate layers, run
     /// instead when fusion does not pay (thin bands at small batch) or is switched off.
     indirect case invertedResidual(InvertedResidual, unfused: [CompiledLayer])
+    /// Branches run on the same input, outputs concatenated on channels (`channels` in total).
+    indirect case concat(branches: [[CompiledLayer]], channels: Int)
 
     /// The layers this one is made of (a residual block's body and shortcut; an MBConv block's
     /// unfused form, which shares the fused kernel's weights).
@@ -527,6 +573,7 @@ enum CompiledLayer {
         switch self {
         case let .residual(body, shortcut): body + (shortcut ?? [])
         case let .invertedResidual(_, unfused): unfused
+        case let .concat(branches, _): Array(branches.joined())
         default: []
         }
     }
@@ -572,23 +619,27 @@ struct Loader {
     /// Folded (scale, shift) of a BN, with an optional preceding conv bias merged into the shift.
     func fold(_ bn: BatchNormSpec?, channels c: Int, convBias: [Float]?) throws -> (scale: [Float]?, shift: [Float]?) {
         guard let bn else { return (nil, convBias) }
-        var (scale, shift) = foldBatchNorm(gamma: try tensor(bn.name + ".weight", [c]), beta: try tensor(bn.name + ".bias", [c]),
-                                           mean: try tensor(bn.name + ".running_mean", [c]),
-                                           variance: try tensor(bn.name + ".running_var", [c]), eps: bn.eps)
+        let keys: (beta: String, mean: String, variance: String) =
+            bn.keys == .torch ? (".bias", ".running_mean", ".running_var") : (".beta", ".mean", ".var")
+        let gamma = bn.keys == .torch ? try tensor(bn.name + ".weight", [c]) : [Float](repeating: 1, count: c)
+        var (scale, shift) = foldBatchNorm(gamma: gamma, beta: try tensor(bn.name + keys.beta, [c]),
+                                           mean: try tensor(bn.name + keys.mean, [c]),
+                                           variance: try tensor(bn.name + keys.variance, [c]), eps: bn.eps)
         if let convBias { for i in 0..<c { shift[i] += convBias[i] * scale[i] } }
         return (scale, shift)
     }
 
     func compile(_ spec: LayerSpec, input: ActivationShape, fusedActivation: Activation?) throws -> CompiledLayer {
         switch spec {
-        case let .conv(name, cin, cout, k, stride, padding, hasBias, bn, activation):
-            let w = try tensor(name + ".weight", [cout, cin, k, k])
+        case let .conv(name, cin, cout, k, stride, padding, hasBias, bn, activation, kernelWidth):
+            let kw = kernelWidth ?? k
+            let w = try tensor(name + ".weight", [cout, cin, k, kw])
             let bias = hasBias ? try tensor(name + ".bias", [cout]) : nil
             let (scale, shift) = try fold(bn, channels: cout, convBias: bias)
             var expected: (height: Int, width: Int)? = nil
             if case let .map(_, h, wd) = input { expected = (h, wd) }
             return .conv(w.withUnsafeBufferPointer {
-                Conv2D(weightOIHW: $0.baseAddress!, outChannels: cout, inChannels: cin, kernelH: k, kernelW: k, stride: stride,
+                Conv2D(weightOIHW: $0.baseAddress!, outChannels: cout, inChannels: cin, kernelH: k, kernelW: kw, stride: stride,
                        padding: padding, channelScale: scale, bias: shift, activation: fusedActivation ?? activation,
                        expectedInput: expected, options: options)
             })
@@ -601,6 +652,20 @@ struct Loader {
             })
         case let .maxPool(k, s, p):
             return .maxPool(kernel: k, stride: s, padding: p)
+        case let .avgPool(k, s, p, countIncludePad):
+            return .avgPool(kernel: k, stride: s, padding: p, countIncludePad: countIncludePad)
+        case let .concat(branches):
+            let compiled = try branches.map { branch in
+                var shape = input
+                return try branch.map { l in
+                    defer { shape = Architecture.infer(l, shape).shape }
+                    return try compile(l, input: shape, fusedActivation: nil)
+                }
+            }
+            guard case let .map(channels, _, _) = Architecture.infer(spec, input).shape else {
+                preconditionFailure("a concatenation outputs a map")
+            }
+            return .concat(branches: compiled, channels: channels)
         case let .adaptiveAvgPool(h, w):
             return .adaptiveAvgPool(height: h, width: w)
         case .globalAvgPool:

@@ -38,6 +38,7 @@ public enum CheckpointLimits {
 /// - ``Format/torchZip``: `torch.save` since PyTorch 1.6 (a zip of `data.pkl` + `data/<key>` records).
 /// - ``Format/torchLegacy``: `torch.save(..., _use_new_zipfile_serialization=False)` (pickles + raw storages).
 /// - ``Format/safetensors``: 8-byte header length, JSON header, raw tensor data.
+/// - ``Format/torchScript``: `torch.jit.save` archives (module tree in `data.pkl`; see `TorchScriptFormat`).
 ///
 /// State dicts nested in a training checkpoint (`{"state_dict": ...}`, `{"model": ...}`) are unwrapped.
 /// Files are untrusted: every length and offset is checked against the bytes that exist, the
@@ -54,6 +55,8 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
         case torchLegacy = "torch-legacy"
         /// Hugging Face safetensors.
         case safetensors
+        /// TorchScript archive (`torch.jit.save`): tensors named by their module paths.
+        case torchScript = "torchscript"
     }
 
     /// Where one tensor's elements live in the file.
@@ -88,7 +91,10 @@ public final class Checkpoint: WeightSource, @unchecked Sendable {
         let head = try file.bytes(at: 0, count: min(file.size, 16))
         let parsed: (Format, [(String, Entry)])
         switch Self.detect(head, fileSize: file.size, pathExtension: url.pathExtension) {
-        case .torchZip: parsed = (.torchZip, try TorchFormats.readZip(file))
+        case .torchZip:
+            parsed = try TorchScriptFormat.isArchive(ZipArchive(file: file))
+                ? (.torchScript, try TorchScriptFormat.read(file)) : (.torchZip, try TorchFormats.readZip(file))
+        case .torchScript: parsed = (.torchScript, try TorchScriptFormat.read(file))
         case .torchLegacy: parsed = (.torchLegacy, try TorchFormats.readLegacy(file))
         case .safetensors: parsed = (.safetensors, try SafetensorsFormat.read(file))
         case nil:

@@ -30,6 +30,9 @@ public final class ImageClassifier {
     /// - Throws: ``WeightsError/malformed(path:reason:)`` when the output size is not `labels.count`.
     public init(network: Network, preset: PreprocessPreset, labels: [String]) throws {
         let n = network.outputShape(height: preset.cropSize, width: preset.cropSize).count
+        guard network.architecture.hasClassifier else {
+            throw WeightsError.malformed(path: network.architecture.name, reason: "the network has no classifier: it ends at \(n) `\(network.architecture.stageNames.last!)` features (use extract or train)")
+        }
         guard n == labels.count else {
             throw WeightsError.malformed(path: network.architecture.name, reason: "stage \(network.stageName) outputs \(n) values, not \(labels.count) class logits; classify needs --cut 0")
         }

