@@ -446,7 +446,8 @@ public final class Network: @unchecked Sendable {
             let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
             Pooling2D.avgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
-                              padding: p, countIncludePad: countIncludePad, output: pointer(out, batch: batch, arena))
+                              padding: p, countIncludePad: countIncludePad, output: pointer(out, batch: batch, arena),
+                              options: options)
             return out
         case let .concat(branches, channels):
             return concatenate(branches, channels: channels, act, batch: batch, protected: protected, arena, into: nil, at: 0)
