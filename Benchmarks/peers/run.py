@@ -1,5 +1,5 @@
 """Side-by-side forward-pass benchmark: `bottleneck bench` against PyTorch eager and ONNX Runtime on the
-same model, input size (224x224), batch and thread count, in alternation, plus the sgemm roofline.
+same model, input size (224x224; Inception-v3 299x299), batch and thread count, in alternation, plus the sgemm roofline.
 
   bash Benchmarks/peers/setup.sh                       # once: the peers' venv (Benchmarks/peers/.venv)
   Benchmarks/peers/.venv/bin/python Benchmarks/peers/run.py \\
@@ -31,7 +31,7 @@ ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 BIN = os.path.join(ROOT, ".build/release/bottleneck")
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
-from peer import lite0_checkpoint  # noqa: E402
+from peer import input_size, lite0_checkpoint  # noqa: E402
 from load import MODES, load  # noqa: E402
 
 
@@ -48,7 +48,7 @@ def passes_for(model, batch):
 
 def ours(model, batch, threads, passes):
     cmd = [BIN, "bench", "--model", model, "--batch", str(batch), "--threads", str(threads), "--cut", "1",
-           "--pool", "avg", "--size", "224", "--iterations", str(passes), "--warmup", "1", "--min-seconds", str(MIN_SECONDS), "--json"]
+           "--pool", "avg", "--size", str(input_size(model)), "--iterations", str(passes), "--warmup", "1", "--min-seconds", str(MIN_SECONDS), "--json"]
     ckpt = lite0_checkpoint() if model == "efficientnet-lite0" else None
     if ckpt:
         cmd += ["--weights", ckpt]
