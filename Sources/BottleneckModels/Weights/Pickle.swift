@@ -376,7 +376,12 @@ struct PickleMachine {
                 // state is not needed.
                 let state = try pop(at)
                 if case .dict(let object) = try top(at).value, object.className != nil, case .dict(let attributes) = state.value {
-                    guard !object.isNested, attributes !== object else { throw unsupported("BUILD on a nested or self-referring object", at: at) }
+                    if let name = attributes.items.first(where: { if case .dict(let d) = $0.1 { return d === object }; return false })?.0 {
+                        throw unsupported("TorchScript object \(object.className ?? "") contains itself (attribute '\(name.string ?? "?")')", at: at)
+                    }
+                    guard !object.isNested, attributes !== object else {
+                        throw unsupported("BUILD on a TorchScript object already inside another container", at: at)
+                    }
                     object.depth = max(object.depth, try checkDepth(state.depth, at: at))
                     _ = Self.nest([state])
                     object.items += attributes.items
