@@ -32,7 +32,7 @@ struct ClassifyCommand: ParsableCommand {
         guard (1...1000).contains(top) else { throw ValidationError("--top must be between 1 and 1000") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         try ValueRanges.check(batch, ValueRanges.batch, "--batch")
-        if modelOptions.layer != nil || (modelOptions.cut ?? 0) != 0 {
+        if modelOptions.stage.layer != nil || (modelOptions.stage.cut ?? 0) != 0 {
             throw ValidationError("classify needs the logits: leave out --cut/--layer (use `bottleneck extract` for features)")
         }
     }

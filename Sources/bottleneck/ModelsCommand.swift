@@ -39,7 +39,7 @@ struct ModelsCommand: ParsableCommand {
                 let stages: [[String: Any]] = arch.stages.enumerated().map { i, s in
                     ["name": s.name, "cut": arch.stages.count - 1 - i, "shape": shapes[i].dimensions, "summary": s.summary]
                 }
-                let object: [String: Any] = ["model": name, "family": arch.family, "preset": arch.presetName,
+                let object: [String: Any] = ["model": name, "family": arch.family.rawValue, "preset": arch.presetName,
                                              "native_size": arch.inputSize, "size": size, "parameters": arch.parameterCount,
                                              "flops": flops, "weights": weights, "stages": stages]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
@@ -47,7 +47,7 @@ struct ModelsCommand: ParsableCommand {
                 continue
             }
             print(String(format: "%@  [%@, preset %@, native %dx%d]  params %.2fM  FLOPs %.2fG @%dx%d  weights: %@",
-                         name, arch.family, arch.presetName, arch.inputSize, arch.inputSize,
+                         name, arch.family.rawValue, arch.presetName, arch.inputSize, arch.inputSize,
                          Double(arch.parameterCount) / 1e6, Double(flops) / 1e9, size, size, weights))
             for (i, s) in arch.stages.enumerated() {
                 let cut = arch.stages.count - 1 - i

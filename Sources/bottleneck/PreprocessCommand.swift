@@ -18,8 +18,8 @@ struct PreprocessCommand: ParsableCommand {
     @Argument(help: "The image to preprocess (omit with --bench).")
     var image: String?
 
-    @Option(help: "Preprocessing preset: \(PreprocessPreset.all.map(\.name).joined(separator: ", ")).")
-    var preset = "imagenet"
+    @Option(help: "Preprocessing preset.")
+    var preset: PreprocessPreset = .imagenet
 
     @Option(help: "Output .npy path for the 1x3xCxC float32 tensor.")
     var out: String?
@@ -39,9 +39,6 @@ struct PreprocessCommand: ParsableCommand {
     @OptionGroup var limits: DecodeLimitOptions
 
     func validate() throws {
-        guard PreprocessPreset.named(preset) != nil else {
-            throw ValidationError("Unknown preset '\(preset)'. Choose one of: \(PreprocessPreset.all.map(\.name).joined(separator: ", ")).")
-        }
         if bench != nil {
             guard image == nil, out == nil else { throw ValidationError("--bench takes a directory instead of IMG and --out.") }
             guard threads >= 1, repeats >= 1 else { throw ValidationError("--threads and --repeats must be at least 1.") }
@@ -53,7 +50,7 @@ struct PreprocessCommand: ParsableCommand {
 
     func run() throws {
         limits.apply()
-        let recipe = PreprocessPreset.named(preset)!
+        let recipe = preset
         let options = DecodeOptions(reducedDCTMinimumShorterSide: fastDecode ? recipe.resizeShorter : nil)
         if let dir = bench {
             try DecodeBenchmark(directory: dir, preset: recipe, threads: threads, repeats: repeats, fast: fastDecode).run()

@@ -77,13 +77,29 @@ public struct Stage: Sendable {
     let layers: [LayerSpec]
 }
 
+/// The architecture families the zoo builds; the raw value is the name `bottleneck models` prints.
+public enum ModelFamily: String, Sendable, CaseIterable {
+    case resnet
+    case vgg
+    case efficientNetLite = "efficientnet-lite"
+    case mobileNetV2 = "mobilenet_v2"
+
+    /// Whether `FineTuner` can train this family's top stages (its `TrainableTop` is implemented).
+    public var supportsFineTuning: Bool {
+        switch self {
+        case .resnet, .efficientNetLite: return true
+        case .vgg, .mobileNetV2: return false
+        }
+    }
+}
+
 /// A network architecture: an ordered list of stages from the input to the logits, with the
 /// PyTorch parameter names each stage needs.
 public struct Architecture: Sendable {
     /// CLI / torchvision name (`resnet50`, `vgg16_bn`, `efficientnet-lite0`).
     public let name: String
-    /// Family (`resnet`, `vgg`, `efficientnet-lite`, `mobilenet_v2`).
-    public let family: String
+    /// Family the architecture's stages come from.
+    public let family: ModelFamily
     /// Name of the input preprocessing preset (`imagenet` or `lite`, see BottleneckImage).
     public let presetName: String
     /// Native input resolution (square side, pixels).
