@@ -8,9 +8,7 @@ struct ModelsCommand: ParsableCommand {
         commandName: "models",
         abstract: "List every model with its stages (cut points), output shapes, parameters, FLOPs and weights.",
         discussion: """
-        Each stage line shows the --cut value that ends the network there, the --layer name, and the output
-        shape per image for a SIZExSIZE input (C x H x W for maps, D for vectors). FLOPs count 2 per
-        multiply-accumulate of the convolutions and linear layers, per image, through the last stage.
+        Each stage line shows the --cut value that ends the network there, the --layer name, and the output shape per image for a SIZExSIZE input (C x H x W for maps, D for vectors). FLOPs count 2 per multiply-accumulate of the convolutions and linear layers, per image, through the last stage.
         """)
 
     @Option(help: "Show only this model.")

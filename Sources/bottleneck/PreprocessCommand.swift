@@ -9,10 +9,9 @@ struct PreprocessCommand: ParsableCommand {
         commandName: "preprocess",
         abstract: "Decode an image and write the normalized network input tensor (1x3xCxC float32 .npy).",
         discussion: """
-            The tensor equals torchvision's Resize(S) + CenterCrop(C) + ToTensor() + Normalize(mean, std) on
-            ImageOps.exif_transpose(Image.open(IMG)).convert("RGB").
-            With --bench DIR, every JPEG/PNG/PPM under DIR is decoded and preprocessed (images/s printed);
-            add --fast-decode to also time the reduced-DCT JPEG path and report its tensor difference.
+            The tensor equals torchvision's Resize(S) + CenterCrop(C) + ToTensor() + Normalize(mean, std) on ImageOps.exif_transpose(Image.open(IMG)).convert("RGB").
+
+            With --bench DIR, every JPEG/PNG/PPM under DIR is decoded and preprocessed (images/s printed); add --fast-decode to also time the reduced-DCT JPEG path and report its tensor difference.
             """)
 
     @Argument(help: "The image to preprocess (omit with --bench).")

@@ -11,12 +11,7 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a classifier head (logistic regression, linear or RBF SVM) on extracted features.",
         discussion: """
-        FEATURES is a feature store written by `bottleneck extract`. Training uses its `train` split; when the
-        store has no splits, a stratified --holdout fraction (default 0.2, chosen with --seed) is kept aside and
-        reported. Features are standardised with statistics of the training rows. With several --C (or --gamma)
-        values, the best combination is chosen by stratified --cv-fold cross-validation (folds as scikit-learn's
-        StratifiedKFold) and the head is refitted on all training rows. The model (scaler, head, class names,
-        metrics, backbone identity) is written as JSON to --out.
+        FEATURES is a feature store written by `bottleneck extract`. Training uses its `train` split; when the store has no splits, a stratified --holdout fraction (default 0.2, chosen with --seed) is kept aside and reported. Features are standardised with statistics of the training rows. With several --C (or --gamma) values, the best combination is chosen by stratified --cv-fold cross-validation (folds as scikit-learn's StratifiedKFold) and the head is refitted on all training rows. The model (scaler, head, class names, metrics, backbone identity) is written as JSON to --out.
         """)
 
     @Argument(help: "Feature store directory (features.npy, index.csv, classes.json, labels.npy, meta.json).")
