@@ -66,8 +66,9 @@ let package = Package(
         .target(name: "BottleneckHeads", dependencies: ["BottleneckCore", "BottleneckImage", "CBLAS"], swiftSettings: fastMath),
         // Fine-tuning: backward passes and SGD.
         .target(name: "BottleneckTraining", dependencies: ["BottleneckModels", "BottleneckTensor", "BottleneckHeads"], swiftSettings: fastMath),
-        // Dataset scanning, batched extraction pipeline, feature store, shards.
-        .target(name: "BottleneckPipeline", dependencies: ["BottleneckImage", "BottleneckTensor", "BottleneckModels", "BottleneckCore", "BottleneckHeads"], swiftSettings: checked),
+        // Dataset scanning, batched extraction pipeline, feature store, shards, and the transfer benchmark
+        // (whose fine-tuning half uses BottleneckTraining; Training never imports Pipeline, so no cycle).
+        .target(name: "BottleneckPipeline", dependencies: ["BottleneckImage", "BottleneckTensor", "BottleneckModels", "BottleneckCore", "BottleneckHeads", "BottleneckTraining"], swiftSettings: checked),
         // The command-line tool.
         .executableTarget(name: "bottleneck", dependencies: [
             "BottleneckCore", "BottleneckImage", "BottleneckTensor", "BottleneckModels",
@@ -87,7 +88,7 @@ let package = Package(
         .testTarget(name: "BottleneckTensorTests", dependencies: ["BottleneckTensor", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "BottleneckModelsTests", dependencies: ["BottleneckModels", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
         .testTarget(name: "BottleneckHeadsTests", dependencies: ["BottleneckHeads", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
-        .testTarget(name: "BottleneckPipelineTests", dependencies: ["BottleneckPipeline", "BottleneckTestSupport"]),
+        .testTarget(name: "BottleneckPipelineTests", dependencies: ["BottleneckPipeline", "BottleneckTraining", "BottleneckTestSupport"]),
         .testTarget(name: "BottleneckTrainingTests", dependencies: ["BottleneckTraining", "BottleneckTestSupport"], resources: [.copy("Fixtures")]),
     ]
 )

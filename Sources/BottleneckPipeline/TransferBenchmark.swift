@@ -26,8 +26,8 @@ public struct TransferBenchmarkOptions: Sendable {
 
 /// One benchmarked setting: a head on one feature set (or a fine-tuned network) with its scores.
 public struct BenchmarkRow: Sendable {
-    /// `raw-pixels` (baseline), `frozen` (head on frozen features) or `finetune`.
-    public var setting: String
+    /// Baseline, head on frozen features, or fine-tuned network.
+    public var setting: BenchmarkSetting
     /// Head name (`logreg`, `linear-svm`, `rbf-svm`, `linear` for a fine-tuned network's head).
     public var head: String
     /// Stages removed from the top of the network; nil for the raw-pixel baseline.
@@ -50,7 +50,7 @@ public struct BenchmarkRow: Sendable {
     public var note: String?
 
     /// Creates a row; accuracies and train times are per seed.
-    public init(setting: String, head: String, cut: Int?, unfrozen: Int, accuracies: [Double], trainSeconds: [Double],
+    public init(setting: BenchmarkSetting, head: String, cut: Int?, unfrozen: Int, accuracies: [Double], trainSeconds: [Double],
                 inferenceImagesPerSecond: Double, featureDimension: Int, chosenC: [Double], confusion: [[Int]], note: String? = nil) {
         self.setting = setting; self.head = head; self.cut = cut; self.unfrozen = unfrozen
         self.accuracies = accuracies; self.trainSeconds = trainSeconds
@@ -71,9 +71,9 @@ public struct BenchmarkRow: Sendable {
     /// Short label for tables and plots, e.g. `frozen cut 2 rbf-svm`.
     public var label: String {
         switch setting {
-        case "raw-pixels": return "raw-pixels \(head)"
-        case "finetune": return "finetune K=\(unfrozen)"
-        default: return "\(setting) cut \(cut.map { String($0) } ?? "-") \(head)"
+        case .rawPixels: return "\(setting.rawValue) \(head)"
+        case .finetune: return "\(setting.rawValue) K=\(unfrozen)"
+        case .frozen: return "\(setting.rawValue) cut \(cut.map { String($0) } ?? "-") \(head)"
         }
     }
 }
@@ -94,7 +94,8 @@ struct LabeledMatrix {
     var labels: [Int]
 }
 
-/// Runs the frozen-feature part of the transfer benchmark and writes its report.
+/// Runs the transfer benchmark: the frozen-feature half here, the whole run and the fine-tuning half in
+/// TransferBenchmarkRun.swift; ``BenchmarkReport`` writes the report.
 ///
 /// Every feature set is extracted once through ``FeatureExtractor`` into `reportDirectory/features/<name>`
 /// (re-running with nothing changed reuses it), then every head is cross-validated, fitted on the train rows
@@ -127,11 +128,11 @@ public final class TransferBenchmark {
     /// Extracts `backbone`'s features (cached under `features/<cacheName>`) and evaluates `heads` on them.
     ///
     /// - Parameters:
-    ///   - setting: row setting (`raw-pixels` or `frozen`).
+    ///   - setting: row setting (``BenchmarkSetting/rawPixels`` or ``BenchmarkSetting/frozen``).
     ///   - cut: recorded in the rows (nil for the baseline).
     /// - Returns: one row per head, in `heads` order.
     /// - Throws: ``PipelineError`` for extraction or split problems, ``HeadError`` for fitting problems.
-    public func evaluate(backbone: FeatureBackbone, cacheName: String, setting: String, cut: Int?,
+    public func evaluate(backbone: FeatureBackbone, cacheName: String, setting: BenchmarkSetting, cut: Int?,
                          heads: [HeadKind]) throws -> [BenchmarkRow] {
         let out = reportDirectory.appendingPathComponent("features").appendingPathComponent(cacheName)
         log?("extracting \(cacheName) features (\(backbone.featureDimension)-d) into \(out.path)")
@@ -171,18 +172,15 @@ public final class TransferBenchmark {
                     config.C = options.Cs.first ?? 1
                 }
                 let fitted = try config.fit(xs, labels: train.labels, classCount: classes.count)
-                secs.append(seconds(since: t0))
+                secs.append(Self.seconds(since: t0))
                 let t1 = DispatchTime.now()
                 let predicted = try fitted.predict(try scaler.transform(test.x))
-                headSeconds += seconds(since: t1)
+                headSeconds += Self.seconds(since: t1)
                 var correct = 0
                 for (p, l) in zip(predicted, test.labels) where p == l { correct += 1 }
                 accs.append(Double(correct) / Double(test.labels.count))
                 chosen.append(config.C)
-                if s == 0 {
-                    confusion = [[Int]](repeating: [Int](repeating: 0, count: classes.count), count: classes.count)
-                    for (p, l) in zip(predicted, test.labels) { confusion[l][p] += 1 }
-                }
+                if s == 0 { confusion = confusionMatrix(predicted: predicted, labels: test.labels, classCount: classes.count) }
             }
             let headPerImage = headSeconds / Double(max(1, options.seeds) * test.labels.count)
             let perImage = backboneSecondsPerImage + headPerImage
@@ -251,7 +249,8 @@ public final class TransferBenchmark {
         return (train, test)
     }
 
-    private func seconds(since t: DispatchTime) -> Double {
+    /// Wall seconds elapsed since `t`.
+    static func seconds(since t: DispatchTime) -> Double {
         Double(DispatchTime.now().uptimeNanoseconds - t.uptimeNanoseconds) / 1e9
     }
 }
@@ -275,11 +274,11 @@ public struct BenchmarkReport {
     }
 
     /// The raw-pixel baseline row, if present.
-    public var baseline: BenchmarkRow? { rows.first { $0.setting == "raw-pixels" } }
+    public var baseline: BenchmarkRow? { rows.first { $0.setting == .rawPixels } }
 
     /// The transfer row with the highest mean accuracy (first on ties); the baseline when there is no other.
     public var best: BenchmarkRow? {
-        let transfer = rows.filter { $0.setting != "raw-pixels" }
+        let transfer = rows.filter { $0.setting != .rawPixels }
         var best: BenchmarkRow? = nil
         for r in transfer where best == nil || r.accuracyMean > best!.accuracyMean { best = r }
         return best ?? baseline
@@ -287,7 +286,7 @@ public struct BenchmarkReport {
 
     /// Whether the raw baseline beats `row` (higher mean accuracy): negative transfer.
     public func isNegativeTransfer(_ row: BenchmarkRow) -> Bool {
-        guard let b = baseline, row.setting != "raw-pixels" else { return false }
+        guard let b = baseline, row.setting != .rawPixels else { return false }
         return b.accuracyMean > row.accuracyMean
     }
 
@@ -316,7 +315,7 @@ public struct BenchmarkReport {
             let perSeed = r.accuracies.map { String(format: "%.4f", $0) }.joined(separator: " ")
             let cs = r.chosenC.map { String(format: "%g", $0) }.joined(separator: "/")
             let flag = isNegativeTransfer(r) ? "**negative transfer**" : (r.label == best?.label ? "best" : "")
-            md += "| \(r.setting) | \(r.head) | \(r.cut.map { String($0) } ?? "–") | \(r.unfrozen) | \(r.featureDimension) | "
+            md += "| \(r.setting.rawValue) | \(r.head) | \(r.cut.map { String($0) } ?? "–") | \(r.unfrozen) | \(r.featureDimension) | "
             md += String(format: "%.4f ± %.4f", r.accuracyMean, r.accuracyStd)
             md += " | \(perSeed) | " + String(format: "%.2f", r.trainSecondsMean) + " | "
             md += String(format: "%.1f", r.inferenceImagesPerSecond) + " | \(cs.isEmpty ? "–" : cs) | \(flag) |\n"
@@ -348,7 +347,7 @@ public struct BenchmarkReport {
         for f in self.facts { facts[f.key] = f.value }
         let rowObjects: [[String: Any]] = rows.map { r in
             var o: [String: Any] = [
-                "setting": r.setting, "head": r.head, "cut": r.cut.map { $0 as Any } ?? NSNull(), "unfrozen": r.unfrozen,
+                "setting": r.setting.rawValue, "head": r.head, "cut": r.cut.map { $0 as Any } ?? NSNull(), "unfrozen": r.unfrozen,
                 "accuracy_mean": r.accuracyMean, "accuracy_std": r.accuracyStd, "accuracies": r.accuracies,
                 "train_seconds": r.trainSecondsMean, "train_seconds_per_seed": r.trainSeconds,
                 "inference_images_per_second": r.inferenceImagesPerSecond, "feature_dimension": r.featureDimension,
@@ -368,8 +367,8 @@ public struct BenchmarkReport {
     /// Grouped bars: one group per cut (frozen rows) and per fine-tuning depth, one bar per head, the raw
     /// baseline as a dashed line.
     func writePlot(to url: URL) throws {
-        let frozen = rows.filter { $0.setting == "frozen" }
-        let tuned = rows.filter { $0.setting == "finetune" }
+        let frozen = rows.filter { $0.setting == .frozen }
+        let tuned = rows.filter { $0.setting == .finetune }
         let cuts = Array(Set(frozen.compactMap(\.cut))).sorted()
         let depths = Array(Set(tuned.map(\.unfrozen))).sorted()
         let groups = cuts.map { "CUT \($0)" } + depths.map { "FT K:\($0)" }
@@ -378,11 +377,13 @@ public struct BenchmarkReport {
         typealias Bar = (mean: Double, std: Double)?
         func bar(_ r: BenchmarkRow?) -> Bar { r.map { (mean: $0.accuracyMean, std: $0.accuracyStd) } }
         let noFrozen = [Bar](repeating: nil, count: cuts.count), noTuned = [Bar](repeating: nil, count: depths.count)
-        var series = heads.map { h in
-            AccuracyPlot.Series(name: h, values: cuts.map { c in bar(frozen.first { $0.head == h && $0.cut == c }) } + noTuned)
+        var series: [AccuracyPlot.Series] = heads.map { (h: String) -> AccuracyPlot.Series in
+            let perCut: [Bar] = cuts.map { (c: Int) -> Bar in bar(frozen.first { $0.head == h && $0.cut == c }) }
+            return AccuracyPlot.Series(name: h, values: perCut + noTuned)
         }
         if !tuned.isEmpty {
-            series.append(AccuracyPlot.Series(name: "fine-tuned, top K", values: noFrozen + depths.map { k in bar(tuned.first { $0.unfrozen == k }) }))
+            let perDepth: [Bar] = depths.map { (k: Int) -> Bar in bar(tuned.first { $0.unfrozen == k }) }
+            series.append(AccuracyPlot.Series(name: "fine-tuned, top K", values: noFrozen + perDepth))
         }
         try AccuracyPlot.write(title: "TEST ACCURACY PER CUT AND HEAD (MEAN +- STD)", groups: groups, series: series,
                                reference: baseline?.accuracyMean, referenceLabel: "raw-pixel baseline", to: url)

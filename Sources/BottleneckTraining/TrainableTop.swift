@@ -40,7 +40,7 @@ public struct TrainableTop {
         var layers: [Layer] = []
         var stages: [String] = []
         switch architecture.family {
-        case "efficientnet-lite":
+        case .efficientNetLite:
             let blocks = names.filter { $0.hasPrefix("blocks.") }
             guard unfreeze <= blocks.count else {
                 throw TrainingError.invalidConfiguration("\(architecture.name) has \(blocks.count) blocks; --unfreeze must be ≤ \(blocks.count)")
@@ -75,7 +75,7 @@ public struct TrainableTop {
             stages.append("head")
             features = head[0]
             pools = true
-        case "resnet":
+        case .resnet:
             let groups = names.filter { $0.hasPrefix("layer") }
             guard unfreeze <= groups.count else {
                 throw TrainingError.invalidConfiguration("\(architecture.name) has \(groups.count) layer groups; --unfreeze must be ≤ \(groups.count)")
@@ -109,7 +109,7 @@ public struct TrainableTop {
             }
             features = last
             pools = true
-        case "inception":
+        case .inception:
             // Only the new head trains: the Inception blocks (towers concatenated on channels) have no
             // differentiable counterpart here yet.
             guard unfreeze == 0 else {
@@ -121,8 +121,8 @@ public struct TrainableTop {
             prefixStage = last
             features = d
             pools = false
-        default:
-            throw TrainingError.invalidConfiguration("fine-tuning supports the efficientnet-lite and resnet families (and inception_v3's head), not \(architecture.family)")
+        case .vgg, .mobileNetV2:
+            throw TrainingError.invalidConfiguration("fine-tuning supports the efficientnet-lite and resnet families (and inception_v3's head), not \(architecture.family.rawValue)")
         }
         trainableStages = stages
         body = Sequential(layers)

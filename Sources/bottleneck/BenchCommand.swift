@@ -24,17 +24,12 @@ struct BenchCommand: ParsableCommand {
     @Option(help: "Images per forward pass.")
     var batch: Int = 1
 
-    @Option(help: "Worker threads for the kernel pool and OpenBLAS (default: all cores).")
-    var threads: Int?
+    @OptionGroup var threadOptions: ThreadOptions
 
-    @Option(help: "Remove the top N stages (0 = logits).")
-    var cut: Int?
+    @OptionGroup var stage: StageOptions
 
-    @Option(help: "End at this named stage instead of --cut.")
-    var layer: String?
-
-    @Option(help: "Reduce a spatial output: avg, max or none.")
-    var pool: String = "none"
+    @Option(help: "Reduce a spatial output.")
+    var pool: Pooling = .none
 
     @Option(help: ArgumentHelp("Checkpoint (.pth or .safetensors) to time instead of synthetic weights (same speed; for side-by-side runs with real weights).", valueName: "path"))
     var weights: String?
@@ -73,13 +68,9 @@ struct BenchCommand: ParsableCommand {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard iterations >= 1, warmup >= 0 else { throw ValidationError("--iterations must be >= 1 and --warmup >= 0") }
         guard minSeconds >= 0 else { throw ValidationError("--min-seconds must be >= 0") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-        if cut != nil && layer != nil { throw ValidationError("give either --cut or --layer, not both") }
-        guard Pooling(rawValue: pool) != nil else { throw ValidationError("--pool must be avg, max or none") }
         if let size, size < 32 { throw ValidationError("--size must be at least 32 pixels") }
         if let weights, !FileManager.default.fileExists(atPath: weights) { throw ValidationError("--weights \(weights): no such file") }
         try ValueRanges.check(batch, ValueRanges.batch, "--batch")
-        if let threads { try ValueRanges.check(threads, ValueRanges.threads, "--threads") }
         try ValueRanges.check(iterations, ValueRanges.iterations, "--iterations")
         try ValueRanges.check(warmup + 1, ValueRanges.iterations, "--warmup + 1")
         guard minSeconds.isFinite, minSeconds <= 86_400 else { throw ValidationError("--min-seconds must be at most 86400 (one day)") }
@@ -95,21 +86,20 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        var options = EngineOptions.fromEnvironment(threads: threads)
+        var options = threadOptions.configuredEngine()
         if let sliceMib { (options.sliceBudget, options.layerParallelSliceBudget) = (sliceMib << 18, sliceMib << 18) }
         if unfusedBlocks { options.fusedBlocks = false }
         if layerParallel { options.concurrentImages = false }
-        TensorThreads.configureBLAS(threads: options.threads)
         let arch = try ModelZoo.architecture(model)
-        let selection: StageSelection = layer.map { .layer($0) } ?? .cut(cut ?? 0)
+        let selection = stage.selection(defaultCut: 0)
         let loadStart = Date()
         let net: Network
         if let weights {
             net = try PretrainedModel.load(model: model, weights: URL(fileURLWithPath: weights), selection: selection,
-                                           pool: Pooling(rawValue: pool)!, options: options).network
+                                           pool: pool, options: options).network
         } else {
             net = try Network(architecture: arch, weights: SyntheticWeights(architecture: arch), cut: selection,
-                              pool: Pooling(rawValue: pool)!, sourceName: "synthetic weights", options: options)
+                              pool: pool, sourceName: "synthetic weights", options: options)
         }
         let loadSeconds = Date().timeIntervalSince(loadStart)
         let side = size ?? arch.inputSize

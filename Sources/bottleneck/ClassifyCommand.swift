@@ -32,11 +32,11 @@ struct ClassifyCommand: ParsableCommand {
         guard (1...1000).contains(top) else { throw ValidationError("--top must be between 1 and 1000") }
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         try ValueRanges.check(batch, ValueRanges.batch, "--batch")
-        if let arch = try? ModelZoo.architecture(modelOptions.model), !arch.hasClassifier {
+        if let arch = try? ModelZoo.architecture(modelOptions.checkpoint.model), !arch.hasClassifier {
             let last = arch.stageShapes(height: arch.inputSize, width: arch.inputSize).last!
             throw ValidationError("\(arch.name) has no classifier: it ends at its \(last) `\(arch.stageNames.last!)` features; use `bottleneck extract` or `bottleneck train` instead")
         }
-        if modelOptions.layer != nil || (modelOptions.cut ?? 0) != 0 {
+        if modelOptions.stage.layer != nil || (modelOptions.stage.cut ?? 0) != 0 {
             throw ValidationError("classify needs the logits: leave out --cut/--layer (use `bottleneck extract` for features)")
         }
     }

@@ -10,11 +10,7 @@ struct EvaluateCommand: ParsableCommand {
         commandName: "evaluate",
         abstract: "Evaluate a trained model on a feature store: metrics table, report.json, confusion matrix CSV and PNG.",
         discussion: """
-        Uses the store's val and test splits by default (--split picks others, or 'all'); for a store without
-        splits, the rows held out when the model was trained. Class names are matched by name, so the store may
-        list its classes in any order, but every evaluated class must be known to the model. The features must
-        come from the backbone recorded in the model (model, weights, cut/layer, pool, preprocessing) unless
-        --ignore-backbone is given.
+        Uses the store's val and test splits by default (--split picks others, or 'all'); for a store without splits, the rows held out when the model was trained. Class names are matched by name, so the store may list its classes in any order, but every evaluated class must be known to the model. The features must come from the backbone recorded in the model (model, weights, cut/layer, pool, preprocessing) unless --ignore-backbone is given.
         """)
 
     @Argument(help: "Model file written by `bottleneck train`.")

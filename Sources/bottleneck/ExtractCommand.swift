@@ -16,6 +16,8 @@ struct ExtractCommand: ParsableCommand {
         discussion: """
         DIR is scanned recursively (by content, not only extension). Layouts: DIR/<class>/* (labels from folder names), DIR/train|val|test/<class>/* (splits kept) or a flat folder (no labels).
 
+        Without --cut or --layer, features come from cut 1: everything but the classifier.
+
         OUT receives features.npy (N x D float32), index.csv, labels.npy, classes.json, meta.json, and features_<split>.npy / labels_<split>.npy when the dataset has splits. Images that fail to decode are recorded in index.csv and skipped. An interrupted run continues with --resume; running again with nothing changed returns at once.
         """)
 
@@ -31,14 +33,10 @@ struct ExtractCommand: ParsableCommand {
     @Option(help: ArgumentHelp("Checkpoint file (.pth or .safetensors); default: the weight cache (see `bottleneck weights fetch`).", valueName: "path"))
     var weights: String?
 
-    @Option(help: "Cut the network N stages from the top (default 1: everything but the classifier).")
-    var cut: Int?
+    @OptionGroup var stage: StageOptions
 
-    @Option(help: "Take features at this named layer instead of --cut.")
-    var layer: String?
-
-    @Option(help: "Spatial pooling of the feature map: avg, max or none.")
-    var pool: String?
+    @Option(help: "Spatial pooling of the feature map (default avg).")
+    var pool: Pooling?
 
     @Option(help: "Output directory (default: features/<DIR name>/<model>-<cut or layer>/ under the current directory).")
     var out: String?
@@ -67,10 +65,7 @@ struct ExtractCommand: ParsableCommand {
     func validate() throws {
         try ValueRanges.check(batch, ValueRanges.batch, "--batch")
         if let t = threads { try ValueRanges.check(t, ValueRanges.threads, "--threads") }
-        if cut != nil && layer != nil { throw ValidationError("give either --cut or --layer, not both") }
-        if let c = cut, c < 0 { throw ValidationError("--cut must be 0 or more") }
-        if let p = pool, !["avg", "max", "none"].contains(p) { throw ValidationError("--pool must be avg, max or none") }
-        _ = try BackboneFactory.modelOptions(model: model, weights: weights, cut: cut, layer: layer, pool: pool)
+        _ = try BackboneFactory.modelOptions(model: model, weights: weights, cut: stage.cut, layer: stage.layer, pool: pool)
         if let s = shard { do { _ = try ShardSpec(parsing: s) } catch { throw ValidationError("\(error)") } }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
@@ -85,12 +80,12 @@ struct ExtractCommand: ParsableCommand {
             guard let info = try ClassifierModel.load(from: url).backbone, info.model == model else {
                 throw ValidationError("\(finetuned) was not fine-tuned from --model \(model)")
             }
-            guard cut == nil, layer == nil, pool == nil else {
+            guard stage.cut == nil, stage.layer == nil, pool == nil else {
                 throw ValidationError("--finetuned fixes the cut and pooling; drop --cut, --layer and --pool")
             }
             backbone = try BackboneFactory.make(for: info, modelFile: url, weights: weights)
         } else {
-            backbone = try BackboneFactory.make(model: model, weights: weights, cut: cut, layer: layer, pool: pool)
+            backbone = try BackboneFactory.make(model: model, weights: weights, cut: stage.cut, layer: stage.layer, pool: pool)
         }
         var options = ExtractionOptions()
         options.batchSize = batch
@@ -225,9 +220,9 @@ func pipelineLog(_ s: String) { FileHandle.standardError.write(Data((s + "\n").u
 /// built-in baseline, anything else through the shared ``ModelOptions`` (same validation and loading
 /// as the other commands that run a network).
 enum BackboneFactory {
-    static func modelOptions(model: String, weights: String?, cut: Int?, layer: String?, pool: String?) throws -> ModelOptions? {
+    static func modelOptions(model: String, weights: String?, cut: Int?, layer: String?, pool: Pooling?) throws -> ModelOptions? {
         if model == RawPixelBackbone.modelName {
-            if cut != nil || layer != nil || weights != nil || (pool != nil && pool != "avg") {
+            if cut != nil || layer != nil || weights != nil || (pool != nil && pool != .avg) {
                 throw ValidationError("raw-pixels takes no --weights, --cut, --layer or --pool (it always area-averages to 3x16x16)")
             }
             return nil
@@ -239,13 +234,13 @@ enum BackboneFactory {
         if let weights { args += ["--weights", weights] }
         if let cut { args += ["--cut", String(cut)] }
         if let layer { args += ["--layer", layer] }
-        if let pool { args += ["--pool", pool] }
+        if let pool { args += ["--pool", pool.rawValue] }
         do { return try ModelOptions.parse(args) } catch {
             throw ValidationError(ModelOptions.message(for: error))
         }
     }
 
-    static func make(model: String, weights: String?, cut: Int?, layer: String?, pool: String?) throws -> FeatureBackbone {
+    static func make(model: String, weights: String?, cut: Int?, layer: String?, pool: Pooling?) throws -> FeatureBackbone {
         guard let options = try modelOptions(model: model, weights: weights, cut: cut, layer: layer, pool: pool) else {
             return RawPixelBackbone(preset: .imagenet, grid: 16)
         }
@@ -262,7 +257,13 @@ enum BackboneFactory {
         var cut: Int? = nil, layer: String? = nil
         if info.cut.hasPrefix("cut ") { cut = Int(info.cut.dropFirst(4)) }
         if info.cut.hasPrefix("layer ") { layer = String(info.cut.dropFirst(6)) }
-        let pool = info.pool.isEmpty ? nil : info.pool
+        var pool: Pooling? = nil
+        if !info.pool.isEmpty {
+            guard let recorded = Pooling(rawValue: info.pool) else {
+                throw ValidationError("\(modelFile.path) records pooling '\(info.pool)'; expected one of: \(Pooling.allValueStrings.joined(separator: ", "))")
+            }
+            pool = recorded
+        }
         guard let sidecarName = info.extra["finetuned_weights"] else {
             return try make(model: info.model, weights: weights, cut: cut, layer: layer, pool: pool)
         }

@@ -22,11 +22,7 @@ struct FinetuneCommand: ParsableCommand {
     @Argument(help: "Dataset folder with train/<class>/ and optionally val/<class>/ subfolders.")
     var dir: String
 
-    @Option(help: "Model from the zoo (efficientnet-lite0/1/2, resnet18...resnet152).")
-    var model: String = "efficientnet-lite0"
-
-    @Option(help: ArgumentHelp("Checkpoint file (.pth or .safetensors) to use instead of the cached one for --model.", valueName: "path"))
-    var weights: String?
+    @OptionGroup var checkpoint: CheckpointOptions
 
     @Option(help: "Stages to fine-tune with the head (0 trains the head only).")
     var unfreeze: Int = 2
@@ -47,13 +43,13 @@ struct FinetuneCommand: ParsableCommand {
     var weightDecay: Float = 1e-4
 
     @Option(help: "Learning-rate schedule over epochs: cosine, step (x0.1 every epochs/3) or constant.")
-    var schedule: String = "cosine"
+    var schedule: ScheduleKind = .cosine
 
     @Option(help: "Training augmentations: comma-separated flip, crop (random-resized crop), or none.")
     var augment: String = "flip,crop"
 
     @Option(name: .customLong("head-init"), help: "Head initialisation: zero or logreg (logistic regression on frozen features).")
-    var headInit: String = "zero"
+    var headInit: HeadInitialization = .zero
 
     @Flag(name: .customLong("update-bn"), help: "Train BatchNorm with batch statistics and update its running statistics.")
     var updateBN = false
@@ -61,8 +57,7 @@ struct FinetuneCommand: ParsableCommand {
     @Option(help: "Seed for shuffling and augmentation.")
     var seed: UInt64 = 0
 
-    @Option(help: "BLAS threads (default: all cores).")
-    var threads: Int?
+    @OptionGroup var threadOptions: ThreadOptions
 
     @Option(help: "Write the fine-tuned model here (plus MODEL.finetuned.safetensors).")
     var out: String?
@@ -77,30 +72,20 @@ struct FinetuneCommand: ParsableCommand {
         guard lr > 0, lr.isFinite else { throw ValidationError("--lr must be a positive number") }
         guard momentum >= 0, momentum < 1 else { throw ValidationError("--momentum must be in [0, 1)") }
         guard weightDecay >= 0 else { throw ValidationError("--weight-decay must be 0 or more") }
-        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1") }
         try ValueRanges.check(batch, ValueRanges.batch, "--batch")
         try ValueRanges.check(epochs, ValueRanges.epochs, "--epochs")
-        if let t = threads { try ValueRanges.check(t, ValueRanges.threads, "--threads") }
         guard lr.isFinite, weightDecay.isFinite else { throw ValidationError("--lr and --weight-decay must be finite numbers") }
-        guard ScheduleKind(rawValue: schedule) != nil else { throw ValidationError("--schedule must be cosine, step or constant") }
-        guard HeadInitialization(rawValue: headInit) != nil else { throw ValidationError("--head-init must be zero or logreg") }
         do { _ = try AugmentationSet(parsing: augment) } catch { throw ValidationError("\(error)") }
-        guard (try? ModelZoo.architecture(model)) != nil else {
-            throw ValidationError("unknown model '\(model)'; known: \(ModelZoo.names.joined(separator: ", "))")
-        }
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDir), isDir.boolValue else {
             throw ValidationError("\(dir) is not a directory: pass the dataset folder that holds train/ (and val/)")
         }
-        if let w = weights, !FileManager.default.fileExists(atPath: w) {
-            throw ValidationError("--weights \(w): no such file; omit it to use the cached checkpoint (`bottleneck weights fetch \(model)`)")
-        }
     }
 
     func run() throws {
-        let engine = EngineOptions.fromEnvironment(threads: threads)
-        TensorThreads.configureBLAS(threads: engine.threads)
-        let arch = try ModelZoo.architecture(model)
+        let engine = threadOptions.configuredEngine()
+        let model = checkpoint.model
+        let arch = try checkpoint.architecture()
         let root = URL(fileURLWithPath: dir)
         let scan = try DatasetScanner.scan(root)
         let train = scan.entries.filter { $0.split == "train" }, val = scan.entries.filter { $0.split == "val" }
@@ -118,14 +103,13 @@ struct FinetuneCommand: ParsableCommand {
         config.batchSize = batch
         config.momentum = momentum
         config.weightDecay = weightDecay
-        config.schedule = ScheduleKind(rawValue: schedule)!
+        config.schedule = schedule
         config.augment = try AugmentationSet(parsing: augment)
-        config.headInit = HeadInitialization(rawValue: headInit)!
+        config.headInit = headInit
         config.updateBatchNorm = updateBN
         config.seed = seed
         config.engine = engine
-        let url = try weights.map { URL(fileURLWithPath: $0) }
-            ?? WeightCache.default.resolve(model: model, manifest: WeightManifest.bundled())
+        let url = try checkpoint.checkpointURL()
         let source = try Checkpoint(contentsOf: url)
         let tuner = try FineTuner(architecture: arch, weights: source, classCount: classes.count, config: config,
                                   sourceName: url.path)

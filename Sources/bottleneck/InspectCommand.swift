@@ -8,10 +8,7 @@ struct InspectCommand: ParsableCommand {
         commandName: "inspect",
         abstract: "Print format, stored size, color model, bit depth and EXIF orientation of images.",
         discussion: """
-            Reads only the headers: a bounded prefix and the marker segments or chunks before the image data,
-            skipping what it does not need, so the cost does not grow with the file's size. With --decode the
-            decoding limits apply (see --help of the limit options). Exits with status 1 if any file could not be
-            inspected (each error is printed).
+            Reads only the headers: a bounded prefix and the marker segments or chunks before the image data, skipping what it does not need, so the cost does not grow with the file's size. With --decode the decoding limits apply (see --help of the limit options). Exits with status 1 if any file could not be inspected (each error is printed).
             """)
 
     @Argument(help: "Image files (JPEG, PNG, PPM/PGM; other formats are reported as unsupported).")

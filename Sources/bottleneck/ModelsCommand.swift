@@ -8,9 +8,7 @@ struct ModelsCommand: ParsableCommand {
         commandName: "models",
         abstract: "List every model with its stages (cut points), output shapes, parameters, FLOPs and weights.",
         discussion: """
-        Each stage line shows the --cut value that ends the network there, the --layer name, and the output
-        shape per image for a SIZExSIZE input (C x H x W for maps, D for vectors). FLOPs count 2 per
-        multiply-accumulate of the convolutions and linear layers, per image, through the last stage.
+        Each stage line shows the --cut value that ends the network there, the --layer name, and the output shape per image for a SIZExSIZE input (C x H x W for maps, D for vectors). FLOPs count 2 per multiply-accumulate of the convolutions and linear layers, per image, through the last stage.
         """)
 
     @Option(help: "Show only this model.")
@@ -40,7 +38,7 @@ struct ModelsCommand: ParsableCommand {
                 let stages: [[String: Any]] = arch.stages.enumerated().map { i, s in
                     ["name": s.name, "cut": arch.stages.count - 1 - i, "shape": shapes[i].dimensions, "summary": s.summary]
                 }
-                let object: [String: Any] = ["model": name, "family": arch.family, "preset": arch.presetName,
+                let object: [String: Any] = ["model": name, "family": arch.family.rawValue, "preset": arch.presetName,
                                              "native_size": arch.inputSize, "size": size, "parameters": arch.parameterCount,
                                              "flops": flops, "weights": weights, "stages": stages]
                 let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
@@ -48,7 +46,7 @@ struct ModelsCommand: ParsableCommand {
                 continue
             }
             print(String(format: "%@  [%@, preset %@, native %dx%d]  params %.2fM  FLOPs %.2fG @%dx%d  weights: %@",
-                         name, arch.family, arch.presetName, arch.inputSize, arch.inputSize,
+                         name, arch.family.rawValue, arch.presetName, arch.inputSize, arch.inputSize,
                          Double(arch.parameterCount) / 1e6, Double(flops) / 1e9, size, size, weights))
             for (i, s) in arch.stages.enumerated() {
                 let cut = arch.stages.count - 1 - i

@@ -10,10 +10,7 @@ struct PredictCommand: ParsableCommand {
         commandName: "predict",
         abstract: "Classify images with a trained model: decode, run the model's backbone, apply scaler and head.",
         discussion: """
-        The backbone (model, cut or layer, pooling, preprocessing) is rebuilt from what the model recorded at
-        training time and checked against it, including the weights' SHA-256; pass --weights when the checkpoint
-        is not the cached one. Directories are searched recursively for .jpg, .jpeg, .png, .ppm and .pnm files.
-        Images that cannot be decoded are reported and skipped (exit status 1 at the end).
+        The backbone (model, cut or layer, pooling, preprocessing) is rebuilt from what the model recorded at training time and checked against it, including the weights' SHA-256; pass --weights when the checkpoint is not the cached one. Directories are searched recursively for .jpg, .jpeg, .png, .ppm and .pnm files. Images that cannot be decoded are reported and skipped (exit status 1 at the end).
         """)
 
     @Argument(help: "Model file written by `bottleneck train`.")

@@ -9,17 +9,16 @@ struct PreprocessCommand: ParsableCommand {
         commandName: "preprocess",
         abstract: "Decode an image and write the normalized network input tensor (1x3xCxC float32 .npy).",
         discussion: """
-            The tensor equals torchvision's Resize(S) + CenterCrop(C) + ToTensor() + Normalize(mean, std) on
-            ImageOps.exif_transpose(Image.open(IMG)).convert("RGB").
-            With --bench DIR, every JPEG/PNG/PPM under DIR is decoded and preprocessed (images/s printed);
-            add --fast-decode to also time the reduced-DCT JPEG path and report its tensor difference.
+            The tensor equals torchvision's Resize(S) + CenterCrop(C) + ToTensor() + Normalize(mean, std) on ImageOps.exif_transpose(Image.open(IMG)).convert("RGB").
+
+            With --bench DIR, every JPEG/PNG/PPM under DIR is decoded and preprocessed (images/s printed); add --fast-decode to also time the reduced-DCT JPEG path and report its tensor difference.
             """)
 
     @Argument(help: "The image to preprocess (omit with --bench).")
     var image: String?
 
-    @Option(help: "Preprocessing preset: \(PreprocessPreset.all.map(\.name).joined(separator: ", ")).")
-    var preset = "imagenet"
+    @Option(help: "Preprocessing preset.")
+    var preset: PreprocessPreset = .imagenet
 
     @Option(help: "Output .npy path for the 1x3xCxC float32 tensor.")
     var out: String?
@@ -39,9 +38,6 @@ struct PreprocessCommand: ParsableCommand {
     @OptionGroup var limits: DecodeLimitOptions
 
     func validate() throws {
-        guard PreprocessPreset.named(preset) != nil else {
-            throw ValidationError("Unknown preset '\(preset)'. Choose one of: \(PreprocessPreset.all.map(\.name).joined(separator: ", ")).")
-        }
         if bench != nil {
             guard image == nil, out == nil else { throw ValidationError("--bench takes a directory instead of IMG and --out.") }
             guard threads >= 1, repeats >= 1 else { throw ValidationError("--threads and --repeats must be at least 1.") }
@@ -53,7 +49,7 @@ struct PreprocessCommand: ParsableCommand {
 
     func run() throws {
         limits.apply()
-        let recipe = PreprocessPreset.named(preset)!
+        let recipe = preset
         let options = DecodeOptions(reducedDCTMinimumShorterSide: fastDecode ? recipe.resizeShorter : nil)
         if let dir = bench {
             try DecodeBenchmark(directory: dir, preset: recipe, threads: threads, repeats: repeats, fast: fastDecode).run()

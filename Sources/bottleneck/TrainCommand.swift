@@ -11,19 +11,14 @@ struct TrainCommand: ParsableCommand {
         commandName: "train",
         abstract: "Train a classifier head (logistic regression, linear or RBF SVM) on extracted features.",
         discussion: """
-        FEATURES is a feature store written by `bottleneck extract`. Training uses its `train` split; when the
-        store has no splits, a stratified --holdout fraction (default 0.2, chosen with --seed) is kept aside and
-        reported. Features are standardised with statistics of the training rows. With several --C (or --gamma)
-        values, the best combination is chosen by stratified --cv-fold cross-validation (folds as scikit-learn's
-        StratifiedKFold) and the head is refitted on all training rows. The model (scaler, head, class names,
-        metrics, backbone identity) is written as JSON to --out.
+        FEATURES is a feature store written by `bottleneck extract`. Training uses its `train` split; when the store has no splits, a stratified --holdout fraction (default 0.2, chosen with --seed) is kept aside and reported. Features are standardised with statistics of the training rows. With several --C (or --gamma) values, the best combination is chosen by stratified --cv-fold cross-validation (folds as scikit-learn's StratifiedKFold) and the head is refitted on all training rows. The model (scaler, head, class names, metrics, backbone identity) is written as JSON to --out.
         """)
 
     @Argument(help: "Feature store directory (features.npy, index.csv, classes.json, labels.npy, meta.json).")
     var features: String
 
     @Option(help: "Head: logreg, linear-svm, rbf-svm or linear-kernel-svm.")
-    var head: String
+    var head: HeadKind
 
     @Option(name: .customLong("C"), help: "Inverse regularisation strength in 1e-12...1e12; a comma-separated list (up to 100 values) runs a grid search (e.g. 0.01,0.1,1,10).")
     var cValues: String = "1"
@@ -38,7 +33,7 @@ struct TrainCommand: ParsableCommand {
     var cvShuffle = false
 
     @Option(help: "Class weighting: none or balanced (n / (classes * count)).")
-    var classWeight: String = "none"
+    var classWeight: ClassWeight = .none
 
     @Option(help: "Fraction held out (stratified) when the store has no train split; 0 trains on every labeled row.")
     var holdout: Double?
@@ -47,7 +42,7 @@ struct TrainCommand: ParsableCommand {
     var seed: UInt64 = 0
 
     @Option(help: "Linear SVM loss: squared_hinge (scikit-learn's default) or hinge.")
-    var loss: String = "squared_hinge"
+    var loss: LinearSVM.Loss = .squaredHinge
 
     @Flag(help: "L2-normalise each feature row before standardisation.")
     var l2Normalize = false
@@ -68,18 +63,13 @@ struct TrainCommand: ParsableCommand {
     var timingJSON = false
 
     func validate() throws {
-        guard HeadKind(rawValue: head) != nil else {
-            throw ValidationError("--head must be one of \(HeadKind.allCases.map(\.rawValue).joined(separator: ", "))")
-        }
         _ = try ValueRanges.grid(cValues, "--C")
         if gamma != "scale" { _ = try ValueRanges.grid(gamma, "--gamma (or 'scale')") }
         try ValueRanges.check(cv, ValueRanges.cvFolds, "--cv")
-        guard ClassWeight(rawValue: classWeight) != nil else { throw ValidationError("--class-weight must be none or balanced") }
-        guard LinearSVM.Loss(rawValue: loss) != nil else { throw ValidationError("--loss must be squared_hinge or hinge") }
         if let h = holdout, !(h >= 0 && h < 1) { throw ValidationError("--holdout must be in [0, 1)") }
         if let t = tol, !(t > 0 && t.isFinite) { throw ValidationError("--tol must be a positive finite number") }
         if let m = maxIter { try ValueRanges.check(m, ValueRanges.iterations, "--max-iter") }
-        if probability && !(head == "rbf-svm" || head == "linear-kernel-svm") {
+        if probability && !(head == .rbfSVM || head == .kernelLinearSVM) {
             throw ValidationError("--probability applies to rbf-svm and linear-kernel-svm (logreg always has probabilities)")
         }
     }
@@ -87,8 +77,8 @@ struct TrainCommand: ParsableCommand {
     func run() throws {
         let store = try FeatureStore.load(from: URL(fileURLWithPath: features))
         let data = try LabeledRows.training(store: store, holdout: holdout, seed: seed)
-        var config = HeadConfig(kind: HeadKind(rawValue: head)!, classWeight: ClassWeight(rawValue: classWeight)!)
-        config.loss = LinearSVM.Loss(rawValue: loss)!
+        var config = HeadConfig(kind: head, classWeight: classWeight)
+        config.loss = loss
         config.tolerance = tol
         config.maxIterations = maxIter
         config.probability = probability
@@ -127,7 +117,7 @@ struct TrainCommand: ParsableCommand {
         try model.save(to: URL(fileURLWithPath: out))
 
         if timingJSON {
-            var obj: [String: Any] = ["head": head, "fit_seconds": fitSeconds, "n_train": data.train.labels.count,
+            var obj: [String: Any] = ["head": head.rawValue, "fit_seconds": fitSeconds, "n_train": data.train.labels.count,
                                       "dimension": store.dimension, "C": config.C, "train_accuracy": metrics["train"]!.accuracy]
             if let g = config.gamma ?? (fitted.kindName.hasSuffix("svm") ? gammaOf(fitted) : nil) { obj["gamma"] = g }
             if let h = metrics["holdout"] { obj["holdout_accuracy"] = h.accuracy }
@@ -144,7 +134,7 @@ struct TrainCommand: ParsableCommand {
                       + String(format: " %.4f", c.meanAccuracy) + mark)
             }
         }
-        var chosen = String(format: "head %@, C=%g", head, config.C)
+        var chosen = String(format: "head %@, C=%g", head.rawValue, config.C)
         if case .kernelSVM(let k) = fitted, k.kernel == .rbf { chosen += String(format: ", gamma=%g%@", k.gamma, config.gamma == nil ? " (scale)" : "") }
         print(chosen)
         print(String(format: "fit time (scaler + CV + final fit): %.3f s", fitSeconds))

@@ -58,9 +58,9 @@ final class TransferBenchmarkTests: XCTestCase {
         try makeDataset(data, splits: [("train", 12), ("val", 6)])
         let bench = TransferBenchmark(dataset: data, reportDirectory: out, options: options())
         var rows = try bench.evaluate(backbone: RawPixelBackbone(preset: .imagenet, grid: 4), cacheName: "raw4",
-                                      setting: "raw-pixels", cut: nil, heads: [.logreg])
+                                      setting: .rawPixels, cut: nil, heads: [.logreg])
         rows += try bench.evaluate(backbone: RawPixelBackbone(preset: .imagenet, grid: 8), cacheName: "raw8",
-                                   setting: "frozen", cut: 1, heads: [.logreg, .linearSVM, .rbfSVM])
+                                   setting: .frozen, cut: 1, heads: [.logreg, .linearSVM, .rbfSVM])
         XCTAssertEqual(bench.split?.description, "train split vs val split")
         XCTAssertEqual(bench.split?.trainPaths.count, 24)
         XCTAssertEqual(bench.split?.testPaths.count, 12)
@@ -110,7 +110,7 @@ final class TransferBenchmarkTests: XCTestCase {
         // Re-running reuses the cached features and gives the same accuracies.
         let again = TransferBenchmark(dataset: data, reportDirectory: out, options: options())
         let rerun = try again.evaluate(backbone: RawPixelBackbone(preset: .imagenet, grid: 8), cacheName: "raw8",
-                                       setting: "frozen", cut: 1, heads: [.logreg])
+                                       setting: .frozen, cut: 1, heads: [.logreg])
         XCTAssertEqual(rerun[0].accuracies, rows[1].accuracies)
     }
 
@@ -121,7 +121,7 @@ final class TransferBenchmarkTests: XCTestCase {
         try makeDataset(data, splits: [("", 15)])
         let bench = TransferBenchmark(dataset: data, reportDirectory: root.appendingPathComponent("r"), options: options())
         let rows = try bench.evaluate(backbone: RawPixelBackbone(preset: .imagenet, grid: 4), cacheName: "raw4",
-                                      setting: "raw-pixels", cut: nil, heads: [.logreg])
+                                      setting: .rawPixels, cut: nil, heads: [.logreg])
         let split = try XCTUnwrap(bench.split)
         XCTAssertTrue(split.description.contains("holdout"), split.description)
         XCTAssertEqual(split.testPaths.count, 6)  // round(0.2 * 15) = 3 per class
@@ -131,11 +131,11 @@ final class TransferBenchmarkTests: XCTestCase {
     }
 
     func testNegativeTransferIsFlagged() throws {
-        func row(_ setting: String, _ cut: Int?, _ accs: [Double]) -> BenchmarkRow {
+        func row(_ setting: BenchmarkSetting, _ cut: Int?, _ accs: [Double]) -> BenchmarkRow {
             BenchmarkRow(setting: setting, head: "logreg", cut: cut, unfrozen: 0, accuracies: accs, trainSeconds: [0.1],
                          inferenceImagesPerSecond: 10, featureDimension: 4, chosenC: [1], confusion: [[1, 0], [0, 1]])
         }
-        let report = BenchmarkReport(rows: [row("raw-pixels", nil, [0.8, 0.8]), row("frozen", 1, [0.9, 1.0]), row("frozen", 2, [0.6, 0.7])],
+        let report = BenchmarkReport(rows: [row(.rawPixels, nil, [0.8, 0.8]), row(.frozen, 1, [0.9, 1.0]), row(.frozen, 2, [0.6, 0.7])],
                                      classes: ["a", "b"], split: BenchmarkSplit(trainPaths: ["x"], testPaths: ["y"], description: "d"),
                                      facts: [], notes: [])
         XCTAssertFalse(report.isNegativeTransfer(report.rows[1]))

@@ -76,6 +76,6 @@ enum EfficientNetLiteFamily {
         stages.append(Stage(name: "avgpool", summary: "global average pool + flatten", layers: [.globalAvgPool]))
         stages.append(Stage(name: "fc", summary: "linear to 1000 logits (dropout is the identity)",
                             layers: [.linear(name: "_fc", inFeatures: 1280, outFeatures: 1000, activation: .none)]))
-        return Architecture(name: name, family: "efficientnet-lite", presetName: "lite", inputSize: p.resolution, stages: stages)
+        return Architecture(name: name, family: .efficientNetLite, presetName: "lite", inputSize: p.resolution, stages: stages)
     }
 }

@@ -133,6 +133,6 @@ enum InceptionFamily {
             stage("mixed_10", "InceptionE (max pool tower)", inceptionE("mixed_10", 2048, maxPoolTower: true)),
             stage("pool_3", "global average pool + flatten: 2048 features, no classifier", .globalAvgPool),
         ]
-        return Architecture(name: name, family: "inception", presetName: "inception", inputSize: 299, stages: stages)
+        return Architecture(name: name, family: .inception, presetName: "inception", inputSize: 299, stages: stages)
     }
 }

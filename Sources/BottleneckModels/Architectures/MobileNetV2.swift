@@ -71,6 +71,6 @@ enum MobileNetV2Family {
         stages.append(Stage(name: "avgpool", summary: "global average pool + flatten", layers: [.globalAvgPool]))
         stages.append(Stage(name: "classifier", summary: "linear to 1000 logits (dropout is the identity)",
                             layers: [.linear(name: "classifier.1", inFeatures: lastChannels, outFeatures: 1000, activation: .none)]))
-        return Architecture(name: name, family: "mobilenet_v2", presetName: "imagenet", inputSize: 224, stages: stages)
+        return Architecture(name: name, family: .mobileNetV2, presetName: "imagenet", inputSize: 224, stages: stages)
     }
 }

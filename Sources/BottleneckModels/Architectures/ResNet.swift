@@ -65,6 +65,6 @@ enum ResNetFamily {
         stages.append(Stage(name: "avgpool", summary: "global average pool + flatten", layers: [.globalAvgPool]))
         stages.append(Stage(name: "fc", summary: "linear to 1000 logits",
                             layers: [.linear(name: "fc", inFeatures: inplanes, outFeatures: 1000, activation: .none)]))
-        return Architecture(name: name, family: "resnet", presetName: "imagenet", inputSize: 224, stages: stages)
+        return Architecture(name: name, family: .resnet, presetName: "imagenet", inputSize: 224, stages: stages)
     }
 }

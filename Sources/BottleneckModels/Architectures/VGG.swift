@@ -40,6 +40,6 @@ enum VGGFamily {
                             layers: [.linear(name: "classifier.3", inFeatures: 4096, outFeatures: 4096, activation: .relu)]))
         stages.append(Stage(name: "fc8", summary: "linear to 1000 logits",
                             layers: [.linear(name: "classifier.6", inFeatures: 4096, outFeatures: 1000, activation: .none)]))
-        return Architecture(name: name, family: "vgg", presetName: "imagenet", inputSize: 224, stages: stages)
+        return Architecture(name: name, family: .vgg, presetName: "imagenet", inputSize: 224, stages: stages)
     }
 }

@@ -96,13 +96,32 @@ public struct Stage: Sendable {
     let layers: [LayerSpec]
 }
 
+/// The architecture families the zoo builds; the raw value is the name `bottleneck models` prints.
+public enum ModelFamily: String, Sendable, CaseIterable {
+    case resnet
+    case vgg
+    case efficientNetLite = "efficientnet-lite"
+    case mobileNetV2 = "mobilenet_v2"
+    case inception
+
+    /// Fine-tuning depths `benchmark --finetune auto` runs: 0, 1, 2 where the top stages train, only the
+    /// new head (0) for Inception-v3 (its blocks cannot train yet), none for the others.
+    public var automaticFineTuneDepths: [Int] {
+        switch self {
+        case .resnet, .efficientNetLite: return [0, 1, 2]
+        case .inception: return [0]
+        case .vgg, .mobileNetV2: return []
+        }
+    }
+}
+
 /// A network architecture: an ordered list of stages from the input to the logits, with the
 /// PyTorch parameter names each stage needs.
 public struct Architecture: Sendable {
     /// CLI / torchvision name (`resnet50`, `vgg16_bn`, `efficientnet-lite0`).
     public let name: String
-    /// Family (`resnet`, `vgg`, `efficientnet-lite`, `mobilenet_v2`).
-    public let family: String
+    /// Family the architecture's stages come from.
+    public let family: ModelFamily
     /// Name of the input preprocessing preset (`imagenet` or `lite`, see BottleneckImage).
     public let presetName: String
     /// Native input resolution (square side, pixels).
