@@ -40,3 +40,29 @@ struct HashBlocks: Sendable {
         precondition(pending.isEmpty)
     }
 }
+
+/// A hash built on `HashBlocks` (MD5, SHA-256): its compression function and the byte order of the
+/// padding's length field; feeding and padding are shared here.
+protocol BlockHash {
+    var blocks: HashBlocks { get set }
+    /// Whether the padding's bit length is big-endian (SHA-256) or little-endian (MD5).
+    static var bigEndianLength: Bool { get }
+    /// Folds one 64-byte block into the state.
+    mutating func compress(_ block: UnsafePointer<UInt8>)
+}
+
+extension BlockHash {
+    /// Feeds `data` through the block stream into `compress`.
+    mutating func absorb(_ data: UnsafeRawBufferPointer) {
+        var stream = blocks
+        stream.feed(data) { compress($0) }
+        blocks = stream
+    }
+
+    /// Pads and compresses the last block(s); the state then holds the digest.
+    mutating func pad() {
+        var stream = blocks
+        stream.finish(bigEndianLength: Self.bigEndianLength) { compress($0) }
+        blocks = stream
+    }
+}

@@ -5,9 +5,10 @@ import Foundation
 /// known it is checked as well.
 ///
 /// Streaming: call ``update(_:)`` with chunks, then ``finalize()``.
-public struct MD5: Sendable {
+public struct MD5: Sendable, BlockHash {
     private var state: (UInt32, UInt32, UInt32, UInt32) = (0x6745_2301, 0xEFCD_AB89, 0x98BA_DCFE, 0x1032_5476)
-    private var blocks = HashBlocks()
+    var blocks = HashBlocks()
+    static let bigEndianLength = false
 
     /// Per-round left-rotation amounts (RFC 1321, section 3.4).
     private static let shifts: [UInt32] = [7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22, 7, 12, 17, 22,
@@ -21,20 +22,14 @@ public struct MD5: Sendable {
     public init() {}
 
     /// Feeds bytes into the hash.
-    public mutating func update(_ data: UnsafeRawBufferPointer) {
-        var stream = blocks
-        stream.feed(data) { compress($0) }
-        blocks = stream
-    }
+    public mutating func update(_ data: UnsafeRawBufferPointer) { absorb(data) }
 
     /// Feeds `Data` into the hash.
     public mutating func update(_ data: Data) { data.withUnsafeBytes { update($0) } }
 
     /// Finishes and returns the 16-byte digest as lowercase hex.
     public mutating func finalize() -> String {
-        var stream = blocks
-        stream.finish(bigEndianLength: false) { compress($0) }
-        blocks = stream
+        pad()
         let words = [state.0, state.1, state.2, state.3]
         return words.map { w in (0..<4).map { String(format: "%02x", (w >> (8 * UInt32($0))) & 0xFF) }.joined() }.joined()
     }
@@ -42,7 +37,7 @@ public struct MD5: Sendable {
     /// Hex digest of `data`.
     public static func hex(_ data: Data) -> String { var m = MD5(); m.update(data); return m.finalize() }
 
-    private mutating func compress(_ p: UnsafePointer<UInt8>) {
+    mutating func compress(_ p: UnsafePointer<UInt8>) {
         var m = [UInt32](repeating: 0, count: 16)
         for i in 0..<16 {
             m[i] = UInt32(p[4 * i]) | UInt32(p[4 * i + 1]) << 8 | UInt32(p[4 * i + 2]) << 16 | UInt32(p[4 * i + 3]) << 24
