@@ -4,7 +4,7 @@ same model, input size (224x224; Inception-v3 299x299), batch and thread count, 
   bash Benchmarks/peers/setup.sh                       # once: the peers' venv (Benchmarks/peers/.venv)
   Benchmarks/peers/.venv/bin/python Benchmarks/peers/run.py \\
       [--models efficientnet-lite0,mobilenet_v2,resnet18,resnet50,vgg16] [--batches 1,8,32] [--threads 2] [--rounds 3]
-      [--load quiet,niced-hogs,duty] [--json OUT]
+      [--load quiet,niced-hogs,duty] [--engines ours,onnx,torch] [--json OUT]
 
 Each (model, batch) cell runs `rounds` rounds of [ours, ONNX Runtime, PyTorch] (reversed in every other
 round, so that ours and ONNX Runtime always run back to back), every measurement in a fresh process (peak
@@ -13,6 +13,8 @@ median pass of >= 5 passes / 2 s after a warm-up pass).
 `--load` lists the conditions (Benchmarks/load.py: quiet, niced-hogs, duty); every round measures every
 engine under each condition in turn, the load running for the whole of each engine's measurement, so all
 engines see the same conditions and the conditions the same host phases.
+`--engines` picks the engines (ours always runs; dropping torch, the slowest to measure, shortens a run
+and leaves the ours/ONNX Runtime pairing as it is; its columns then read "-").
 Ratios are ours / peer: the ratio of those medians, and in parentheses the median over rounds of each
 round's own ratio (paired, so less sensitive to the host's speed changing from round to round). The machine
 is shared and noisy: only ratios from the same run mean anything.
@@ -67,17 +69,26 @@ def peer(engine, model, batch, threads, passes, onnx_dir):
 
 def summarize(model, batch, mode, runs, threads, peak):
     """One table row and one JSON record for a (model, batch, load) cell."""
+    runs = {k: v for k, v in runs.items() if v}
     med = {k: statistics.median(r["images_per_second"] for r in v) for k, v in runs.items()}
     # Paired: each round's ours/peer ratio, then the median over rounds (robust to the host's
     # speed changing between rounds, which moves all engines of a round together).
     paired = {k: statistics.median(o["images_per_second"] / p["images_per_second"]
-                                   for o, p in zip(runs["ours"], runs[k])) for k in ("torch", "onnx")}
+                                   for o, p in zip(runs["ours"], runs[k])) for k in ("torch", "onnx") if k in runs}
     rss = {k: max(r["peak_rss_bytes"] for r in v) / 1e6 for k, v in runs.items()}
     gflop_per_image = runs["ours"][0]["gflops"] / runs["ours"][0]["images_per_second"]
     achieved = med["ours"] * gflop_per_image
-    row = (f"| {model} | {batch} | {mode} | {med['ours']:.1f} | {med['torch']:.1f} | {med['onnx']:.1f} | "
-           f"{med['ours'] / med['torch']:.2f} | {med['ours'] / med['onnx']:.2f} ({paired['onnx']:.2f}) | "
-           f"{achieved:.0f} ({100 * achieved / peak:.0f}%) | {rss['ours']:.0f} / {rss['torch']:.0f} / {rss['onnx']:.0f} |")
+
+    def cell(fmt, engine, value):
+        return fmt.format(value(engine)) if engine in runs else "-"
+
+    ratio = lambda k: med["ours"] / med[k]
+    row = (f"| {model} | {batch} | {mode} | {med['ours']:.1f} | {cell('{:.1f}', 'torch', med.get)} | "
+           f"{cell('{:.1f}', 'onnx', med.get)} | {cell('{:.2f}', 'torch', ratio)} | "
+           f"{cell('{:.2f}', 'onnx', lambda k: ratio(k))}"
+           f"{cell(' ({:.2f})', 'onnx', paired.get) if 'onnx' in runs else ''} | "
+           f"{achieved:.0f} ({100 * achieved / peak:.0f}%) | "
+           f"{' / '.join(cell('{:.0f}', k, rss.get) for k in ('ours', 'torch', 'onnx'))} |")
     record = {"model": model, "batch": batch, "load": mode, "threads": threads, "median_images_per_second": med,
               "peak_rss_mb": rss, "paired_ratio_median": paired, "gflop_per_image": gflop_per_image,
               "sgemm_peak_gflops": peak, "runs": runs}
@@ -100,9 +111,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--load", default="quiet", help=f"comma-separated load conditions: {', '.join(MODES)}")
+    ap.add_argument("--engines", default="ours,onnx,torch", help="comma-separated engines: ours (always), onnx, torch")
     ap.add_argument("--json", help="also write every measurement to this file")
     a = ap.parse_args()
     loads = a.load.split(",")
+    engines = ["ours"] + [e for e in ("onnx", "torch") if e in a.engines.split(",")]
+    for engine in a.engines.split(","):
+        if engine not in ("ours", "onnx", "torch"):
+            ap.error(f"unknown --engines entry {engine!r}; known: ours, onnx, torch")
     for mode in loads:
         if mode not in MODES:
             ap.error(f"unknown --load {mode!r}; known: {', '.join(MODES)}")
@@ -134,7 +150,7 @@ def main():
                 # favour whichever engine always runs first. Ours and ONNX Runtime run back to back
                 # (PyTorch, the slowest by far, first or last), since the host's speed drifts between runs.
                 for mode in (loads if r % 2 == 0 else loads[::-1]):
-                    for engine in (["ours", "onnx", "torch"] if r % 2 == 0 else ["torch", "onnx", "ours"]):
+                    for engine in (engines if r % 2 == 0 else engines[::-1]):
                         with load(mode):
                             runs[mode][engine].append(measure[engine]())
             for mode in loads:
