@@ -114,6 +114,19 @@ public struct EngineOptions: Sendable, Equatable {
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20
 
+    /// How long an idle kernel thread spins for the next job while a forward pass runs before it
+    /// parks (`TensorThreads.duringPass`; between passes it parks after 0.5 ms, leaving the cores to
+    /// decoders). A thread parked mid-pass gives its core to whatever else is runnable, a niced
+    /// process too, and then has to be woken for the next layer. 5 ms outlasts the caller losing its
+    /// core for one scheduler slice (about 3 ms) and bounds what a single-threaded stretch of a
+    /// pass (OpenBLAS's `Linear` layers, on OpenBLAS's own threads) can waste. 0: park as between passes.
+    public var passSpinSeconds = 0.005
+    /// Guided self-scheduling of image-parallel batches: a thread coming free takes at most
+    /// 1 / (`imageUnitShares` x threads) of the images not yet claimed, at least 1 and at most the
+    /// slice size (`Network.microBatch`). Units start as whole slices and end as single images, so a
+    /// thread that lost its core holds the others back by about one image's pass, not a slice's.
+    public var imageUnitShares = 2
+
     /// Activation floats per image-parallel slice (a slice's largest tensor stays in the caches).
     public var sliceBudget: Int
     /// Activation floats per slice when each layer is split over the threads.

@@ -1,4 +1,5 @@
 import CBLAS
+import CCacheHints
 import Foundation
 import Synchronization
 
@@ -43,17 +44,39 @@ public enum TensorThreads {
         }
     }
 
-    /// Runs `body(i)` for every `i` in `0..<pieces` on the kernel pool's threads (the caller
-    /// included), each piece with single-threaded kernels; returns when all are done.
+    /// Runs `body` on consecutive ranges covering `0..<count`, on the kernel pool's threads (the
+    /// caller included), each range with single-threaded kernels; returns when all are done.
     ///
     /// For work that splits into independent parts, such as the images of a batch: every thread
-    /// runs whole parts with no synchronisation between layers, instead of all threads meeting at
-    /// the end of every layer. Pieces are claimed dynamically, so make them several per thread
-    /// or equal in size.
-    public static func concurrentImages(pieces: Int, threads: Int, _ body: @escaping (Int) -> Void) {
-        pool(threads: threads).run(pieces: pieces, patient: true) { piece in
-            withSingleThreadedKernels { body(piece) }
+    /// runs whole ranges with no synchronisation between layers, instead of all threads meeting at
+    /// the end of every layer. Ranges are claimed in order as threads come free, and the next
+    /// range's length is `unit(remaining)` for the `remaining` items not yet claimed (clamped to
+    /// `1...remaining`), so a schedule whose units shrink with `remaining` ends the job in small
+    /// pieces: a thread that lost its core then holds the others back by at most one small unit.
+    public static func concurrentImages(count: Int, threads: Int, unit: @escaping (_ remaining: Int) -> Int,
+                                        _ body: @escaping (Range<Int>) -> Void) {
+        guard count > 0 else { return }
+        let claims = RangeClaims(count: count, unit: unit)
+        // One piece per thread, each running ranges until none are left; a thread that comes late
+        // finds its piece with nothing to claim.
+        pool(threads: threads).run(pieces: max(1, threads), patient: true) { _ in
+            withSingleThreadedKernels {
+                while let range = claims.next() { body(range) }
+            }
         }
+    }
+
+    /// Runs `body` as one forward pass of kernels on `threads` threads: while it runs, idle kernel
+    /// threads spin (with the CPU's pause hint) for up to `spinSeconds` between jobs instead of
+    /// parking after the short idle spin, so that mid-pass a core is not handed to another
+    /// (e.g. low-priority) process and then waited for. Parked workers are woken when the pass
+    /// starts. Inline (no effect) where kernels run single-threaded. Nests.
+    public static func duringPass<T>(threads: Int, spinSeconds: Double, _ body: () throws -> T) rethrows -> T {
+        guard threads > 1, !isSingleThreadedHere, spinSeconds > 0 else { return try body() }
+        let pool = pool(threads: threads)
+        pool.beginPass(spinSeconds: spinSeconds)
+        defer { pool.endPass() }
+        return try body()
     }
 
     /// Runs `body` on the calling thread with `isSingleThreadedHere` true: every kernel it calls runs inline,
@@ -107,19 +130,55 @@ func parallelRanges(_ count: Int, grain: Int = 1, threads: Int, _ body: @escapin
     }
 }
 
+/// Consecutive ranges of `0..<count` handed out to whichever thread asks first (one atomic cursor).
+final class RangeClaims: @unchecked Sendable {
+    let count: Int
+    /// Length of the next range for the number of items not yet claimed.
+    private let unit: (Int) -> Int
+    private let cursor = Atomic<Int>(0)
+
+    init(count: Int, unit: @escaping (Int) -> Int) {
+        self.count = count
+        self.unit = unit
+    }
+
+    /// The next unclaimed range, `unit(remaining)` long (clamped to `1...remaining`), or nil when
+    /// every item has been claimed. Each item is in exactly one returned range.
+    func next() -> Range<Int>? {
+        var start = cursor.load(ordering: .relaxed)
+        while start < count {
+            let length = min(count - start, max(1, unit(count - start)))
+            let (exchanged, current) = cursor.compareExchange(expected: start, desired: start + length,
+                                                              ordering: .relaxed)
+            if exchanged { return start..<(start + length) }
+            start = current
+        }
+        return nil
+    }
+}
+
 /// A fork-join pool for the kernels: `extraThreads` persistent workers plus the calling thread take
 /// pieces of a job from one atomic counter.
 ///
 /// A network's forward pass hands out hundreds of small jobs (one per layer, tens of microseconds
 /// each at batch 1), so waking a sleeping thread per job (`DispatchQueue.concurrentPerform`) would
-/// cost as much as the work. Idle workers therefore spin for a short while (`spinSeconds`) before
-/// sleeping; the spin is bounded so that between forward passes they leave the cores to JPEG
-/// decoders. Jobs from a second thread, or nested inside a job, run inline on the caller.
+/// cost as much as the work. Idle workers therefore spin (with the CPU's pause hint) before
+/// parking: outside a pass for `idleSpinSeconds`, so that between forward passes they leave the
+/// cores to JPEG decoders; inside a pass (`beginPass`) for that pass's spin time, so that a core is
+/// not given away to another process between two layers. Jobs from a second thread, or nested
+/// inside a job, run inline on the caller.
 final class WorkerPool: @unchecked Sendable {
     /// Threads besides the caller.
     let extraThreads: Int
-    /// How long an idle worker polls for the next job before sleeping.
-    static let spinSeconds = 0.0005
+    /// How long an idle worker spins for the next job outside a pass before parking: longer than
+    /// the gap between two jobs of one caller, short enough to leave the core to decoders soon.
+    static let idleSpinSeconds = 0.0005
+
+    /// Open passes (`beginPass`/`endPass`, nesting) and the spin time of the latest one, in ns.
+    private let openPasses = Atomic<Int>(0)
+    private let passSpinNanoseconds = Atomic<UInt64>(0)
+    /// Counts `beginPass` calls: a parked worker wakes when it changes, to spin through the pass.
+    private let passEpoch = Atomic<UInt64>(0)
 
     /// Generation (high 32 bits) and next piece index (low 32 bits) of the current job; one word so
     /// a late worker can never take a piece of a newer job with an older job's body. A low word of
@@ -153,6 +212,32 @@ final class WorkerPool: @unchecked Sendable {
             thread.stackSize = 1 << 20
             thread.start()
         }
+    }
+
+    /// Starts a forward pass: until the matching `endPass`, idle workers spin up to `spinSeconds`
+    /// between jobs before parking. Wakes parked workers.
+    func beginPass(spinSeconds: Double) {
+        passSpinNanoseconds.store(UInt64(max(0, spinSeconds) * 1e9), ordering: .relaxed)
+        openPasses.add(1, ordering: .sequentiallyConsistent)
+        passEpoch.add(1, ordering: .sequentiallyConsistent)
+        if sleepers.load(ordering: .sequentiallyConsistent) > 0 { wake.lock(); wake.broadcast(); wake.unlock() }
+    }
+
+    /// Ends the pass `beginPass` started.
+    func endPass() {
+        openPasses.subtract(1, ordering: .sequentiallyConsistent)
+    }
+
+    /// Workers parked now (for tests).
+    var parkedWorkers: Int { sleepers.load(ordering: .sequentiallyConsistent) }
+
+    /// Whether a pass is open (see `beginPass`).
+    private var inPass: Bool { openPasses.load(ordering: .relaxed) > 0 }
+
+    /// How long an idle worker spins now before parking, in ns.
+    private var spinNanoseconds: UInt64 {
+        inPass ? max(passSpinNanoseconds.load(ordering: .relaxed), UInt64(Self.idleSpinSeconds * 1e9))
+            : UInt64(Self.idleSpinSeconds * 1e9)
     }
 
     /// Asks the workers to exit (they finish the current job first).
@@ -196,14 +281,18 @@ final class WorkerPool: @unchecked Sendable {
         job = nil
     }
 
-    /// Spins until `condition` holds, yielding now and then: a worker preempted mid-piece (decoders
-    /// share the cores) must get the CPU back.
+    /// Spins until `condition` holds, with the CPU's pause hint, yielding now and then: a worker
+    /// preempted mid-piece (decoders share the cores) must get the CPU back. Inside a pass it
+    /// yields 64 times less often (every few milliseconds): a yield can hand the core to a
+    /// low-priority process for a whole scheduler slice.
     @inline(__always)
     private func waitUntil(_ condition: () -> Bool) {
+        let yieldMask = inPass ? (1 << 16) - 1 : 1023
         var spins = 0
         while !condition() {
+            bottleneck_spin_pause()
             spins += 1
-            if spins & 1023 == 0 { sched_yield() }
+            if spins & yieldMask == 0 { sched_yield() }
         }
     }
 
@@ -229,13 +318,18 @@ final class WorkerPool: @unchecked Sendable {
         while !stopping.load(ordering: .relaxed) {
             var value = ticket.load(ordering: .acquiring)
             if value >> 32 == seen {
-                let deadline = DispatchTime.now().uptimeNanoseconds + UInt64(Self.spinSeconds * 1e9)
+                var idleSince = DispatchTime.now().uptimeNanoseconds
                 var spins = 0
                 while value >> 32 == seen {
+                    bottleneck_spin_pause()
                     spins += 1
-                    if spins & 255 == 0 && DispatchTime.now().uptimeNanoseconds > deadline {
-                        sleep(whileGeneration: seen)
-                        if stopping.load(ordering: .relaxed) { return }
+                    if spins & 255 == 0 {
+                        let now = DispatchTime.now().uptimeNanoseconds
+                        if now - idleSince > spinNanoseconds {
+                            sleep(whileGeneration: seen)
+                            if stopping.load(ordering: .relaxed) { return }
+                            idleSince = DispatchTime.now().uptimeNanoseconds
+                        }
                     }
                     value = ticket.load(ordering: .acquiring)
                 }
@@ -264,10 +358,13 @@ final class WorkerPool: @unchecked Sendable {
         completion.unlock()
     }
 
+    /// Parks until a job newer than `generation` is published, a pass begins, or the pool stops.
     private func sleep(whileGeneration generation: UInt64) {
         wake.lock()
+        let epoch = passEpoch.load(ordering: .sequentiallyConsistent)
         sleepers.add(1, ordering: .sequentiallyConsistent)
-        while ticket.load(ordering: .sequentiallyConsistent) >> 32 == generation && !stopping.load(ordering: .relaxed) {
+        while ticket.load(ordering: .sequentiallyConsistent) >> 32 == generation
+                && passEpoch.load(ordering: .sequentiallyConsistent) == epoch && !stopping.load(ordering: .relaxed) {
             wake.wait()
         }
         sleepers.subtract(1, ordering: .sequentiallyConsistent)

@@ -36,18 +36,75 @@ final class WorkerPoolTests: XCTestCase {
         for job in 0..<500 { assertEveryPieceRunsOnce(pool, job: job, pieces: 1 + job % 9, patient: job % 2 == 0) }
     }
 
-    /// `TensorThreads.concurrentImages` runs each piece once, with kernels single-threaded inside
-    /// (`EngineOptions.workers == 1`) and the full count outside.
+    /// `TensorThreads.concurrentImages` runs every item once, in ranges of the unit it is given, with
+    /// kernels single-threaded inside (`EngineOptions.workers == 1`) and the full count outside.
     func testConcurrentImagesRunKernelsSerially() {
         let options = EngineOptions(threads: 2)
-        let seen = Atomic(0), serial = Atomic(0)
-        TensorThreads.concurrentImages(pieces: 6, threads: options.threads) { _ in
-            seen.add()
+        let seen = Atomic(0), serial = Atomic(0), ranges = Atomic(0)
+        TensorThreads.concurrentImages(count: 6, threads: options.threads, unit: { _ in 1 }) { range in
+            ranges.add()
+            for _ in range { seen.add() }
             if options.workers == 1 { serial.add() }
         }
         XCTAssertEqual(seen.value, 6)
+        XCTAssertEqual(ranges.value, 6)
         XCTAssertEqual(serial.value, 6)
         XCTAssertEqual(options.workers, 2)
+    }
+
+    /// Ranges claimed by racing threads cover every item exactly once, each `unit(remaining)` long
+    /// (clamped to what is left, at least 1), so a shrinking unit ends the job in single items.
+    func testRangeClaimsCoverEveryItemOnceWithShrinkingUnits() {
+        for count in [1, 2, 7, 32, 97] {
+            let claims = RangeClaims(count: count, unit: { remaining in remaining / 4 })
+            let collected = Collected()
+            DispatchQueue.concurrentPerform(iterations: 4) { _ in
+                while let range = claims.next() { collected.append(range) }
+            }
+            let claimed = collected.ranges.sorted { $0.lowerBound < $1.lowerBound }
+            XCTAssertEqual(claimed.first?.lowerBound, 0, "count \(count)")
+            XCTAssertEqual(claimed.last?.upperBound, count, "count \(count)")
+            for (a, b) in zip(claimed, claimed.dropFirst()) { XCTAssertEqual(a.upperBound, b.lowerBound, "count \(count)") }
+            for range in claimed {
+                XCTAssertEqual(range.count, min(count - range.lowerBound, max(1, (count - range.lowerBound) / 4)), "count \(count)")
+            }
+            XCTAssertEqual(claimed.last?.count, 1, "count \(count): the job ends in a single item")
+            XCTAssertNil(claims.next())
+        }
+    }
+
+    /// Ranges appended from several threads.
+    final class Collected: @unchecked Sendable {
+        private let lock = NSLock()
+        private var stored: [Range<Int>] = []
+        func append(_ range: Range<Int>) { lock.lock(); stored.append(range); lock.unlock() }
+        var ranges: [Range<Int>] { lock.lock(); defer { lock.unlock() }; return stored }
+    }
+
+    /// Inside a pass (`beginPass`), an idle worker keeps spinning through gaps between jobs far
+    /// longer than the idle spin instead of parking (giving its core away mid-pass); after the pass
+    /// it parks. A pass that begins wakes parked workers.
+    func testWorkersSpinThroughAPassAndParkAfterIt() {
+        let pool = WorkerPool(extraThreads: 1)
+        defer { pool.shutDown() }
+        func waitFor(parked: Int, seconds: Double) -> Bool {
+            let deadline = Date().addingTimeInterval(seconds)
+            while Date() < deadline {
+                if pool.parkedWorkers == parked { return true }
+                usleep(1000)
+            }
+            return pool.parkedWorkers == parked
+        }
+        XCTAssertTrue(waitFor(parked: 1, seconds: 5), "an idle worker parks after its short spin")
+        pool.beginPass(spinSeconds: 10)
+        XCTAssertTrue(waitFor(parked: 0, seconds: 5), "a pass wakes parked workers")
+        for _ in 0..<5 {
+            pool.run(pieces: 4) { _ in }
+            usleep(20_000)   // 40x the idle spin
+            XCTAssertEqual(pool.parkedWorkers, 0, "a worker parked within a pass")
+        }
+        pool.endPass()
+        XCTAssertTrue(waitFor(parked: 1, seconds: 5), "the worker parks once the pass ends")
     }
 
     func testNestedAndConcurrentCallersRunInline() {

@@ -14,9 +14,11 @@ import Foundation
 /// `splitsBatchesIntoConcurrentSlices` describes.
 ///
 /// Threads: a batch of at least two images per kernel thread runs image-parallel when the weights
-/// fit in cache (`concurrentImagesMaximumWeightBytes`): each thread takes whole slices of the batch
-/// through every layer with single-threaded kernels, in its own activation buffers, so threads
-/// never wait for each other between layers. Otherwise each layer's work is split over the threads.
+/// fit in cache (`concurrentImagesMaximumWeightBytes`): each thread takes slices of the batch through
+/// every layer with single-threaded kernels, in its own activation buffers, so threads never wait for
+/// each other between layers; slices are claimed as threads come free and shrink to single images at
+/// the end of the batch. Otherwise each layer's work is split over the threads, which spin between
+/// layers for the whole pass (`EngineOptions.passSpinSeconds`).
 public final class Network: @unchecked Sendable {
     /// The (full) architecture this network was built from.
     public let architecture: Architecture
@@ -123,10 +125,14 @@ public final class Network: @unchecked Sendable {
                         into output: UnsafeMutablePointer<Float>) {
         let executor = executor
         if runsImageParallel(batch: batch) {
-            let slices = schedule.imageParallelSlices(height: height, width: width, batch: batch)
+            // Units claimed as threads come free, shrinking towards the end of the batch
+            // (`SliceSchedule.guidedUnit`); each thread runs its units in its own arena.
+            let slice = schedule.microBatch(height: height, width: width, batch: batch)
+            let threads = options.workers, shares = options.imageUnitShares
             let inCount = 3 * height * width, outCount = outputShape(height: height, width: width).count
-            TensorThreads.concurrentImages(pieces: slices.count, threads: options.workers) { piece in
-                let images = slices[piece]
+            TensorThreads.concurrentImages(count: batch, threads: threads, unit: { remaining in
+                SliceSchedule.guidedUnit(remaining: remaining, slice: slice, threads: threads, shares: shares)
+            }) { images in
                 executor.withArena { arena in
                     executor.run(input + images.lowerBound * inCount, batch: images.count, height: height, width: width,
                                  stages: 0..<executor.stages.count, output: output + images.lowerBound * outCount,
@@ -135,9 +141,11 @@ public final class Network: @unchecked Sendable {
             }
             return
         }
-        executor.withArena { arena in
-            executor.runSegments(segments(height: height, width: width, batch: batch)[...], input: input, batch: batch,
-                                 height: height, width: width, output: output, arena: arena)
+        TensorThreads.duringPass(threads: options.workers, spinSeconds: options.passSpinSeconds) {
+            executor.withArena { arena in
+                executor.runSegments(segments(height: height, width: width, batch: batch)[...], input: input, batch: batch,
+                                     height: height, width: width, output: output, arena: arena)
+            }
         }
     }
 

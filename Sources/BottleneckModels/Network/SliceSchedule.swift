@@ -43,12 +43,13 @@ struct SliceSchedule {
         return max(1, min(batch, options.sliceBudget / max(1, largest)))
     }
 
-    /// Image ranges of an image-parallel batch, in order: `microBatch`-sized slices evened out to a
-    /// multiple of the thread count, so that no thread is left with the last slice alone.
-    func imageParallelSlices(height: Int, width: Int, batch: Int) -> [Range<Int>] {
-        let threads = options.workers, slice = microBatch(height: height, width: width, batch: batch)
-        let count = min(batch, ((batch + slice - 1) / slice + threads - 1) / threads * threads)
-        return (0..<count).map { piece in (piece * batch / count)..<((piece + 1) * batch / count) }
+    /// Images the next unit of an image-parallel batch takes when `remaining` images are not yet
+    /// claimed by any of `threads` threads: guided self-scheduling, `remaining / (shares x threads)`
+    /// rounded up, within `1...slice` (see `EngineOptions.imageUnitShares`). Pure, so the units of
+    /// a batch depend only on the order they are claimed in, never on which thread claims them.
+    static func guidedUnit(remaining: Int, slice: Int, threads: Int, shares: Int) -> Int {
+        let parts = max(1, shares * threads)
+        return max(1, min(slice, (remaining + parts - 1) / parts))
     }
 
     /// How a layer-parallel batch is sliced. Each stage's slice is as many images as keep its
