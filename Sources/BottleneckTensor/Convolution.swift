@@ -61,9 +61,10 @@ public final class Conv2D: @unchecked Sendable {
     /// geometry). It runs them on every call unless it also holds direct weights (`usesDirect`);
     /// then only on calls with at least `winogradMinimumTiles` tiles.
     public var usesWinograd: Bool { winograd != nil || line != nil }
-    /// Floats of Winograd-transformed weights the layer holds (36 or α per weight pair; 0 without).
+    /// Floats of Winograd-transformed weights the layer holds (per weight pair 36, or α per folded
+    /// kernel row of a 1-D Winograd layer; 0 without).
     public var winogradWeightFloats: Int {
-        (winograd != nil ? 36 : line?.alpha ?? 0) * inChannels * outChannels
+        (winograd != nil ? 36 : line.map { $0.alpha * $0.foldedRows } ?? 0) * inChannels * outChannels
     }
     /// Whether the layer holds the direct path's weights (always, except for Winograd-only layers).
     public var usesDirect: Bool { direct != nil }
@@ -152,10 +153,9 @@ public final class Conv2D: @unchecked Sendable {
     ///   - channelScale: optional per-output-channel factor multiplied into the weights (folded BN).
     ///   - bias: optional per-output-channel bias (folded BN shift plus any conv bias, already scaled).
     ///   - algorithm: `.automatic` (default) picks Winograd where `prefersWinograd` says so, and the
-    ///     1-D Winograd (`WinogradLineConvolution`) for 1 x r and r x 1 layers it supports with at least
-    ///     `winogradMinimumChannels` channels; `.direct` and `.winograd` force one (`.winograd` traps
-    ///     unless the geometry is supported by either: 3x3, stride 1, padding 0 or 1, or a 1 x r / r x 1
-    ///     kernel padded along its axis only; channels multiples of 8).
+    ///     1-D Winograd (`WinogradLineConvolution`) for the other stride-1 layers it supports (1 x r,
+    ///     r x 1, 5x5, ...) with at least `winogradMinimumChannels` channels; `.direct` and `.winograd`
+    ///     force one (`.winograd` traps unless either supports the geometry; channels multiples of 8).
     ///   - expectedInput: the input size the layer will usually see (a network's native resolution),
     ///     for `.automatic`'s choice only; any size works either way.
     ///   - options: `.automatic` picks Winograd only when `options.winograd` is on.
@@ -185,8 +185,8 @@ public final class Conv2D: @unchecked Sendable {
             precondition(lineGeometry || WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels,
                                                                       kernelH: kernelH, kernelW: kernelW, stride: stride,
                                                                       padding: padding),
-                         "Conv2D: Winograd needs a 3x3 stride-1 kernel with padding 0 or 1 per side, or a 1 x r / r x 1 "
-                             + "stride-1 kernel padded along its axis only, and channels that are multiples of 8")
+                         "Conv2D: Winograd needs a 3x3 stride-1 kernel with padding 0 or 1 per side, or a stride-1 kernel "
+                             + "WinogradLineConvolution.supports, and channels that are multiples of 8")
             (useWinograd, alsoDirect) = (true, false)
         }
         winograd = useWinograd && !lineGeometry ? WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels,

@@ -416,15 +416,17 @@ struct WinogradGeometry {
     }
 }
 
-/// A 1 x r or r x 1 convolution (stride 1, zero padding only along the kernel's axis) computed with
-/// the one-dimensional Winograd algorithm F(m, r) along that axis, on NHWC activations: Inception's
-/// factorised 1x7/7x1 and 1x3/3x1 layers.
+/// A stride-1 convolution computed with the one-dimensional Winograd algorithm F(m, r) along one
+/// axis, on NHWC activations: an r x 1 kernel (no padding across it) along the columns' axis, any
+/// other kh x r kernel (r >= 3) along the rows' axis with its kh kernel rows folded into the GEMMs'
+/// reduction. Inception's factorised 1x7/7x1 and 1x3/3x1 layers and its 5x5 layers.
 ///
-/// A tile is `m` adjacent output pixels of one row (1 x r) or one column (r x 1), computed from the
-/// `α = m + r - 1` input pixels that cover their windows: `y = Aᵀ [ Σ_cin (G g) ⊙ (Bᵀ d) ]`. The
-/// products at the α transform positions ξ, summed over input channels, are α independent GEMMs
-/// `M[ξ] (tiles x Cout) = V[ξ] (tiles x Cin) · U[ξ]ᵀ` on `PackedGEMM.block`: α multiply-adds per
-/// tile per channel pair instead of m * r (F(4, 7): 10 against 28; F(4, 3): 6 against 12).
+/// A tile is `m` adjacent output pixels of one row (kh x r) or one column (r x 1), computed from the
+/// `α = m + r - 1` input pixels that cover their windows in each of the kh input rows:
+/// `y = Aᵀ [ Σ_{cin, row} (G g) ⊙ (Bᵀ d) ]`. The products at the α transform positions ξ, summed over
+/// input channels and kernel rows, are α independent GEMMs `M[ξ] (tiles x Cout) = V[ξ] (tiles x kh·Cin)
+/// · U[ξ]ᵀ` on `PackedGEMM.block`: α multiply-adds per tile per channel pair and kernel row instead of
+/// m * r (F(4, 7): 10 against 28; F(4, 5): 8 against 20; F(4, 3): 6 against 12).
 ///
 /// The matrices come from Toom-Cook interpolation at the points `interpolationPoints` (0, ±1, ±2,
 /// ±1/2, ±3, then ∞): `Aᵀ[i][k] = p_k^i`, `G[k][j] = p_k^j / Π_{l≠k}(p_k - p_l)`, `Bᵀ[k]` the
@@ -436,13 +438,15 @@ struct WinogradGeometry {
 package final class WinogradLineConvolution: @unchecked Sendable {
     /// Input and output channels (multiples of 8).
     let inChannels: Int, outChannels: Int
-    /// Kernel taps `r`, outputs per tile `m`, transform positions `α = m + r - 1`.
+    /// Kernel taps `r` along the axis, outputs per tile `m`, transform positions `α = m + r - 1`.
     let taps: Int, outputs: Int, alpha: Int
-    /// Whether the kernel spans rows (r x 1) rather than columns (1 x r).
+    /// Kernel rows folded into the reduction (kh of a kh x r kernel; 1 for r x 1).
+    let foldedRows: Int
+    /// Whether the axis is the columns' (an r x 1 kernel) rather than the rows'.
     let alongRows: Bool
     /// `Bᵀ` (α x α) and `Aᵀ` (m x α), row-major.
     let inputTransform: [Float], outputTransform: [Float]
-    /// `U[ξ]` packed as `[Cout][Cin]` GEMM weights.
+    /// `U[ξ]` packed as `[Cout][foldedRows * Cin]` GEMM weights (kernel row major, channels minor).
     let transformed: [PackedWeights]
 
     /// Finite interpolation points in the order they are taken (α - 1 of them, then ∞).
@@ -452,43 +456,50 @@ package final class WinogradLineConvolution: @unchecked Sendable {
     /// accurate to about 1e-5).
     static let outputsPerTile = 4
 
-    /// Whether a layer of this geometry can run here: a 1 x r or r x 1 kernel with r from 3 to 7, stride
-    /// 1, no padding across the kernel's axis, channel counts multiples of 8 (at least 8).
+    /// Whether a layer of this geometry can run here: stride 1, explicit padding, channel counts
+    /// multiples of 8 (at least 8), and either an r x 1 kernel (r from 3 to 7, no padding left or
+    /// right) or a kh x r kernel (r from 3 to 7, kh at most 7, padding above and below less than kh)
+    /// other than 3x3, which runs the 2-D `WinogradConvolution`.
     static func supports(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
                          padding: Padding) -> Bool {
-        guard stride == 1, (kernelH == 1) != (kernelW == 1), (3...7).contains(max(kernelH, kernelW)),
-              inChannels % 8 == 0, outChannels % 8 == 0, inChannels > 0, outChannels > 0,
+        guard stride == 1, inChannels % 8 == 0, outChannels % 8 == 0, inChannels > 0, outChannels > 0,
               case let .explicit(top, left, bottom, right) = padding else { return false }
-        return kernelH == 1 ? top == 0 && bottom == 0 : left == 0 && right == 0
+        if kernelW == 1 { return (3...7).contains(kernelH) && left == 0 && right == 0 }
+        return (3...7).contains(kernelW) && (1...7).contains(kernelH) && !(kernelH == 3 && kernelW == 3)
+            && top < kernelH && bottom < kernelH
     }
 
-    /// Transforms PyTorch-layout weights `[Cout][Cin][kh][kw]` (one of kh, kw is 1), each output
-    /// channel's filters scaled by `channelScale[o]` first (folded BN). Computed in Double, rounded once.
+    /// Transforms PyTorch-layout weights `[Cout][Cin][kh][kw]`, each output channel's filters scaled
+    /// by `channelScale[o]` first (folded BN). Computed in Double, rounded once.
     init(weightOIHW w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
          channelScale: [Float]?, hugePages: Bool) {
         self.inChannels = inChannels; self.outChannels = outChannels
         alongRows = kernelW == 1
-        taps = max(kernelH, kernelW)
+        taps = alongRows ? kernelH : kernelW
+        foldedRows = alongRows ? 1 : kernelH
         outputs = WinogradLineConvolution.outputsPerTile
         alpha = outputs + taps - 1
         let (at, g, bt) = WinogradLineConvolution.matrices(outputs: outputs, taps: taps)
         inputTransform = bt.map(Float.init); outputTransform = at.map(Float.init)
-        let plane = outChannels * inChannels, alpha = self.alpha, r = taps
+        let k = foldedRows * inChannels, plane = outChannels * k, alpha = self.alpha, r = taps
         let u = AlignedBuffer.allocate(alpha * plane)
         defer { AlignedBuffer.free(u) }
         for o in 0..<outChannels {
             let s = Double(channelScale?[o] ?? 1)
             for i in 0..<inChannels {
-                let k = w + (o * inChannels + i) * r
-                for xi in 0..<alpha {
-                    var v = 0.0
-                    for j in 0..<r { v += g[xi * r + j] * Double(k[j]) }
-                    u[xi * plane + o * inChannels + i] = Float(v * s)
+                for f in 0..<foldedRows {
+                    // Taps of kernel row f (the whole kernel of an r x 1 layer) are r consecutive floats.
+                    let tapsAt = w + ((o * inChannels + i) * foldedRows + f) * r
+                    for xi in 0..<alpha {
+                        var v = 0.0
+                        for j in 0..<r { v += g[xi * r + j] * Double(tapsAt[j]) }
+                        u[xi * plane + o * k + f * inChannels + i] = Float(v * s)
+                    }
                 }
             }
         }
         transformed = (0..<alpha).map { xi in
-            PackedWeights(rowsNK: u.baseAddress! + xi * plane, n: outChannels, k: inChannels, hugePages: hugePages)
+            PackedWeights(rowsNK: u.baseAddress! + xi * plane, n: outChannels, k: k, hugePages: hugePages)
         }
     }
 
@@ -535,18 +546,22 @@ package final class WinogradLineConvolution: @unchecked Sendable {
         let axisLength = alongRows ? height : width
         let padBefore = alongRows ? padding.top : padding.left
         let outLength = axisLength + padBefore + (alongRows ? padding.bottom : padding.right) - taps + 1
-        guard outLength > 0, batch > 0, height > 0, width > 0 else { return }
+        // Output rows of a layer along the rows' axis (its kernel rows folded).
+        let outHeight = alongRows ? outLength : height + padding.top + padding.bottom - foldedRows + 1
+        guard outLength > 0, outHeight > 0, batch > 0, height > 0, width > 0 else { return }
         let tilesPerLine = (outLength + outputs - 1) / outputs
-        let tiles = batch * (alongRows ? width : height) * tilesPerLine
+        let tiles = batch * (alongRows ? width : outHeight) * tilesPerLine
         let geometry = LineGeometry(
             input: input, output: output, outputStride: outputStride, residual: residual, bias: bias, height: height,
-            width: width, axisLength: axisLength, outLength: outLength, padBefore: padBefore, tilesPerLine: tilesPerLine,
+            width: width, outHeight: outHeight, axisLength: axisLength, outLength: outLength, padBefore: padBefore,
+            padTop: alongRows ? 0 : padding.top, foldedRows: foldedRows, tilesPerLine: tilesPerLine,
             alongRows: alongRows, m: outputs, alpha: alpha, inChannels: inChannels, outChannels: outChannels,
             inputTransform: inputTransform, outputTransform: outputTransform, activation: activation)
+        let k = foldedRows * inChannels
         let threads = options.workers
         // Blocks of whole 6-row tiles whose V fits the Winograd block budget, cut smaller (to 12
         // tiles) until every worker has two.
-        let largest = max(6, options.winogradBlockBudget / (alpha * inChannels) / 6 * 6)
+        let largest = max(6, options.winogradBlockBudget / (alpha * k) / 6 * 6)
         var blocks = (tiles + largest - 1) / largest
         if threads > 1 { blocks = max(blocks, min(2 * threads, (tiles + 11) / 12)) }
         blocks = TensorThreads.wholeRounds(blocks, times: 1, limit: max(1, (tiles + 5) / 6), threads: threads)
@@ -556,12 +571,12 @@ package final class WinogradLineConvolution: @unchecked Sendable {
             let tile0 = b * blockTiles
             guard tile0 < tiles else { return }
             let count = min(blockTiles, tiles - tile0)
-            let vSlice = count * self.inChannels, mSlice = count * self.outChannels
+            let vSlice = count * k, mSlice = count * self.outChannels
             KernelScratch.with(count: self.alpha * (vSlice + mSlice)) { v in
                 let m = v + self.alpha * vSlice
                 geometry.transformInput(tile0: tile0, count: count, into: v, slice: vSlice)
                 for xi in 0..<self.alpha {
-                    PackedGEMM.block(.matrix(UnsafePointer(v + xi * vSlice), rowStride: self.inChannels), row0: 0, rows: count,
+                    PackedGEMM.block(.matrix(UnsafePointer(v + xi * vSlice), rowStride: k), row0: 0, rows: count,
                                      w: self.transformed[xi], panelRange: 0..<panels, c: m + xi * mSlice,
                                      ldc: self.outChannels, bias: nil, residual: nil, residualStride: 0, activation: .none,
                                      includeTail: true, options: options)
@@ -579,34 +594,40 @@ struct LineGeometry {
     let output: UnsafeMutablePointer<Float>, outputStride: Int
     let residual: UnsafePointer<Float>?
     let bias: UnsafePointer<Float>?
-    /// Input map size; pixels along the kernel's axis in the input and output; padding before the
-    /// first input pixel on that axis; tiles per row (1 x r) or column (r x 1).
-    let height: Int, width: Int, axisLength: Int, outLength: Int, padBefore: Int, tilesPerLine: Int
+    /// Input map size and output rows; pixels along the kernel's axis in the input and output; padding
+    /// before the first input pixel on that axis; rows of padding above and kernel rows folded into the
+    /// reduction (along the rows' axis; 0 and 1 otherwise); tiles per output row or column.
+    let height: Int, width: Int, outHeight: Int, axisLength: Int, outLength: Int, padBefore: Int
+    let padTop: Int, foldedRows: Int, tilesPerLine: Int
     let alongRows: Bool
     let m: Int, alpha: Int, inChannels: Int, outChannels: Int
     let inputTransform: [Float], outputTransform: [Float]
     let activation: Activation
 
-    /// Tile `t`'s first input pixel (as a pixel index; on the axis, position -padBefore of its first
-    /// window), output pixel, pixel distance along the axis in input and output, and position of
-    /// its first output on the axis. Tiles of a 1 x r layer run along each row; those of an r x 1
-    /// layer run across the columns of one band of `m` rows, so neighbouring tiles read adjacent pixels.
+    /// Where tile `t` reads and writes: `inBase` is the pixel index of axis position 0 in the input
+    /// line of its first folded kernel row, which is input row `inRow` (rows outside the map read
+    /// zeros; the next folded row is one input row further); `outBase` the output pixel index of axis
+    /// position 0 of its line; `step` the pixel distance along the axis (input and output); `first`
+    /// the axis position of its first output. Tiles along rows run along each output row; those of
+    /// an r x 1 layer run across the columns of one band of `m` rows, so neighbouring tiles read
+    /// adjacent pixels.
     @inline(__always)
-    func tile(_ t: Int) -> (inBase: Int, outBase: Int, inStep: Int, outStep: Int, first: Int) {
+    func tile(_ t: Int) -> (inBase: Int, inRow: Int, outBase: Int, step: Int, first: Int) {
         if alongRows {
-            let outHeight = outLength
             let perImage = tilesPerLine * width
             let img = t / perImage, rem = t - img * perImage
             let k = rem / width, x = rem - k * width
-            return (img * height * width + x, img * outHeight * width + x, width, width, k * m)
+            return (img * height * width + x, 0, img * outHeight * width + x, width, k * m)
         }
         let line = t / tilesPerLine, k = t - line * tilesPerLine
-        let outWidth = outLength
-        return (line * width, line * outWidth, 1, 1, k * m)
+        let img = line / outHeight, oy = line - img * outHeight
+        let inRow = oy - padTop
+        return ((img * height + inRow) * width, inRow, line * outLength, 1, k * m)
     }
 
-    /// `V[ξ][t][c] = Σ_j Bᵀ[ξ][j] d[j]` for tiles `tile0..<tile0+count` (row `t` = tile `tile0 + t`, row
-    /// stride Cin, ξ planes `slice` apart), `d` the tile's α input pixels, zero outside the map.
+    /// `V[ξ][t][f·Cin + c] = Σ_j Bᵀ[ξ][j] d_f[j]` for tiles `tile0..<tile0+count` (row `t` = tile `tile0 + t`,
+    /// row stride `foldedRows * Cin`, ξ planes `slice` apart), `d_f` the tile's α input pixels in folded
+    /// kernel row `f`, zero outside the map.
     func transformInput(tile0: Int, count: Int, into v: UnsafeMutablePointer<Float>, slice: Int) {
         inputTransform.withUnsafeBufferPointer { btBuffer in
             let bt = btBuffer.baseAddress!
@@ -616,28 +637,32 @@ struct LineGeometry {
                     let g = tile(tile0 + t)
                     let a0 = g.first - padBefore
                     let lo = max(0, -a0), hi = min(alpha, axisLength - a0)
-                    let dst = v + t * inChannels
-                    var ch = 0
-                    while ch < inChannels {
-                        let wide = ch + 16 <= inChannels
-                        for j in 0..<alpha {
-                            if j >= lo && j < hi {
-                                let src = input + (g.inBase + (a0 + j) * g.inStep) * inChannels + ch
-                                d[j] = wide ? SIMD16<Float>.load(UnsafeRawPointer(src))
-                                    : SIMD16(lowHalf: SIMD8<Float>.load(UnsafeRawPointer(src)), highHalf: SIMD8())
-                            } else {
-                                d[j] = SIMD16()
+                    for f in 0..<foldedRows {
+                        let rowInside = g.inRow + f >= 0 && g.inRow + f < height
+                        let inBase = g.inBase + f * width
+                        let dst = v + (t * foldedRows + f) * inChannels
+                        var ch = 0
+                        while ch < inChannels {
+                            let wide = ch + 16 <= inChannels
+                            for j in 0..<alpha {
+                                if rowInside && j >= lo && j < hi {
+                                    let src = input + (inBase + (a0 + j) * g.step) * inChannels + ch
+                                    d[j] = wide ? SIMD16<Float>.load(UnsafeRawPointer(src))
+                                        : SIMD16(lowHalf: SIMD8<Float>.load(UnsafeRawPointer(src)), highHalf: SIMD8())
+                                } else {
+                                    d[j] = SIMD16()
+                                }
                             }
+                            for xi in 0..<alpha {
+                                let row = bt + xi * alpha
+                                var acc = SIMD16<Float>()
+                                for j in 0..<alpha where row[j] != 0 { acc = acc.addingProduct(d[j], row[j]) }
+                                let out = dst + xi * slice + ch
+                                if wide { SIMD16<Float>.store(acc, to: UnsafeMutableRawPointer(out)) }
+                                else { SIMD8<Float>.store(acc.lowHalf, to: UnsafeMutableRawPointer(out)) }
+                            }
+                            ch += wide ? 16 : 8
                         }
-                        for xi in 0..<alpha {
-                            let row = bt + xi * alpha
-                            var acc = SIMD16<Float>()
-                            for j in 0..<alpha where row[j] != 0 { acc = acc.addingProduct(d[j], row[j]) }
-                            let out = dst + xi * slice + ch
-                            if wide { SIMD16<Float>.store(acc, to: UnsafeMutableRawPointer(out)) }
-                            else { SIMD8<Float>.store(acc.lowHalf, to: UnsafeMutableRawPointer(out)) }
-                        }
-                        ch += wide ? 16 : 8
                     }
                 }
             }
@@ -665,7 +690,7 @@ struct LineGeometry {
                         let row = at + i * alpha
                         var acc = b
                         for xi in 0..<alpha where row[xi] != 0 { acc = acc.addingProduct(load(src + xi * slice + ch), row[xi]) }
-                        let pixel = g.outBase + (g.first + i) * g.outStep
+                        let pixel = g.outBase + (g.first + i) * g.step
                         if let residual { acc += load(residual + pixel * outChannels + ch) }
                         acc = acc.activated(activation)
                         let out = output + pixel * outputStride + ch

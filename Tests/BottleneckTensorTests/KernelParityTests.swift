@@ -215,9 +215,10 @@ final class KernelParityTests: XCTestCase {
         }
     }
 
-    /// The 1-D Winograd F(4, r) of 1 x r and r x 1 layers (Inception's 1x7/7x1 and 1x3/3x1) agrees with
-    /// the direct GEMM: both axes, lengths that are and are not multiples of 4, maps shorter than a
-    /// tile, one-sided padding, 8-wide channel remainders, bias, residual and each activation; and
+    /// The 1-D Winograd F(4, r) of 1 x r, r x 1 and kh x r layers (Inception's 1x7/7x1, 1x3/3x1 and 5x5)
+    /// agrees with the direct GEMM: both axes, folded kernel rows with padding above and below (rows
+    /// outside the map), lengths that are and are not multiples of 4, maps shorter than a tile,
+    /// one-sided padding, 8-wide channel remainders, bias, residual and each activation; and
     /// `.automatic` picks it.
     func testLineWinogradMatchesDirect() {
         struct Case { let n, cin, cout, h, w, kh, kw: Int; let padding: Padding; let residual: Bool; let act: Activation }
@@ -232,7 +233,10 @@ final class KernelParityTests: XCTestCase {
                      Case(n: 2, cin: 40, cout: 24, h: 8, w: 9, kh: 3, kw: 1, padding: .explicit(top: 1, left: 0, bottom: 1, right: 0),
                           residual: false, act: .relu),
                      Case(n: 1, cin: 16, cout: 8, h: 4, w: 13, kh: 1, kw: 5, padding: .explicit(top: 0, left: 0, bottom: 0, right: 2),
-                          residual: true, act: .relu)]
+                          residual: true, act: .relu),
+                     Case(n: 2, cin: 48, cout: 64, h: 10, w: 11, kh: 5, kw: 5, padding: .symmetric(2), residual: false, act: .relu),
+                     Case(n: 1, cin: 24, cout: 16, h: 6, w: 9, kh: 3, kw: 5, padding: .explicit(top: 2, left: 1, bottom: 0, right: 2),
+                          residual: true, act: .relu6)]
         for (index, t) in cases.enumerated() {
             let name = "line-winograd-vs-direct-\(index)"
             let x = SyntheticFill.input(name: name + ".x", shape: [t.n, t.h, t.w, t.cin])
