@@ -91,19 +91,28 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
     /// Whether the layer holds Winograd F(4x4, 3x3) weights (decided at init from the algorithm and
     /// geometry). It runs them on every call unless it also holds direct weights (`usesDirect`);
     /// then only on calls with at least `winogradMinimumTiles` tiles.
-    public var usesWinograd: Bool { winograd != nil }
+    public var usesWinograd: Bool { winograd != nil || line != nil }
+    /// Floats of Winograd-transformed weights the layer holds (per weight pair 36, or α per folded
+    /// kernel row of a 1-D Winograd layer; 0 without).
+    public var winogradWeightFloats: Int {
+        (winograd != nil ? 36 : line.map { $0.alpha * $0.foldedRows } ?? 0) * inChannels * outChannels
+    }
     /// Whether the layer holds the direct path's weights (always, except for Winograd-only layers).
     public var usesDirect: Bool { direct != nil }
 
     /// Whether `forward` on `batch` maps of `height x width` runs the Winograd weights (else the
     /// direct ones): always when it holds only those, else from `winogradMinimumTiles` tiles per call.
     public func runsWinograd(batch: Int, height: Int, width: Int) -> Bool {
-        winograd != nil
-            && (direct == nil || batch * Conv2D.winogradTiles(height: height, width: width) >= Conv2D.winogradMinimumTiles)
+        if line != nil { return true }
+        guard winograd != nil else { return false }
+        let (oh, ow) = outputSize(height: height, width: width)
+        return direct == nil || batch * Conv2D.winogradTiles(height: oh, width: ow) >= Conv2D.winogradMinimumTiles
     }
     /// The direct path's packed weights (nil when the layer always runs Winograd: one weight copy only).
     let direct: PackedWeights?
     package let winograd: WinogradConvolution?
+    /// The 1-D Winograd weights of a 1 x r or r x 1 layer that runs them (then the only weights held).
+    package let line: WinogradLineConvolution?
     let bias: UnsafeMutableBufferPointer<Float>?
 
     /// The direct path's packed GEMM weights, for kernels that fuse this layer's GEMM into their own
@@ -125,7 +134,7 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
     /// transformed weights runs Winograd: 8, two 7x7 maps (docs/ENGINE.md, "Winograd").
     public static let winogradMinimumTiles = 8
 
-    /// Whether `.automatic` uses Winograd for every call on this geometry: 3x3, stride 1, padding 1,
+    /// Whether `.automatic` uses Winograd for every call on this geometry: 3x3, stride 1, padding 0 or 1,
     /// channel counts multiples of 8 and at least `winogradMinimumChannels`, and,
     /// for layers with large transformed weights whose `expectedInput` is known, at least
     /// `winogradMinimumTiles` 4x4 tiles per image. Layers that miss only that last condition (ResNet's
@@ -134,7 +143,8 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
                                        padding: Padding, expectedInput: (height: Int, width: Int)? = nil) -> Bool {
         supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                                   stride: stride, padding: padding)
-            && !hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
+            && !hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, padding: padding,
+                                                 expectedInput: expectedInput)
     }
 
     /// Whether `.automatic` keeps both the direct and the Winograd weights for this geometry and runs
@@ -144,7 +154,8 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
                                                  padding: Padding, expectedInput: (height: Int, width: Int)?) -> Bool {
         supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                                   stride: stride, padding: padding)
-            && hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
+            && hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, padding: padding,
+                                                 expectedInput: expectedInput)
     }
 
     static func supportsAutomaticWinograd(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
@@ -154,21 +165,28 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
                                             kernelW: kernelW, stride: stride, padding: padding)
     }
 
-    static func hasFewTilesPerImage(inChannels: Int, outChannels: Int, expectedInput: (height: Int, width: Int)?) -> Bool {
+    /// Whether a layer with large transformed weights has fewer than `winogradMinimumTiles` tiles per
+    /// image at `expectedInput` (tiles of its output, which is the input's size with padding 1 and two
+    /// pixels smaller each way unpadded).
+    static func hasFewTilesPerImage(inChannels: Int, outChannels: Int, padding: Padding,
+                                    expectedInput: (height: Int, width: Int)?) -> Bool {
         guard let size = expectedInput, 36 * inChannels * outChannels * 4 >= winogradLargeWeightBytes else { return false }
-        return winogradTiles(height: size.height, width: size.width) < winogradMinimumTiles
+        let p = padding.resolve(height: size.height, width: size.width, kernelH: 3, kernelW: 3, stride: 1)
+        return winogradTiles(height: size.height + p.top + p.bottom - 2, width: size.width + p.left + p.right - 2)
+            < winogradMinimumTiles
     }
 
-    /// 4x4 output tiles of one `height x width` map.
+    /// 4x4 output tiles of one `height x width` output map.
     static func winogradTiles(height: Int, width: Int) -> Int { ((height + 3) / 4) * ((width + 3) / 4) }
 
     /// Builds the layer from PyTorch-layout weights `[Cout][Cin][kh][kw]`.
     /// - Parameters:
     ///   - channelScale: optional per-output-channel factor multiplied into the weights (folded BN).
     ///   - bias: optional per-output-channel bias (folded BN shift plus any conv bias, already scaled).
-    ///   - algorithm: `.automatic` (default) picks Winograd where `prefersWinograd` says so; `.direct`
-    ///     and `.winograd` force one (`.winograd` traps unless the geometry is supported: 3x3,
-    ///     stride 1, padding 1, channels multiples of 8).
+    ///   - algorithm: `.automatic` (default) picks Winograd where `prefersWinograd` says so, and the
+    ///     1-D Winograd (`WinogradLineConvolution`) for the other stride-1 layers it supports (1 x r,
+    ///     r x 1, 5x5, ...) with at least `winogradMinimumChannels` channels; `.direct` and `.winograd`
+    ///     force one (`.winograd` traps unless either supports the geometry; channels multiples of 8).
     ///   - expectedInput: the input size the layer will usually see (a network's native resolution),
     ///     for `.automatic`'s choice only; any size works either way.
     ///   - options: `.automatic` picks Winograd only when `options.winograd` is on.
@@ -181,23 +199,32 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
         self.padding = padding; self.activation = activation
         self.bias = bias.map(AlignedBuffer.copy(of:))
         let useWinograd: Bool, alsoDirect: Bool
+        let lineGeometry = WinogradLineConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
+                                                            kernelW: kernelW, stride: stride, padding: padding)
         switch algorithm {
         case .direct: (useWinograd, alsoDirect) = (false, true)
         case .automatic:
             // Winograd wherever it can run; the direct weights too where it pays only for batches.
             useWinograd = options.winograd
-                && Conv2D.supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels,
-                                                    kernelH: kernelH, kernelW: kernelW, stride: stride, padding: padding)
+                && (Conv2D.supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels,
+                                                     kernelH: kernelH, kernelW: kernelW, stride: stride, padding: padding)
+                    || lineGeometry && min(inChannels, outChannels) >= Conv2D.winogradMinimumChannels)
             alsoDirect = !useWinograd
-                || Conv2D.hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
+                || !lineGeometry && Conv2D.hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels,
+                                                               padding: padding, expectedInput: expectedInput)
         case .winograd:
-            precondition(WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
-                                                      kernelW: kernelW, stride: stride, padding: padding),
-                         "Conv2D: Winograd needs a 3x3 stride-1 padding-1 kernel and channels that are multiples of 8")
+            precondition(lineGeometry || WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels,
+                                                                      kernelH: kernelH, kernelW: kernelW, stride: stride,
+                                                                      padding: padding),
+                         "Conv2D: Winograd needs a 3x3 stride-1 kernel with padding 0 or 1 per side, or a stride-1 kernel "
+                             + "WinogradLineConvolution.supports, and channels that are multiples of 8")
             (useWinograd, alsoDirect) = (true, false)
         }
-        winograd = useWinograd ? WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels,
-                                                     inChannels: inChannels, channelScale: channelScale) : nil
+        winograd = useWinograd && !lineGeometry ? WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels,
+                                                                      inChannels: inChannels, channelScale: channelScale) : nil
+        line = useWinograd && lineGeometry
+            ? WinogradLineConvolution(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels, kernelH: kernelH,
+                                      kernelW: kernelW, channelScale: channelScale, hugePages: options.hugePages) : nil
         guard alsoDirect else {
             direct = nil
             return
@@ -236,23 +263,35 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
     /// Runs the convolution.
     /// - Parameters:
     ///   - input: NHWC `[batch][height][width][inChannels]`.
-    ///   - output: NHWC `[batch][oh][ow][outChannels]`; must not alias `input`.
-    ///   - residual: optional NHWC tensor of the output's shape added before the activation
+    ///   - output: NHWC `[batch][oh][ow][outChannels]` whose pixels lie `outputStride` floats apart
+    ///     (default `outChannels`; larger writes a channel slice of a wider tensor, such as a branch
+    ///     of a concatenation, leaving the other channels untouched); must not alias `input`.
+    ///   - residual: optional dense NHWC tensor of the output's shape added before the activation
     ///     (ResNet's skip connection, fused into the output pass). Must not alias `input`; may be
-    ///     `output` itself (each element is read before it is written).
+    ///     `output` itself (each element is read before it is written) when `outputStride` is dense.
     /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds; no im2col matrix (the
     ///   GEMM gathers receptive fields block by block). About a quarter of that on the Winograd path.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                        output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil,
-                        options: EngineOptions = .default) {
+                        output: UnsafeMutablePointer<Float>, outputStride: Int? = nil,
+                        residual: UnsafePointer<Float>? = nil, options: EngineOptions = .default) {
+        let outputStride = outputStride ?? outChannels
+        precondition(outputStride >= outChannels, "Conv2D: output pixels closer than the output channels")
         let bias = self.bias.map { UnsafePointer($0.baseAddress!) }
+        if let line {
+            let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
+            line.forward(input: input, batch: batch, height: height, width: width, padding: p, output: output,
+                         outputStride: outputStride, bias: bias, residual: residual, activation: activation, options: options)
+            return
+        }
         if let winograd, runsWinograd(batch: batch, height: height, width: width) {
-            winograd.forward(input: input, batch: batch, height: height, width: width, output: output, bias: bias,
-                             residual: residual, activation: activation, options: options)
+            let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
+            winograd.forward(input: input, batch: batch, height: height, width: width, padding: p, output: output,
+                             outputStride: outputStride, bias: bias, residual: residual, activation: activation,
+                             options: options)
             return
         }
         let (operand, pixels) = directOperand(input: input, height: height, width: width)
-        PackedGEMM.run(operand, m: batch * pixels, weights: weights, c: output, ldc: outChannels,
+        PackedGEMM.run(operand, m: batch * pixels, weights: weights, c: output, ldc: outputStride,
                        bias: bias, residual: residual,
                        residualStride: outChannels, activation: activation, options: options)
     }

@@ -103,7 +103,8 @@ public enum PackedGEMM {
             }
             return
         }
-        let prefetchTiles = m * ldc * MemoryLayout<Float>.stride >= options.prefetchMinimumBytes ? options.prefetchTiles : 0
+        // Bytes the product writes (a channel slice of a wider output writes `n` of every `ldc` floats).
+        let prefetchTiles = m * w.n * MemoryLayout<Float>.stride >= options.prefetchMinimumBytes ? options.prefetchTiles : 0
         let task: (Int) -> Void = { task in
             let mb = task / groups, g = task - mb * groups
             // Whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).

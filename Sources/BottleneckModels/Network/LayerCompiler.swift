@@ -34,7 +34,7 @@ enum CompiledLayer {
     var convolutionWeightBytes: Int {
         switch self {
         case let .conv(c):
-            ((c.usesWinograd ? 36 : 0) + (c.usesDirect ? c.kernelH * c.kernelW : 0)) * c.inChannels * c.outChannels
+            (c.winogradWeightFloats + (c.usesDirect ? c.kernelH * c.kernelW * c.inChannels * c.outChannels : 0))
                 * MemoryLayout<Float>.size
         case let .depthwise(d): d.kernelH * d.kernelW * d.channels * MemoryLayout<Float>.size
         default: children.reduce(0) { $0 + $1.convolutionWeightBytes }
