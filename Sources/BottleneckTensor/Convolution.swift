@@ -702,9 +702,19 @@ public final class Linear: @unchecked Sendable {
     /// `output[batch][out] = act(input[batch][in] W^T + b)`.
     public func forward(input: UnsafePointer<Float>, batch: Int, output: UnsafeMutablePointer<Float>,
                         options: EngineOptions = .default) {
+        Linear.forward(input: input, batch: batch, weight: UnsafePointer(weights.baseAddress!), outFeatures: outFeatures,
+                       inFeatures: inFeatures, bias: bias.map { UnsafePointer($0.baseAddress!) }, activation: activation,
+                       output: output, options: options)
+    }
+
+    /// The layer's product on caller-owned weights (`[out][in]`, `bias` `[out]` or nil): what `forward`
+    /// runs, for weights that change between calls (fine-tuning).
+    public static func forward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, outFeatures: Int,
+                               inFeatures: Int, bias: UnsafePointer<Float>?, activation: Activation,
+                               output: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(outFeatures), Int32(inFeatures),
-                    1, input, Int32(inFeatures), weights.baseAddress, Int32(inFeatures), 0, output, Int32(outFeatures))
-        applyEpilogueParallel(output, rows: batch, cols: outFeatures, bias: bias.map { UnsafePointer($0.baseAddress!) },
-                              residual: nil, activation: activation, options: options)
+                    1, input, Int32(inFeatures), weight, Int32(inFeatures), 0, output, Int32(outFeatures))
+        applyEpilogueParallel(output, rows: batch, cols: outFeatures, bias: bias, residual: nil, activation: activation,
+                              options: options)
     }
 }
