@@ -1,0 +1,322 @@
+import BottleneckTensor
+import Foundation
+
+/// Executing compiled stages: runs layers on NHWC activations held in reusable buffer sets
+/// ("arenas", one per slice in flight, growing only when a larger slice arrives), converts the
+/// PyTorch-layout input and output, and records stage and layer times while profiling. Owns the
+/// arenas and the profile; the layers are read-only.
+///
+/// Thread safety: `withArena` and `run` may be called from several threads at once (each call works
+/// in its own arena) while `isProfiling` is off; profiled passes run on one thread.
+final class NetworkExecutor: @unchecked Sendable {
+    /// Compiled layers per stage, stage 0 first.
+    let stages: [[CompiledLayer]]
+    /// The architecture the stages were compiled from (for stage shapes).
+    let architecture: Architecture
+    /// Reduction applied to the last stage's spatial output when a pass emits it.
+    let pooling: Pooling
+    /// Engine settings every layer runs with.
+    let options: EngineOptions
+    /// Whether passes add their wall times to `profile`.
+    var isProfiling = false
+    /// Accumulated times of profiled passes.
+    private(set) var profile = ExecutionProfile()
+
+    /// Activation buffer sets not in use, one per slice in flight at most.
+    private var arenas: [[Workspace]] = []
+    private let arenaLock = NSLock()
+
+    /// Buffers of an arena that hold activations while layers run (the few alive at once); the
+    /// ones after them stage the input of each segment (`SliceSchedule.segments`) but the first.
+    static let activationSlots = 5
+
+    init(stages: [[CompiledLayer]], architecture: Architecture, pooling: Pooling, options: EngineOptions) {
+        self.stages = stages
+        self.architecture = architecture
+        self.pooling = pooling
+        self.options = options
+    }
+
+    /// Output shape per image of the last stage for a `height x width` input, after pooling.
+    func outputShape(height: Int, width: Int) -> ActivationShape {
+        let raw = architecture.stageShapes(height: height, width: width)[stages.count - 1]
+        if case let .map(c, _, _) = raw, pooling != .none { return .vector(c) }
+        return raw
+    }
+
+    /// Runs `body` with a set of activation buffers no other caller is using.
+    func withArena(_ body: ([Workspace]) -> Void) {
+        arenaLock.lock()
+        let arena = arenas.popLast()
+            ?? (0..<(NetworkExecutor.activationSlots + stages.count)).map { _ in Workspace(hugePages: options.hugePages) }
+        arenaLock.unlock()
+        body(arena)
+        arenaLock.lock()
+        arenas.append(arena)
+        arenaLock.unlock()
+    }
+
+    /// Frees the activation buffers (they are reallocated by the next pass).
+    func releaseBuffers() {
+        arenaLock.lock(); defer { arenaLock.unlock() }
+        for set in arenas { for w in set { w.release() } }
+    }
+
+    /// Runs `segments` (the last of them ends the network) on `batch` images: the last segment's
+    /// slices one after another (`SliceSchedule.evenSlices`), each staged by running the segments
+    /// before it on that slice.
+    func runSegments(_ segments: ArraySlice<Network.Segment>, input: UnsafePointer<Float>, batch: Int, height: Int,
+                     width: Int, output: UnsafeMutablePointer<Float>, arena: [Workspace]) {
+        let last = segments.last!
+        let shapes = architecture.stageShapes(height: height, width: width)
+        let first = last.stages.lowerBound
+        let inCount = first == 0 ? 3 * height * width : shapes[first - 1].count
+        let final = last.stages.upperBound == stages.count
+        let outCount = final ? outputShape(height: height, width: width).count : shapes[last.stages.upperBound - 1].count
+        for images in SliceSchedule.evenSlices(batch: batch, maximum: last.slice) {
+            let b0 = images.lowerBound, n = images.count
+            let source: UnsafePointer<Float>
+            if segments.count == 1 {
+                source = input + b0 * inCount
+            } else {
+                let staged = arena[NetworkExecutor.activationSlots + segments.count - 2].pointer(minimumCount: n * inCount)
+                runSegments(segments.dropLast(), input: input + b0 * (3 * height * width), batch: n, height: height,
+                            width: width, output: staged, arena: arena)
+                source = UnsafePointer(staged)
+            }
+            run(source, batch: n, height: height, width: width, stages: last.stages, output: output + b0 * outCount,
+                emits: final, arena: arena, collect: nil)
+        }
+    }
+
+    /// An activation: which arena slot holds it and its per-image NHWC shape.
+    private struct Act {
+        var slot: Int, h: Int, w: Int, c: Int
+        var isVector: Bool
+    }
+
+    private func pointer(_ act: Act, batch: Int, _ arena: [Workspace]) -> UnsafeMutablePointer<Float> {
+        arena[act.slot].pointer(minimumCount: batch * act.h * act.w * act.c)
+    }
+
+    private func acquire(excluding used: [Int], _ arena: [Workspace]) -> Int {
+        (0..<NetworkExecutor.activationSlots).first { !used.contains($0) }!
+    }
+
+    /// Runs `stages` on `batch` images. `input` is the PyTorch-layout images when the range starts at
+    /// stage 0, else the NHWC output of the stage before it. `output` receives the last stage's
+    /// output in PyTorch layout (pooled with `pooling`) when `emits`, else raw NHWC; `collect`, when
+    /// given, receives every stage's unpooled output in PyTorch layout.
+    func run(_ input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, stages range: Range<Int>,
+                     output: UnsafeMutablePointer<Float>?, emits: Bool, arena: [Workspace],
+                     collect: ((Int, [Float]) -> Void)?) {
+        var act: Act
+        if range.lowerBound == 0 {
+            act = Act(slot: 0, h: height, w: width, c: 3, isVector: false)
+            Layout.nchwToNhwc(input, batch: batch, channels: 3, height: height, width: width, into: pointer(act, batch: batch, arena),
+                              options: options)
+        } else {
+            switch architecture.stageShapes(height: height, width: width)[range.lowerBound - 1] {
+            case let .map(c, h, w): act = Act(slot: 0, h: h, w: w, c: c, isVector: false)
+            case let .vector(d): act = Act(slot: 0, h: 1, w: 1, c: d, isVector: true)
+            }
+            pointer(act, batch: batch, arena).update(from: input, count: batch * act.h * act.w * act.c)
+        }
+        if isProfiling && profile.stageSeconds.count != stages.count { profile.stageSeconds = [Double](repeating: 0, count: stages.count) }
+        for i in range {
+            let t0 = isProfiling ? DispatchTime.now().uptimeNanoseconds : 0
+            for layer in stages[i] { act = execute(layer, act, batch: batch, protected: [], arena) }
+            if isProfiling { profile.stageSeconds[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
+            if let collect {
+                var values = [Float](repeating: 0, count: batch * act.h * act.w * act.c)
+                values.withUnsafeMutableBufferPointer { emit(act, batch: batch, pool: .none, into: $0.baseAddress!, arena) }
+                collect(i, values)
+            }
+        }
+        guard let output else { return }
+        if emits {
+            emit(act, batch: batch, pool: pooling, into: output, arena)
+        } else {
+            output.update(from: pointer(act, batch: batch, arena), count: batch * act.h * act.w * act.c)
+        }
+    }
+
+    /// Writes an activation in PyTorch layout, optionally globally pooled.
+    private func emit(_ act: Act, batch: Int, pool: Pooling, into out: UnsafeMutablePointer<Float>, _ arena: [Workspace]) {
+        let src = pointer(act, batch: batch, arena)
+        if act.isVector {
+            out.update(from: src, count: batch * act.c)
+        } else if pool != .none {
+            Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: pool == .max, output: out,
+                             options: options)
+        } else {
+            Layout.nhwcToNchw(src, batch: batch, height: act.h, width: act.w, channels: act.c, into: out, options: options)
+        }
+    }
+
+    /// Runs `body`, adding its wall time to the profile's row `name` when `isProfiling` (such passes
+    /// run on the calling thread only, so the profile needs no lock).
+    private func timed(_ name: @autoclosure () -> String, flops: @autoclosure () -> Int, _ body: () -> Void) {
+        guard isProfiling else { body(); return }
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        profile.add(layer: name(), seconds: Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9, flops: flops())
+    }
+
+    /// Runs one layer on `act`. A convolution that adds `residual` may be told to write its output over it
+    /// (`outputSlot`, the skip tensor's slot): see the `.residual` case.
+    private func execute(_ layer: CompiledLayer, _ act: Act, batch: Int, protected: [Int], _ arena: [Workspace],
+                         residual: UnsafePointer<Float>? = nil, outputSlot: Int? = nil) -> Act {
+        let src = UnsafePointer(pointer(act, batch: batch, arena))
+        switch layer {
+        case let .conv(conv):
+            let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
+            let out = Act(slot: outputSlot ?? acquire(excluding: protected + [act.slot], arena), h: oh, w: ow,
+                          c: conv.outChannels, isVector: false)
+            timed("conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
+                  + (conv.runsWinograd(batch: batch, height: act.h, width: act.w) ? " winograd" : ""), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
+                conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
+                             residual: residual, options: options)
+            }
+            return out
+        case let .depthwise(conv):
+            let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: conv.channels, isVector: false)
+            timed("depthwise \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.channels) @\(act.h)x\(act.w)",
+                  flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
+                conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
+                             options: options)
+            }
+            return out
+        case let .maxPool(k, s, p):
+            let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
+            Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                              padding: p, output: pointer(out, batch: batch, arena), options: options)
+            return out
+        case let .avgPool(k, s, p, countIncludePad):
+            let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
+            Pooling2D.avgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                              padding: p, countIncludePad: countIncludePad, output: pointer(out, batch: batch, arena),
+                              options: options)
+            return out
+        case let .concat(branches, channels):
+            return concatenate(branches, channels: channels, act, batch: batch, protected: protected, arena, into: nil, at: 0)
+        case let .adaptiveAvgPool(oh, ow):
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
+            Pooling2D.adaptiveAvgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c,
+                                      outHeight: oh, outWidth: ow, output: pointer(out, batch: batch, arena), options: options)
+            return out
+        case .globalAvgPool:
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: act.c, isVector: true)
+            Pooling2D.global(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, max: false,
+                             output: pointer(out, batch: batch, arena), options: options)
+            return out
+        case let .linear(linear):
+            // An NHWC map flattens in (h, w, c) order; the weights were permuted at load to match.
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: 1, w: 1, c: linear.outFeatures, isVector: true)
+            timed("linear \(linear.inFeatures)->\(linear.outFeatures)", flops: 2 * batch * linear.macs) {
+                linear.forward(input: src, batch: batch, output: pointer(out, batch: batch, arena), options: options)
+            }
+            return out
+        case let .invertedResidual(block, unfused):
+            let bands = options.fusedBlocks ? block.bandsPerImage(batch: batch, height: act.h, width: act.w, options: options) : 0
+            if bands == 0 {
+                var x = act
+                for l in unfused { x = execute(l, x, batch: batch, protected: protected, arena) }
+                return x
+            }
+            let (oh, ow) = block.outputSize(height: act.h, width: act.w)
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: block.outChannels, isVector: false)
+            let dw = block.depthwise
+            timed("mbconv \(block.inChannels)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)",
+                  flops: 2 * batch * block.macs(height: act.h, width: act.w)) {
+                block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
+                              bands: bands, options: options)
+            }
+            return out
+        case let .residual(body, shortcut):
+            var keep = protected + [act.slot]
+            var skip = act
+            if let shortcut {
+                for l in shortcut { skip = execute(l, skip, batch: batch, protected: keep, arena) }
+                keep.append(skip.slot)
+            }
+            var x = act
+            for l in body.dropLast() { x = execute(l, x, batch: batch, protected: keep, arena) }
+            // The block's output goes over the skip tensor, which dies with the block: each output element
+            // is written after its own skip element is read (every kernel's output pass does so), and a
+            // store to a line just read needs no fetch from memory (docs/ENGINE.md, "Convolutions").
+            let inPlace = options.residualInPlace && !protected.contains(skip.slot) && skip.slot != x.slot
+            return execute(body.last!, x, batch: batch, protected: keep, arena,
+                           residual: UnsafePointer(pointer(skip, batch: batch, arena)), outputSlot: inPlace ? skip.slot : nil)
+        }
+    }
+
+    /// Runs every branch on `act` and places their outputs side by side on channels, in branch order
+    /// (`torch.cat(dim=1)`): from channel `offset` of `destination` when given (a branch that ends in a
+    /// nested concatenation writes straight into its parent's output), else into a new activation of
+    /// `channels` channels, which is returned. Each branch's last layer writes into a buffer of its
+    /// own, which is then copied into its channel slice: one extra pass over the block's output, small
+    /// next to its convolutions, and the kernels keep their dense output layout.
+    /// Buffers alive at once: `protected`, the input, the destination and two per branch depth.
+    private func concatenate(_ branches: [[CompiledLayer]], channels: Int, _ act: Act, batch: Int, protected: [Int],
+                             _ arena: [Workspace], into destination: Act?, at offset: Int) -> Act {
+        var dest = destination
+        var channel = offset
+        for branch in branches {
+            let keep = protected + [act.slot] + (dest.map { [$0.slot] } ?? [])
+            var x = act
+            if let d = dest, case let .concat(inner, innerChannels)? = branch.last {
+                for layer in branch.dropLast() { x = execute(layer, x, batch: batch, protected: keep, arena) }
+                _ = concatenate(inner, channels: innerChannels, x, batch: batch, protected: keep + [x.slot], arena, into: d, at: channel)
+                channel += innerChannels
+                continue
+            }
+            for layer in branch { x = execute(layer, x, batch: batch, protected: keep, arena) }
+            if dest == nil {
+                dest = Act(slot: acquire(excluding: keep + [x.slot], arena), h: x.h, w: x.w, c: channels, isVector: false)
+            }
+            let d = dest!
+            precondition(x.h == d.h && x.w == d.w && channel + x.c <= d.c, "concatenated branches disagree on their output size")
+            let src = UnsafePointer(pointer(x, batch: batch, arena)), dst = pointer(d, batch: batch, arena)
+            for p in 0..<(batch * x.h * x.w) { (dst + p * d.c + channel).update(from: src + p * x.c, count: x.c) }
+            channel += x.c
+        }
+        return dest!
+    }
+}
+
+/// Accumulated wall times of profiled passes (`Network.recordStageTimes`).
+struct ExecutionProfile {
+    /// Seconds per stage (index = stage index); empty until a profiled pass runs.
+    var stageSeconds: [Double] = []
+    /// Seconds per kind and shape of layer, rows in the order their layers first ran.
+    private(set) var layerTimes: [LayerTiming] = []
+    private var rows: [String: Int] = [:]
+
+    /// Adds one timed call of the layer row `key`.
+    mutating func add(layer key: String, seconds: Double, flops: Int) {
+        if let row = rows[key] {
+            layerTimes[row].seconds += seconds
+            layerTimes[row].flops += flops
+            layerTimes[row].calls += 1
+        } else {
+            rows[key] = layerTimes.count
+            layerTimes.append(LayerTiming(layer: key, seconds: seconds, flops: flops, calls: 1))
+        }
+    }
+}
+
+/// Time spent in the layers of one kind and shape (`Network.layerTimes`).
+public struct LayerTiming: Sendable {
+    /// Kind, kernel/stride, channels and input size, e.g. `conv 1x1/1 64->256 @56x56`.
+    public let layer: String
+    /// Accumulated wall seconds.
+    public var seconds: Double
+    /// Accumulated floating-point operations (2 per multiply-add).
+    public var flops: Int
+    /// Calls timed (layers of this shape times passes times slices).
+    public var calls: Int
+}
