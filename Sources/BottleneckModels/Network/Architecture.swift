@@ -21,6 +21,9 @@ struct BatchNormSpec: Sendable {
     let closesResidual: Bool
     /// Which tensors hold its statistics and affine terms.
     var keys: Keys = .torch
+    /// Weight of a batch's statistics when training updates the running ones (PyTorch's `momentum`;
+    /// 0.01 for networks ported from TensorFlow, whose decay is 0.99).
+    var momentum: Float = 0.1
 
     /// How a checkpoint stores a batch norm.
     enum Keys: Sendable {
@@ -104,15 +107,9 @@ public enum ModelFamily: String, Sendable, CaseIterable {
     case mobileNetV2 = "mobilenet_v2"
     case inception
 
-    /// Fine-tuning depths `benchmark --finetune auto` runs: 0, 1, 2 where the top stages train, only the
-    /// new head (0) for Inception-v3 (its blocks cannot train yet), none for the others.
-    public var automaticFineTuneDepths: [Int] {
-        switch self {
-        case .resnet, .efficientNetLite: return [0, 1, 2]
-        case .inception: return [0]
-        case .vgg, .mobileNetV2: return []
-        }
-    }
+    /// Fine-tuning depths `benchmark --finetune auto` runs: 0 (the new head alone), 1 and 2 trainable
+    /// stages (`Architecture.fineTuningSplit(unfreeze:)`), for every family.
+    public var automaticFineTuneDepths: [Int] { [0, 1, 2] }
 }
 
 /// A network architecture: an ordered list of stages from the input to the logits, with the
