@@ -33,6 +33,35 @@ func windowOutput(_ input: Int, pad: Int, kernel: Int, stride: Int) -> Int {
     (input + pad - kernel) / stride + 1
 }
 
+/// A layer that slides a `kernelH x kernelW` window over its input with `stride` and `padding`
+/// (dense and depthwise convolutions): output size and work follow from those alone.
+public protocol SlidingWindowLayer {
+    var kernelH: Int { get }
+    var kernelW: Int { get }
+    var stride: Int { get }
+    var padding: Padding { get }
+    /// Input channels each output sums over (the input channel count of a dense convolution, 1 for a depthwise one).
+    var inputsPerOutput: Int { get }
+    /// Output channels.
+    var outputChannels: Int { get }
+}
+
+extension SlidingWindowLayer {
+    /// Output spatial size for an input of `height x width`.
+    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
+        let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
+        return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
+                windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
+    }
+
+    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
+    public func macs(height: Int, width: Int) -> Int {
+        let (oh, ow) = outputSize(height: height, width: width)
+        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
+                           inputsPerOutput: inputsPerOutput, outChannels: outputChannels)
+    }
+}
+
 /// A dense 2-D convolution (groups = 1) on NHWC activations, lowered to a GEMM (`PackedGEMM`).
 ///
 /// Weights are reordered at init to `[Cout][kh][kw][Cin]` so one im2col row (the receptive field of
@@ -44,7 +73,7 @@ func windowOutput(_ input: Int, pad: Int, kernel: Int, stride: Int) -> Int {
 /// Winograd F(4x4, 3x3) instead (`WinogradConvolution`, about 4x fewer multiply-adds); such a layer
 /// keeps only the Winograd-transformed weights, except where Winograd pays only for batches (large
 /// weights on small maps): those keep both and choose per call.
-public final class Conv2D: @unchecked Sendable {
+public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
     /// Input channels.
     public let inChannels: Int
     /// Output channels.
@@ -55,6 +84,8 @@ public final class Conv2D: @unchecked Sendable {
     public let stride: Int
     /// Padding rule.
     public let padding: Padding
+    public var inputsPerOutput: Int { inChannels }
+    public var outputChannels: Int { outChannels }
     /// Activation fused into the output pass.
     public let activation: Activation
     /// Whether the layer holds Winograd F(4x4, 3x3) weights (decided at init from the algorithm and
@@ -192,20 +223,6 @@ public final class Conv2D: @unchecked Sendable {
         if let bias { AlignedBuffer.free(bias) }
     }
 
-    /// Output spatial size for an input of `height x width`.
-    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
-        let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
-                windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
-    }
-
-    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
-    public func macs(height: Int, width: Int) -> Int {
-        let (oh, ow) = outputSize(height: height, width: width)
-        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
-                           inputsPerOutput: inChannels, outChannels: outChannels)
-    }
-
     /// Multiply-accumulates per image of any convolution-like layer: each of the
     /// `outputHeight x outputWidth x outChannels` outputs sums `kernelH x kernelW x inputsPerOutput`
     /// products (`inputsPerOutput` is the input channel count of a dense convolution, 1 for a depthwise
@@ -245,8 +262,7 @@ public final class Conv2D: @unchecked Sendable {
     /// else its receptive fields.
     func directOperand(input: UnsafePointer<Float>, height: Int, width: Int) -> (GEMMOperand, pixels: Int) {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
-        let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
+        let (oh, ow) = outputSize(height: height, width: width)
         if kernelH == 1 && kernelW == 1 && stride == 1 && p == (0, 0, 0, 0) {
             return (.matrix(input, rowStride: inChannels), oh * ow)
         }
@@ -258,7 +274,7 @@ public final class Conv2D: @unchecked Sendable {
 
 /// A depthwise 2-D convolution (groups = channels, one filter per channel) on NHWC activations,
 /// vectorised over channels with 8-wide SIMD; BN folding and the activation as in `Conv2D`.
-public final class DepthwiseConv2D: @unchecked Sendable {
+public final class DepthwiseConv2D: SlidingWindowLayer, @unchecked Sendable {
     /// Channels (input = output).
     public let channels: Int
     /// Kernel height and width.
@@ -267,6 +283,8 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     public let stride: Int
     /// Padding rule.
     public let padding: Padding
+    public var inputsPerOutput: Int { 1 }
+    public var outputChannels: Int { channels }
     /// Activation fused into the output pass.
     public let activation: Activation
     let weights: UnsafeMutableBufferPointer<Float>   // [kh][kw][C]
@@ -293,20 +311,6 @@ public final class DepthwiseConv2D: @unchecked Sendable {
 
     deinit { AlignedBuffer.free(weights); AlignedBuffer.free(bias); AlignedBuffer.free(zeroPixel) }
 
-    /// Output spatial size for an input of `height x width`.
-    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
-        let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
-                windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
-    }
-
-    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
-    public func macs(height: Int, width: Int) -> Int {
-        let (oh, ow) = outputSize(height: height, width: width)
-        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
-                           inputsPerOutput: 1, outChannels: channels)
-    }
-
     /// The row kernel for `height x width` inputs: row `i` of its output is image `i / oh`, output
     /// row `i % oh`, read from `input` and written to `output` (both NHWC, batch-major).
     /// With `ringRows` > 0 the input is one image whose row `y` lives in slot `y % ringRows` (see
@@ -314,8 +318,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     func rowKernel(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, height: Int, width: Int,
                    ringRows: Int = 0) -> DepthwiseRow {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
-        let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
+        let (oh, ow) = outputSize(height: height, width: width)
         // Output columns whose window lies fully inside the image take the register-blocked path;
         // the few edge columns take the clipped one.
         let interiorLo = min(ow, (p.left + stride - 1) / stride)

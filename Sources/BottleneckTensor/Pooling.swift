@@ -115,21 +115,17 @@ public enum Layout {
     /// the compiler turns into interleaving shuffles instead of a strided scalar copy per element.
     public static func nchwToNhwc(_ src: UnsafePointer<Float>, batch: Int, channels: Int, height: Int, width: Int,
                                   into dst: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
+        guard channels == 3 else {
+            transposeEachImage(src, batch: batch, rows: channels, columns: height * width, into: dst, options: options)
+            return
+        }
         let hw = height * width
         parallelRanges(batch * height, grain: 1, threads: options.workers) { range in
             for r in range {
                 let n = r / height, y = r - n * height
-                if channels == 3 {
-                    let o = dst + (n * height + y) * width * 3
-                    let p0 = src + n * 3 * hw + y * width, p1 = p0 + hw, p2 = p1 + hw
-                    for x in 0..<width { o[3 * x] = p0[x]; o[3 * x + 1] = p1[x]; o[3 * x + 2] = p2[x] }
-                    continue
-                }
-                for x in 0..<width {
-                    let o = dst + ((n * height + y) * width + x) * channels
-                    let i = src + n * channels * hw + y * width + x
-                    for c in 0..<channels { o[c] = i[c * hw] }
-                }
+                let o = dst + (n * height + y) * width * 3
+                let p0 = src + n * 3 * hw + y * width, p1 = p0 + hw, p2 = p1 + hw
+                for x in 0..<width { o[3 * x] = p0[x]; o[3 * x + 1] = p1[x]; o[3 * x + 2] = p2[x] }
             }
         }
     }
@@ -137,13 +133,20 @@ public enum Layout {
     /// `[N][H][W][C]` to `[N][C][H][W]`.
     public static func nhwcToNchw(_ src: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
                                   into dst: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
-        let hw = height * width
-        parallelRanges(batch * channels, grain: 1, threads: options.workers) { range in
+        transposeEachImage(src, batch: batch, rows: height * width, columns: channels, into: dst, options: options)
+    }
+
+    /// For each of `batch` images, the row-major `rows x columns` matrix at `src` written transposed
+    /// (`columns x rows`) at `dst`. `src` and `dst` must not overlap.
+    static func transposeEachImage(_ src: UnsafePointer<Float>, batch: Int, rows: Int, columns: Int,
+                                   into dst: UnsafeMutablePointer<Float>, options: EngineOptions) {
+        let size = rows * columns
+        parallelRanges(batch * columns, grain: 1, threads: options.workers) { range in
             for r in range {
-                let n = r / channels, c = r - n * channels
-                let o = dst + r * hw
-                let i = src + n * hw * channels + c
-                for p in 0..<hw { o[p] = i[p * channels] }
+                let n = r / columns, column = r - n * columns
+                let o = dst + r * rows
+                let i = src + n * size + column
+                for k in 0..<rows { o[k] = i[k * columns] }
             }
         }
     }
