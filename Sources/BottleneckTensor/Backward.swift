@@ -2,7 +2,7 @@ import CBLAS
 
 /// The geometry of a dense (groups = 1) or depthwise convolution, as its backward passes need it.
 /// Depthwise convolutions have `inChannels == outChannels` and one filter per channel.
-public struct ConvolutionShape: Sendable, Equatable {
+public struct ConvolutionShape: SlidingWindowLayer, Sendable, Equatable {
     /// Input channels.
     public let inChannels: Int
     /// Output channels.
@@ -13,23 +13,24 @@ public struct ConvolutionShape: Sendable, Equatable {
     public let stride: Int
     /// Padding rule.
     public let padding: Padding
+    /// One filter per channel (`inChannels == outChannels`).
+    public let isDepthwise: Bool
 
     /// Describes a convolution.
-    public init(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int, padding: Padding) {
+    public init(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int, padding: Padding,
+                isDepthwise: Bool = false) {
+        precondition(!isDepthwise || inChannels == outChannels, "a depthwise convolution keeps its channel count")
         self.inChannels = inChannels; self.outChannels = outChannels
         self.kernelH = kernelH; self.kernelW = kernelW; self.stride = stride; self.padding = padding
+        self.isDepthwise = isDepthwise
     }
+
+    public var inputsPerOutput: Int { isDepthwise ? 1 : inChannels }
+    public var outputChannels: Int { outChannels }
 
     /// Length of one receptive field of a dense convolution, `kernelH * kernelW * inChannels` (the
     /// weight gradient's row length, in `[kh][kw][Cin]` order).
     public var patchLength: Int { kernelH * kernelW * inChannels }
-
-    /// Output spatial size for an input of `height x width`.
-    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
-        let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
-                windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
-    }
 
     /// Whether the GEMM operand is the NHWC input itself (1x1, stride 1, no padding).
     func isPlainPointwise(height: Int, width: Int) -> Bool {

@@ -135,8 +135,10 @@ final class BackwardGradientTests: XCTestCase {
 
     func testDepthwiseGradients() {
         for (shape, h, w, act) in [
-            (ConvolutionShape(inChannels: 6, outChannels: 6, kernelH: 5, kernelW: 5, stride: 2, padding: .same), 8, 9, Activation.none),
-            (ConvolutionShape(inChannels: 20, outChannels: 20, kernelH: 3, kernelW: 3, stride: 1, padding: .symmetric(1)), 6, 7, .relu6),
+            (ConvolutionShape(inChannels: 6, outChannels: 6, kernelH: 5, kernelW: 5, stride: 2, padding: .same, isDepthwise: true),
+             8, 9, Activation.none),
+            (ConvolutionShape(inChannels: 20, outChannels: 20, kernelH: 3, kernelW: 3, stride: 1, padding: .symmetric(1), isDepthwise: true),
+             6, 7, .relu6),
         ] {
             let batch = 2, c = shape.inChannels, k = shape.kernelH * shape.kernelW
             let x = random(batch * h * w * c)

@@ -245,7 +245,8 @@ class GraphNode {
                                    batchNorm: try bn.map { try BatchNormParameters($0, channels: cout, compiler: compiler) },
                                    activation: override ?? activation)
         case let .depthwise(name, c, k, stride, padding, bn, activation):
-            let shape = ConvolutionShape(inChannels: c, outChannels: c, kernelH: k, kernelW: k, stride: stride, padding: padding)
+            let shape = ConvolutionShape(inChannels: c, outChannels: c, kernelH: k, kernelW: k, stride: stride, padding: padding,
+                                         isDepthwise: true)
             return ConvolutionNode(shape: shape, depthwise: true,
                                    weight: Parameter(name: name + ".weight", shape: [c, 1, k, k],
                                                      value: try compiler.tensor(name + ".weight", [c, 1, k, k])),
