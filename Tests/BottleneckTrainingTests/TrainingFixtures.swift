@@ -44,9 +44,9 @@ enum TrainingFixtures {
         return graph
     }
 
-    static func url(_ name: String) throws -> URL {
-        guard let u = Bundle.module.url(forResource: name, withExtension: "npy", subdirectory: "Fixtures") else {
-            throw XCTSkip("fixture \(name).npy missing: rerun Tests/Reference/training/make_grads.py")
+    static func url(_ name: String, extension ext: String = "npy") throws -> URL {
+        guard let u = Bundle.module.url(forResource: name, withExtension: ext, subdirectory: "Fixtures") else {
+            throw XCTSkip("fixture \(name).\(ext) missing: rerun the generator under Tests/Reference/training/")
         }
         return u
     }
