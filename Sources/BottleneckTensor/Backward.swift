@@ -69,21 +69,9 @@ public final class ConvolutionInputGradient: @unchecked Sendable {
     public init(weightOIHW: UnsafePointer<Float>, shape: ConvolutionShape, channelScale: [Float]? = nil,
                 options: EngineOptions = .default) {
         self.shape = shape
-        let cout = shape.outChannels, cin = shape.inChannels, kh = shape.kernelH, kw = shape.kernelW
-        let k = shape.patchLength
-        let rows = AlignedBuffer.allocate(k * cout)
-        defer { AlignedBuffer.free(rows) }
-        for o in 0..<cout {
-            let s = channelScale?[o] ?? 1
-            for i in 0..<cin {
-                for y in 0..<kh {
-                    for x in 0..<kw {
-                        rows[((y * kw + x) * cin + i) * cout + o] = weightOIHW[((o * cin + i) * kh + y) * kw + x] * s
-                    }
-                }
-            }
-        }
-        transposed = PackedWeights(rowsNK: rows.baseAddress!, n: k, k: cout, hugePages: options.hugePages)
+        transposed = Conv2D.packedWeights(weightOIHW: weightOIHW, outChannels: shape.outChannels, inChannels: shape.inChannels,
+                                          kernelH: shape.kernelH, kernelW: shape.kernelW, channelScale: channelScale,
+                                          transposed: true, hugePages: options.hugePages)
     }
 
     /// Writes `dx` (NHWC `[batch][height][width][Cin]`, overwritten) from `outputGradient` (NHWC

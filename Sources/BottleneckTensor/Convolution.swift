@@ -202,6 +202,17 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
             direct = nil
             return
         }
+        direct = Conv2D.packedWeights(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels,
+                                      kernelH: kernelH, kernelW: kernelW, channelScale: channelScale, transposed: false,
+                                      hugePages: options.hugePages)
+    }
+
+    /// `weightOIHW` `[Cout][Cin][kh][kw]` times `channelScale[o]` (when given), packed for `PackedGEMM` with
+    /// patch elements in `[kh][kw][Cin]` order: one row per output channel (`[Cout][kh*kw*Cin]`, the direct
+    /// forward's operand), or with `transposed` one row per patch element (`[kh*kw*Cin][Cout]`, the input
+    /// gradient's operand).
+    static func packedWeights(weightOIHW: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
+                              channelScale: [Float]?, transposed: Bool, hugePages: Bool) -> PackedWeights {
         let k = kernelH * kernelW * inChannels
         let rows = AlignedBuffer.allocate(outChannels * k)
         defer { AlignedBuffer.free(rows) }
@@ -210,13 +221,15 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
             for i in 0..<inChannels {
                 for y in 0..<kernelH {
                     for x in 0..<kernelW {
-                        rows[o * k + (y * kernelW + x) * inChannels + i] =
+                        let j = (y * kernelW + x) * inChannels + i
+                        rows[transposed ? j * outChannels + o : o * k + j] =
                             weightOIHW[((o * inChannels + i) * kernelH + y) * kernelW + x] * s
                     }
                 }
             }
         }
-        direct = PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: options.hugePages)
+        return transposed ? PackedWeights(rowsNK: rows.baseAddress!, n: k, k: outChannels, hugePages: hugePages)
+            : PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: hugePages)
     }
 
     deinit {

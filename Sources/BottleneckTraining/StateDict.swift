@@ -7,8 +7,6 @@ public enum TrainingError: Error, CustomStringConvertible {
     case shapeMismatch(layer: String, expected: String, got: [Int])
     /// A state-dict entry the layer needs is absent.
     case missingKey(String)
-    /// A state-dict entry has a different shape from the layer's parameter.
-    case parameterShape(key: String, expected: [Int], got: [Int])
     /// A configuration value is outside its allowed range.
     case invalidConfiguration(String)
     /// A dataset or image could not be used.
@@ -20,8 +18,6 @@ public enum TrainingError: Error, CustomStringConvertible {
             return "\(layer): expected input of shape \(expected), got \(got)"
         case let .missingKey(key):
             return "weights: missing key '\(key)'"
-        case let .parameterShape(key, expected, got):
-            return "weights: '\(key)' has shape \(got), the layer needs \(expected)"
         case let .invalidConfiguration(reason):
             return "invalid configuration: \(reason)"
         case let .data(path, reason):

@@ -24,31 +24,22 @@ final class FamilyParityTests: XCTestCase {
     /// The fixture's index (`family_<model>.json`).
     struct Index: Decodable {
         struct SGDSettings: Decodable {
-            let lr: Float
-            let momentum: Float
-            let weight_decay: Float
-            let nesterov: Bool
+            let lr: Float, momentum: Float, weight_decay: Float
+            let nesterov: Bool, same_batch_every_step: Bool
             let steps: Int
-            let same_batch_every_step: Bool
         }
 
+        /// One parameter's slice of the concatenated `grads` / `after3` arrays.
         struct Entry: Decodable {
-            let key: String
-            let shape: [Int]
-            let offset: Int
-            let count: Int
+            let key: String, shape: [Int], offset: Int, count: Int
         }
 
-        let model: String
-        let prefix_stage: String
+        let model: String, prefix_stage: String
         /// The stages the script trains; the last entry is the new head.
         let trainable_stages: [String]
         let input_shape: [Int]
-        let classes: Int
-        let features: Int
-        let sample: Int
+        let classes: Int, features: Int, sample: Int, total: Int
         let sgd: SGDSettings
-        let total: Int
         let parameters: [Entry]
     }
 

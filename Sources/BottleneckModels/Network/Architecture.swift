@@ -268,6 +268,26 @@ public struct Architecture: Sendable {
         }
     }
 
+    /// `transform` applied to `layers` in order, each given its input shape (`input`, then the previous
+    /// layer's output) and whether it is the last layer: the walk both compilers (`LayerCompiler`,
+    /// `TrainingGraph`) make over a layer sequence.
+    static func mapSequence<T>(_ layers: [LayerSpec], input: ActivationShape,
+                               _ transform: (_ layer: LayerSpec, _ input: ActivationShape, _ isLast: Bool) throws -> T) rethrows -> [T] {
+        var shape = input
+        var results: [T] = []
+        results.reserveCapacity(layers.count)
+        for (i, layer) in layers.enumerated() {
+            results.append(try transform(layer, shape, i == layers.count - 1))
+            shape = infer(layer, shape).shape
+        }
+        return results
+    }
+
+    /// Output shape of `layers` run in order on `input`.
+    static func outputShape(of layers: [LayerSpec], input: ActivationShape) -> ActivationShape {
+        layers.reduce(input) { infer($1, $0).shape }
+    }
+
     /// Output shape and multiply-accumulates per image of one layer.
     static func infer(_ layer: LayerSpec, _ input: ActivationShape) -> (shape: ActivationShape, macs: Int) {
         func spatial(_ k: Int, _ s: Int, _ p: Padding, _ h: Int, _ w: Int, kernelWidth: Int? = nil) -> (Int, Int) {

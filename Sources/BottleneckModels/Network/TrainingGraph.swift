@@ -75,13 +75,8 @@ public final class TrainingGraph {
     init(layers: [LayerSpec], input: ActivationShape, weights: WeightSource, sourceName: String,
          head: (name: String, outputs: Int)?, options: EngineOptions) throws {
         let compiler = LayerCompiler(source: weights, sourceName: sourceName, options: options)
-        var shape = input
-        var nodes: [GraphNode] = []
-        for spec in layers {
-            nodes.append(try GraphNode.compile(spec, input: shape, compiler: compiler))
-            shape = Architecture.infer(spec, shape).shape
-        }
-        body = nodes
+        body = try GraphNode.compileSequence(layers, input: input, compiler: compiler)
+        let shape = Architecture.outputShape(of: layers, input: input)
         inputShape = input
         featureShape = shape
         self.options = options
@@ -99,7 +94,7 @@ public final class TrainingGraph {
             self.head = nil
             outputShape = shape
         }
-        parameters = nodes.flatMap(\.parameters) + (self.head?.parameters ?? [])
+        parameters = body.flatMap(\.parameters) + (self.head?.parameters ?? [])
     }
 
     /// The trainable form of stages `stages` of `architecture` for `inputSize`-square images (default: its
@@ -266,12 +261,8 @@ class GraphNode {
                               bias: Parameter(name: name + ".bias", shape: [outF], value: try compiler.tensor(name + ".bias", [outF])),
                               activation: activation)
         case let .residual(body, shortcut, activation):
-            var shape = input
-            var nodes: [GraphNode] = []
-            for (i, layer) in body.enumerated() {
-                let last = i == body.count - 1
-                nodes.append(try compile(layer, input: shape, compiler: compiler, activation: last ? activation : nil))
-                shape = Architecture.infer(layer, shape).shape
+            let nodes = try Architecture.mapSequence(body, input: input) { layer, shape, isLast in
+                try compile(layer, input: shape, compiler: compiler, activation: isLast ? activation : nil)
             }
             // As in `Network`: the skip tensor is added in the closing dense convolution's output pass.
             guard let closing = nodes.last as? ConvolutionNode, !closing.depthwise else {
@@ -285,11 +276,7 @@ class GraphNode {
     }
 
     static func compileSequence(_ layers: [LayerSpec], input: ActivationShape, compiler: LayerCompiler) throws -> [GraphNode] {
-        var shape = input
-        return try layers.map { layer in
-            defer { shape = Architecture.infer(layer, shape).shape }
-            return try compile(layer, input: shape, compiler: compiler)
-        }
+        try Architecture.mapSequence(layers, input: input) { layer, shape, _ in try compile(layer, input: shape, compiler: compiler) }
     }
 }
 
