@@ -229,6 +229,17 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
             direct = nil
             return
         }
+        direct = Conv2D.packedWeights(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels,
+                                      kernelH: kernelH, kernelW: kernelW, channelScale: channelScale, transposed: false,
+                                      hugePages: options.hugePages)
+    }
+
+    /// `weightOIHW` `[Cout][Cin][kh][kw]` times `channelScale[o]` (when given), packed for `PackedGEMM` with
+    /// patch elements in `[kh][kw][Cin]` order: one row per output channel (`[Cout][kh*kw*Cin]`, the direct
+    /// forward's operand), or with `transposed` one row per patch element (`[kh*kw*Cin][Cout]`, the input
+    /// gradient's operand).
+    static func packedWeights(weightOIHW: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
+                              channelScale: [Float]?, transposed: Bool, hugePages: Bool) -> PackedWeights {
         let k = kernelH * kernelW * inChannels
         let rows = AlignedBuffer.allocate(outChannels * k)
         defer { AlignedBuffer.free(rows) }
@@ -237,13 +248,15 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
             for i in 0..<inChannels {
                 for y in 0..<kernelH {
                     for x in 0..<kernelW {
-                        rows[o * k + (y * kernelW + x) * inChannels + i] =
+                        let j = (y * kernelW + x) * inChannels + i
+                        rows[transposed ? j * outChannels + o : o * k + j] =
                             weightOIHW[((o * inChannels + i) * kernelH + y) * kernelW + x] * s
                     }
                 }
             }
         }
-        direct = PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: options.hugePages)
+        return transposed ? PackedWeights(rowsNK: rows.baseAddress!, n: k, k: outChannels, hugePages: hugePages)
+            : PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: hugePages)
     }
 
     deinit {
@@ -744,9 +757,19 @@ public final class Linear: @unchecked Sendable {
     /// `output[batch][out] = act(input[batch][in] W^T + b)`.
     public func forward(input: UnsafePointer<Float>, batch: Int, output: UnsafeMutablePointer<Float>,
                         options: EngineOptions = .default) {
+        Linear.forward(input: input, batch: batch, weight: UnsafePointer(weights.baseAddress!), outFeatures: outFeatures,
+                       inFeatures: inFeatures, bias: bias.map { UnsafePointer($0.baseAddress!) }, activation: activation,
+                       output: output, options: options)
+    }
+
+    /// The layer's product on caller-owned weights (`[out][in]`, `bias` `[out]` or nil): what `forward`
+    /// runs, for weights that change between calls (fine-tuning).
+    public static func forward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, outFeatures: Int,
+                               inFeatures: Int, bias: UnsafePointer<Float>?, activation: Activation,
+                               output: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(outFeatures), Int32(inFeatures),
-                    1, input, Int32(inFeatures), weights.baseAddress, Int32(inFeatures), 0, output, Int32(outFeatures))
-        applyEpilogueParallel(output, rows: batch, cols: outFeatures, bias: bias.map { UnsafePointer($0.baseAddress!) },
-                              residual: nil, activation: activation, options: options)
+                    1, input, Int32(inFeatures), weight, Int32(inFeatures), 0, output, Int32(outFeatures))
+        applyEpilogueParallel(output, rows: batch, cols: outFeatures, bias: bias, residual: nil, activation: activation,
+                              options: options)
     }
 }
