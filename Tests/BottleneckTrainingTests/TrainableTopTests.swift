@@ -49,6 +49,36 @@ final class TrainableTopTests: XCTestCase {
         try check(model: "inception_v3", unfreeze: 1, side: 96)   // Mixed_7c: nested concatenations
     }
 
+    /// The product's training mode (frozen BatchNorm while `training`) on a real checkpoint must compute
+    /// what inference computes: MobileNetV2 (torchvision weights, BN eps 1e-5, ReLU6 stages) at K = 1 and 2.
+    func testRealMobileNetV2TopInTrainingModeMatchesInference() throws {
+        guard let entry = try? WeightManifest.bundled().entry(for: "mobilenet_v2"), let url = WeightCache.default.locate(entry) else {
+            throw XCTSkip("mobilenet_v2 weights not in the cache (bottleneck weights fetch mobilenet_v2)")
+        }
+        let arch = try ModelZoo.architecture("mobilenet_v2")
+        let weights = try Checkpoint(contentsOf: url)
+        for unfreeze in [1, 2] {
+            let top = try TrainableTop(architecture: arch, weights: weights, unfreeze: unfreeze, classCount: 2)
+            let prefix = try Network(architecture: arch, weights: weights, cut: .layer(top.prefixStage))
+            let full = try Network(architecture: arch, weights: weights, cut: .layer(top.featureStage))
+            let side = 96
+            let graph = try TrainingGraph(architecture: arch, stages: top.split.trainableStages.lowerBound...(top.split.trainableStages.upperBound - 1),
+                                          weights: weights, inputSize: side)
+            // Batch sizes change between calls as in FineTuner (training batches, then evaluation chunks).
+            for (n, training) in [(16, true), (5, true), (32, false), (25, false), (16, true)] {
+                var rng = SplitMix64(seed: UInt64(n))
+                let input = (0..<(n * 3 * side * side)).map { _ in rng.nextSymmetric(scale: 2) }
+                let mid = prefix.forward(input, batch: n, height: side, width: side)
+                let ref = full.forward(input, batch: n, height: side, width: side)
+                let scale = ref.map(abs).max()!
+                graph.training = training
+                let ours = graph.forward(mid, batch: n)
+                let diff = zip(ours, ref).map { abs($0 - $1) }.max()!
+                XCTAssertLessThanOrEqual(diff, 1e-4 * scale, "K=\(unfreeze) batch \(n) training=\(training): max abs diff \(diff), scale \(scale)")
+            }
+        }
+    }
+
     func testStagesAndErrors() throws {
         let arch = try ModelZoo.architecture("efficientnet-lite0")
         let w = SyntheticWeights(architecture: arch)
