@@ -38,9 +38,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "../.."))
 TORCH_SIDE = os.path.join(ROOT, "Tests/Reference/training/torch_finetune.py")
-sys.path.insert(0, os.path.join(ROOT, "Tests/Reference/training"))
-sys.path.insert(0, os.path.join(ROOT, "Tests/Reference/models"))
-from torch_finetune import lite0_checkpoint  # noqa: E402
+SYNTHETIC_DIR = os.path.join(ROOT, "Tests/Reference/models")
 
 LITE0 = "efficientnet-lite0"
 
@@ -98,13 +96,22 @@ def one_run(side, a, model, weights_path, k, seed, epochs, validate, log):
 
 
 def write_synthetic_checkpoint(model, folder):
-    """A torchvision state dict with synthetic.py's fill, saved as .pth for `bottleneck finetune --weights`."""
-    import torch
-    import torchvision
-    from synthetic import apply_synthetic
+    """A torchvision state dict with synthetic.py's fill, saved as .pth for `bottleneck finetune --weights`.
+
+    Runs in a child process: this driver never imports torch, because every process it forks starts as a copy of
+    it and a child's peak RSS (wait4's ru_maxrss) would then count torch's pages too."""
     path = os.path.join(folder, f"{model}-synthetic.pth")
-    torch.save(apply_synthetic(getattr(torchvision.models, model)()).state_dict(), path)
+    script = ("import sys, torch, torchvision; from synthetic import apply_synthetic; "
+              "torch.save(apply_synthetic(getattr(torchvision.models, sys.argv[1])()).state_dict(), sys.argv[2])")
+    subprocess.run([sys.executable, "-c", script, model, path], check=True, env=python_env())
     return path
+
+
+def python_env():
+    """The environment for a Python child that imports Tests/Reference/models/synthetic.py."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (SYNTHETIC_DIR, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def mean_sd(values):
@@ -191,14 +198,16 @@ def main():
     def log(msg):
         print(msg, file=sys.stderr, flush=True)
 
-    import torch
+    torch_version = subprocess.run([sys.executable, "-c", "import torch; print(torch.__version__)"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     policy = "PyTorch's OpenMP workers spinning" if a.omp_spin else "PyTorch with OMP_WAIT_POLICY=PASSIVE"
-    header = (f"# {started}, {platform.node()}, {os.cpu_count()} CPUs, commit {commit}, torch {torch.__version__}, "
+    header = (f"# {started}, {platform.node()}, {os.cpu_count()} CPUs, commit {commit}, torch {torch_version}, "
               f"{a.threads} threads, data {a.data}, {policy}")
     print(header, flush=True)
-    lite0_ckpt = lite0_checkpoint()
+    lite0_ckpt = subprocess.run([sys.executable, "-c", "from torch_finetune import lite0_checkpoint; print(lite0_checkpoint() or '')"],
+                                capture_output=True, text=True, check=True, cwd=os.path.dirname(TORCH_SIDE)).stdout.strip() or None
     runs, order = [], 0
 
     def pair(model, weights_path, k, seed, epochs, validate):

@@ -8,6 +8,24 @@ import BottleneckTensor
 /// Metric: max|ours - torch| / max(1, max|torch|) <= 1e-5 (single layers: only float32 reordering
 /// of the sums separates the two), or `winogradTolerance` for the Winograd path.
 final class KernelParityTests: XCTestCase {
+    /// `conv` on NHWC `input`, its output buffer filled with NaN first (so unwritten pixels show), plus
+    /// `residual` (the output's shape) when given.
+    static func forwardOverNaNs(_ conv: Conv2D, input x: [Float], batch n: Int, height h: Int, width w: Int,
+                                residual: [Float]?) -> [Float] {
+        let (oh, ow) = conv.outputSize(height: h, width: w)
+        var out = [Float](repeating: .nan, count: n * oh * ow * conv.outChannels)
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+            if let residual {
+                residual.withUnsafeBufferPointer { rp in
+                    conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!, residual: rp.baseAddress!)
+                }
+            } else {
+                conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!, residual: nil)
+            }
+        } }
+        return out
+    }
+
     let tolerance: Float = 1e-5
     /// Winograd F(4x4, 3x3) rounds differently: the input transform multiplies by up to 5 and sums 4
     /// to 6 terms, the output transform by up to 8, so each transformed value carries a few ulps of
@@ -199,12 +217,8 @@ final class KernelParityTests: XCTestCase {
                     XCTAssertEqual(conv.usesWinograd, Conv2D.prefersWinograd(inChannels: t.cin, outChannels: t.cout, kernelH: 3,
                                                                              kernelW: 3, stride: 1, padding: t.padding))
                 }
-                var out = [Float](repeating: .nan, count: t.n * oh * ow * t.cout)
-                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
-                    conv.forward(input: xp.baseAddress!, batch: t.n, height: t.h, width: t.w, output: op.baseAddress!,
-                                 residual: t.residual ? rp.baseAddress! : nil)
-                } } }
-                results.append(out)
+                results.append(Self.forwardOverNaNs(conv, input: x, batch: t.n, height: t.h, width: t.w,
+                                                    residual: t.residual ? residual : nil))
             }
             let err = relativeMaxError(results[1], results[0])
             XCTAssertLessThanOrEqual(err, winogradTolerance, "\(name): Winograd vs direct relative error \(err)")
@@ -252,12 +266,8 @@ final class KernelParityTests: XCTestCase {
                 XCTAssertEqual(conv.usesWinograd, algorithm != .direct, "\(name) \(algorithm)")
                 let (oh, ow) = conv.outputSize(height: t.h, width: t.w)
                 let residual = SyntheticFill.input(name: name + ".r", shape: [t.n, oh, ow, t.cout])
-                var out = [Float](repeating: .nan, count: t.n * oh * ow * t.cout)
-                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
-                    conv.forward(input: xp.baseAddress!, batch: t.n, height: t.h, width: t.w, output: op.baseAddress!,
-                                 residual: t.residual ? rp.baseAddress! : nil)
-                } } }
-                results.append(out)
+                results.append(Self.forwardOverNaNs(conv, input: x, batch: t.n, height: t.h, width: t.w,
+                                                    residual: t.residual ? residual : nil))
             }
             let err = relativeMaxError(results[1], results[0])
             XCTAssertLessThanOrEqual(err, winogradTolerance, "\(name): 1-D Winograd vs direct relative error \(err)")
