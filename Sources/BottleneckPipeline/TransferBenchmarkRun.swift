@@ -51,8 +51,7 @@ public struct FineTuneBenchmarkOptions: Sendable {
     /// Defaults: not run; 5 epochs at learning rate 0.01 when depths are given.
     public init() {}
 
-    /// The depths `bottleneck benchmark --finetune auto` runs for `family`: 0, 1 and 2 where fine-tuning
-    /// is supported, none otherwise.
+    /// The depths `bottleneck benchmark --finetune auto` runs for `family`: 0, 1 and 2.
     public static func automaticDepths(for family: ModelFamily) -> [Int] {
         family.automaticFineTuneDepths
     }
@@ -60,7 +59,7 @@ public struct FineTuneBenchmarkOptions: Sendable {
     /// The report note describing the recipe, or why fine-tuning did not run.
     public var note: String {
         if depths.isEmpty {
-            return "Fine-tuning: not run (--finetune none, or a VGG or MobileNetV2 model, whose fine-tuning is not supported)."
+            return "Fine-tuning: not run (--finetune none)."
         }
         return String(format: "Fine-tuning recipe: SGD momentum 0.9, weight decay 1e-4, lr %g cosine, batch 16, %d epochs, flip + random-resized-crop, BatchNorm frozen, head initialised to zero; accuracy after the last epoch.", Double(learningRate), epochs)
     }
@@ -111,7 +110,10 @@ extension TransferBenchmark {
 
     /// The fine-tuning half: for every depth K, fine-tunes the top K stages plus a new linear head once per
     /// seed (`0..<options.seeds`) on ``split``'s train images and scores the last epoch on its test images.
-    /// Seed 0's network also gives the confusion matrix and the end-to-end inference speed (decode + forward).
+    /// Seed 0's fine-tuned network also gives the confusion matrix and the inference speed, measured as the frozen
+    /// rows' are: the fine-tuned backbone (base weights overlaid with the trained stages, cut at the feature
+    /// stage) extracts the dataset through the same `FeatureExtractor` (cached under
+    /// `features/<name>-finetune-k<K>`), then the trained head scores the test rows.
     /// - Precondition: the split is fixed, i.e. ``evaluateFrozen(network:cuts:)`` or ``evaluate`` ran first.
     /// - Throws: ``PipelineError/invalidDataset(path:reason:)`` when no split is fixed or its test side is
     ///   empty; the training module's errors otherwise.
@@ -154,10 +156,9 @@ extension TransferBenchmark {
                 accs.append(acc)
                 path = report.path.rawValue
                 if s == 0 {
-                    let t1 = DispatchTime.now()
-                    let (predicted, labels) = try predictions(of: tuner, on: test)
-                    let dt = Self.seconds(since: t1)
-                    imagesPerSecond = dt > 0 ? Double(labels.count) / dt : 0
+                    let (rate, predicted, labels) = try extractFineTuned(tuner, base: source, sourceName: sourceName,
+                                                                         cacheName: "\(network.name)-finetune-k\(k)")
+                    imagesPerSecond = rate
                     confusion = confusionMatrix(predicted: predicted, labels: labels, classCount: classCount)
                 }
                 log?(String(format: "  finetune K=%d seed %d: accuracy %.4f, %.1f s (%@)", k, s, acc, secs.last!, path))
@@ -169,18 +170,35 @@ extension TransferBenchmark {
         return rows
     }
 
-    /// Predicted classes of `tuner` on the images of `items` that decode, with their labels; images that
-    /// fail to decode are left out (fine-tuning's validation leaves them out too). Runs in batches of 32.
-    private func predictions(of tuner: FineTuner, on items: [LabeledImage]) throws -> (predicted: [Int], labels: [Int]) {
-        var images: [RGBImage] = [], labels: [Int] = []
-        for item in items {
-            guard let img = try? ImageDecoder.decode(contentsOf: URL(fileURLWithPath: item.path)) else { continue }
-            images.append(img); labels.append(item.label)
+    /// Runs `tuner`'s fine-tuned backbone on the engine and pipeline the frozen rows use (see
+    /// ``evaluateFineTuning(network:options:)``) and scores the test rows with its head.
+    /// - Returns: images per second (extraction wall time per image plus the head's time per test image), the
+    ///   predicted classes of the test rows and their labels.
+    private func extractFineTuned(_ tuner: FineTuner, base: WeightSource, sourceName: String,
+                                  cacheName: String) throws -> (imagesPerSecond: Double, predicted: [Int], labels: [Int]) {
+        let tuned = OverlayWeights(base: base, overrides: StateDictFile(state: StateDict(tuner.top.stageParameters)))
+        let selection = StageSelection.layer(tuner.top.featureStage)
+        let network = try Network(architecture: tuner.architecture, weights: tuned, cut: selection, pool: .avg,
+                                  sourceName: sourceName, options: tuner.config.engine)
+        let backbone = try NetworkBackbone(network: network, selection: selection, weightsSHA256: "finetuned:\(cacheName)")
+        let out = reportDirectory.appendingPathComponent("features").appendingPathComponent(cacheName)
+        // The trained weights differ from run to run: never reuse an earlier extraction.
+        try? FileManager.default.removeItem(at: out)
+        log?("extracting \(cacheName) features (\(backbone.featureDimension)-d) into \(out.path)")
+        let result = try FeatureExtractor(backbone: backbone, options: options.extraction).extract(dataset: dataset, to: out)
+        let (_, test) = try splitRows(try FeatureStore.load(from: out))
+        let (weight, bias) = tuner.head
+        let d = tuner.top.features, k = tuner.classCount
+        let t0 = DispatchTime.now()
+        let predicted = (0..<test.x.rows).map { r in
+            argmax((0..<k).map { c in
+                var acc = Double(bias.value[c])
+                for j in 0..<d { acc += Double(weight.value[c * d + j]) * test.x[r, j] }
+                return Float(acc)
+            })
         }
-        var predicted: [Int] = []
-        for b in stride(from: 0, to: images.count, by: 32) {
-            predicted += try tuner.logits(images: Array(images[b..<min(b + 32, images.count)])).map(argmax)
-        }
-        return (predicted, labels)
+        let headPerImage = Self.seconds(since: t0) / Double(max(1, test.labels.count))
+        let perImage = (result.extracted > 0 ? result.wallSeconds / Double(result.extracted) : 0) + headPerImage
+        return (perImage > 0 ? 1 / perImage : 0, predicted, test.labels)
     }
 }

@@ -33,6 +33,35 @@ func windowOutput(_ input: Int, pad: Int, kernel: Int, stride: Int) -> Int {
     (input + pad - kernel) / stride + 1
 }
 
+/// A layer that slides a `kernelH x kernelW` window over its input with `stride` and `padding`
+/// (dense and depthwise convolutions): output size and work follow from those alone.
+public protocol SlidingWindowLayer {
+    var kernelH: Int { get }
+    var kernelW: Int { get }
+    var stride: Int { get }
+    var padding: Padding { get }
+    /// Input channels each output sums over (the input channel count of a dense convolution, 1 for a depthwise one).
+    var inputsPerOutput: Int { get }
+    /// Output channels.
+    var outputChannels: Int { get }
+}
+
+extension SlidingWindowLayer {
+    /// Output spatial size for an input of `height x width`.
+    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
+        let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
+        return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
+                windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
+    }
+
+    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
+    public func macs(height: Int, width: Int) -> Int {
+        let (oh, ow) = outputSize(height: height, width: width)
+        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
+                           inputsPerOutput: inputsPerOutput, outChannels: outputChannels)
+    }
+}
+
 /// A dense 2-D convolution (groups = 1) on NHWC activations, lowered to a GEMM (`PackedGEMM`).
 ///
 /// Weights are reordered at init to `[Cout][kh][kw][Cin]` so one im2col row (the receptive field of
@@ -44,7 +73,7 @@ func windowOutput(_ input: Int, pad: Int, kernel: Int, stride: Int) -> Int {
 /// Winograd F(4x4, 3x3) instead (`WinogradConvolution`, about 4x fewer multiply-adds); such a layer
 /// keeps only the Winograd-transformed weights, except where Winograd pays only for batches (large
 /// weights on small maps): those keep both and choose per call.
-public final class Conv2D: @unchecked Sendable {
+public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
     /// Input channels.
     public let inChannels: Int
     /// Output channels.
@@ -55,24 +84,35 @@ public final class Conv2D: @unchecked Sendable {
     public let stride: Int
     /// Padding rule.
     public let padding: Padding
+    public var inputsPerOutput: Int { inChannels }
+    public var outputChannels: Int { outChannels }
     /// Activation fused into the output pass.
     public let activation: Activation
     /// Whether the layer holds Winograd F(4x4, 3x3) weights (decided at init from the algorithm and
     /// geometry). It runs them on every call unless it also holds direct weights (`usesDirect`);
     /// then only on calls with at least `winogradMinimumTiles` tiles.
-    public var usesWinograd: Bool { winograd != nil }
+    public var usesWinograd: Bool { winograd != nil || line != nil }
+    /// Floats of Winograd-transformed weights the layer holds (per weight pair 36, or α per folded
+    /// kernel row of a 1-D Winograd layer; 0 without).
+    public var winogradWeightFloats: Int {
+        (winograd != nil ? 36 : line.map { $0.alpha * $0.foldedRows } ?? 0) * inChannels * outChannels
+    }
     /// Whether the layer holds the direct path's weights (always, except for Winograd-only layers).
     public var usesDirect: Bool { direct != nil }
 
     /// Whether `forward` on `batch` maps of `height x width` runs the Winograd weights (else the
     /// direct ones): always when it holds only those, else from `winogradMinimumTiles` tiles per call.
     public func runsWinograd(batch: Int, height: Int, width: Int) -> Bool {
-        winograd != nil
-            && (direct == nil || batch * Conv2D.winogradTiles(height: height, width: width) >= Conv2D.winogradMinimumTiles)
+        if line != nil { return true }
+        guard winograd != nil else { return false }
+        let (oh, ow) = outputSize(height: height, width: width)
+        return direct == nil || batch * Conv2D.winogradTiles(height: oh, width: ow) >= Conv2D.winogradMinimumTiles
     }
     /// The direct path's packed weights (nil when the layer always runs Winograd: one weight copy only).
     let direct: PackedWeights?
     package let winograd: WinogradConvolution?
+    /// The 1-D Winograd weights of a 1 x r or r x 1 layer that runs them (then the only weights held).
+    package let line: WinogradLineConvolution?
     let bias: UnsafeMutableBufferPointer<Float>?
 
     /// The direct path's packed GEMM weights, for kernels that fuse this layer's GEMM into their own
@@ -94,7 +134,7 @@ public final class Conv2D: @unchecked Sendable {
     /// transformed weights runs Winograd: 8, two 7x7 maps (docs/ENGINE.md, "Winograd").
     public static let winogradMinimumTiles = 8
 
-    /// Whether `.automatic` uses Winograd for every call on this geometry: 3x3, stride 1, padding 1,
+    /// Whether `.automatic` uses Winograd for every call on this geometry: 3x3, stride 1, padding 0 or 1,
     /// channel counts multiples of 8 and at least `winogradMinimumChannels`, and,
     /// for layers with large transformed weights whose `expectedInput` is known, at least
     /// `winogradMinimumTiles` 4x4 tiles per image. Layers that miss only that last condition (ResNet's
@@ -103,7 +143,8 @@ public final class Conv2D: @unchecked Sendable {
                                        padding: Padding, expectedInput: (height: Int, width: Int)? = nil) -> Bool {
         supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                                   stride: stride, padding: padding)
-            && !hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
+            && !hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, padding: padding,
+                                                 expectedInput: expectedInput)
     }
 
     /// Whether `.automatic` keeps both the direct and the Winograd weights for this geometry and runs
@@ -113,7 +154,8 @@ public final class Conv2D: @unchecked Sendable {
                                                  padding: Padding, expectedInput: (height: Int, width: Int)?) -> Bool {
         supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH, kernelW: kernelW,
                                   stride: stride, padding: padding)
-            && hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
+            && hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, padding: padding,
+                                                 expectedInput: expectedInput)
     }
 
     static func supportsAutomaticWinograd(inChannels: Int, outChannels: Int, kernelH: Int, kernelW: Int, stride: Int,
@@ -123,21 +165,28 @@ public final class Conv2D: @unchecked Sendable {
                                             kernelW: kernelW, stride: stride, padding: padding)
     }
 
-    static func hasFewTilesPerImage(inChannels: Int, outChannels: Int, expectedInput: (height: Int, width: Int)?) -> Bool {
+    /// Whether a layer with large transformed weights has fewer than `winogradMinimumTiles` tiles per
+    /// image at `expectedInput` (tiles of its output, which is the input's size with padding 1 and two
+    /// pixels smaller each way unpadded).
+    static func hasFewTilesPerImage(inChannels: Int, outChannels: Int, padding: Padding,
+                                    expectedInput: (height: Int, width: Int)?) -> Bool {
         guard let size = expectedInput, 36 * inChannels * outChannels * 4 >= winogradLargeWeightBytes else { return false }
-        return winogradTiles(height: size.height, width: size.width) < winogradMinimumTiles
+        let p = padding.resolve(height: size.height, width: size.width, kernelH: 3, kernelW: 3, stride: 1)
+        return winogradTiles(height: size.height + p.top + p.bottom - 2, width: size.width + p.left + p.right - 2)
+            < winogradMinimumTiles
     }
 
-    /// 4x4 output tiles of one `height x width` map.
+    /// 4x4 output tiles of one `height x width` output map.
     static func winogradTiles(height: Int, width: Int) -> Int { ((height + 3) / 4) * ((width + 3) / 4) }
 
     /// Builds the layer from PyTorch-layout weights `[Cout][Cin][kh][kw]`.
     /// - Parameters:
     ///   - channelScale: optional per-output-channel factor multiplied into the weights (folded BN).
     ///   - bias: optional per-output-channel bias (folded BN shift plus any conv bias, already scaled).
-    ///   - algorithm: `.automatic` (default) picks Winograd where `prefersWinograd` says so; `.direct`
-    ///     and `.winograd` force one (`.winograd` traps unless the geometry is supported: 3x3,
-    ///     stride 1, padding 1, channels multiples of 8).
+    ///   - algorithm: `.automatic` (default) picks Winograd where `prefersWinograd` says so, and the
+    ///     1-D Winograd (`WinogradLineConvolution`) for the other stride-1 layers it supports (1 x r,
+    ///     r x 1, 5x5, ...) with at least `winogradMinimumChannels` channels; `.direct` and `.winograd`
+    ///     force one (`.winograd` traps unless either supports the geometry; channels multiples of 8).
     ///   - expectedInput: the input size the layer will usually see (a network's native resolution),
     ///     for `.automatic`'s choice only; any size works either way.
     ///   - options: `.automatic` picks Winograd only when `options.winograd` is on.
@@ -150,27 +199,47 @@ public final class Conv2D: @unchecked Sendable {
         self.padding = padding; self.activation = activation
         self.bias = bias.map(AlignedBuffer.copy(of:))
         let useWinograd: Bool, alsoDirect: Bool
+        let lineGeometry = WinogradLineConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
+                                                            kernelW: kernelW, stride: stride, padding: padding)
         switch algorithm {
         case .direct: (useWinograd, alsoDirect) = (false, true)
         case .automatic:
             // Winograd wherever it can run; the direct weights too where it pays only for batches.
             useWinograd = options.winograd
-                && Conv2D.supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels,
-                                                    kernelH: kernelH, kernelW: kernelW, stride: stride, padding: padding)
+                && (Conv2D.supportsAutomaticWinograd(inChannels: inChannels, outChannels: outChannels,
+                                                     kernelH: kernelH, kernelW: kernelW, stride: stride, padding: padding)
+                    || lineGeometry && min(inChannels, outChannels) >= Conv2D.winogradMinimumChannels)
             alsoDirect = !useWinograd
-                || Conv2D.hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels, expectedInput: expectedInput)
+                || !lineGeometry && Conv2D.hasFewTilesPerImage(inChannels: inChannels, outChannels: outChannels,
+                                                               padding: padding, expectedInput: expectedInput)
         case .winograd:
-            precondition(WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels, kernelH: kernelH,
-                                                      kernelW: kernelW, stride: stride, padding: padding),
-                         "Conv2D: Winograd needs a 3x3 stride-1 padding-1 kernel and channels that are multiples of 8")
+            precondition(lineGeometry || WinogradConvolution.supports(inChannels: inChannels, outChannels: outChannels,
+                                                                      kernelH: kernelH, kernelW: kernelW, stride: stride,
+                                                                      padding: padding),
+                         "Conv2D: Winograd needs a 3x3 stride-1 kernel with padding 0 or 1 per side, or a stride-1 kernel "
+                             + "WinogradLineConvolution.supports, and channels that are multiples of 8")
             (useWinograd, alsoDirect) = (true, false)
         }
-        winograd = useWinograd ? WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels,
-                                                     inChannels: inChannels, channelScale: channelScale) : nil
+        winograd = useWinograd && !lineGeometry ? WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels,
+                                                                      inChannels: inChannels, channelScale: channelScale) : nil
+        line = useWinograd && lineGeometry
+            ? WinogradLineConvolution(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels, kernelH: kernelH,
+                                      kernelW: kernelW, channelScale: channelScale, hugePages: options.hugePages) : nil
         guard alsoDirect else {
             direct = nil
             return
         }
+        direct = Conv2D.packedWeights(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels,
+                                      kernelH: kernelH, kernelW: kernelW, channelScale: channelScale, transposed: false,
+                                      hugePages: options.hugePages)
+    }
+
+    /// `weightOIHW` `[Cout][Cin][kh][kw]` times `channelScale[o]` (when given), packed for `PackedGEMM` with
+    /// patch elements in `[kh][kw][Cin]` order: one row per output channel (`[Cout][kh*kw*Cin]`, the direct
+    /// forward's operand), or with `transposed` one row per patch element (`[kh*kw*Cin][Cout]`, the input
+    /// gradient's operand).
+    static func packedWeights(weightOIHW: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
+                              channelScale: [Float]?, transposed: Bool, hugePages: Bool) -> PackedWeights {
         let k = kernelH * kernelW * inChannels
         let rows = AlignedBuffer.allocate(outChannels * k)
         defer { AlignedBuffer.free(rows) }
@@ -179,31 +248,19 @@ public final class Conv2D: @unchecked Sendable {
             for i in 0..<inChannels {
                 for y in 0..<kernelH {
                     for x in 0..<kernelW {
-                        rows[o * k + (y * kernelW + x) * inChannels + i] =
+                        let j = (y * kernelW + x) * inChannels + i
+                        rows[transposed ? j * outChannels + o : o * k + j] =
                             weightOIHW[((o * inChannels + i) * kernelH + y) * kernelW + x] * s
                     }
                 }
             }
         }
-        direct = PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: options.hugePages)
+        return transposed ? PackedWeights(rowsNK: rows.baseAddress!, n: k, k: outChannels, hugePages: hugePages)
+            : PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: hugePages)
     }
 
     deinit {
         if let bias { AlignedBuffer.free(bias) }
-    }
-
-    /// Output spatial size for an input of `height x width`.
-    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
-        let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
-                windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
-    }
-
-    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
-    public func macs(height: Int, width: Int) -> Int {
-        let (oh, ow) = outputSize(height: height, width: width)
-        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
-                           inputsPerOutput: inChannels, outChannels: outChannels)
     }
 
     /// Multiply-accumulates per image of any convolution-like layer: each of the
@@ -219,23 +276,35 @@ public final class Conv2D: @unchecked Sendable {
     /// Runs the convolution.
     /// - Parameters:
     ///   - input: NHWC `[batch][height][width][inChannels]`.
-    ///   - output: NHWC `[batch][oh][ow][outChannels]`; must not alias `input`.
-    ///   - residual: optional NHWC tensor of the output's shape added before the activation
+    ///   - output: NHWC `[batch][oh][ow][outChannels]` whose pixels lie `outputStride` floats apart
+    ///     (default `outChannels`; larger writes a channel slice of a wider tensor, such as a branch
+    ///     of a concatenation, leaving the other channels untouched); must not alias `input`.
+    ///   - residual: optional dense NHWC tensor of the output's shape added before the activation
     ///     (ResNet's skip connection, fused into the output pass). Must not alias `input`; may be
-    ///     `output` itself (each element is read before it is written).
+    ///     `output` itself (each element is read before it is written) when `outputStride` is dense.
     /// - Complexity: O(batch * oh * ow * kh * kw * Cin * Cout) multiply-adds; no im2col matrix (the
     ///   GEMM gathers receptive fields block by block). About a quarter of that on the Winograd path.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
-                        output: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>? = nil,
-                        options: EngineOptions = .default) {
+                        output: UnsafeMutablePointer<Float>, outputStride: Int? = nil,
+                        residual: UnsafePointer<Float>? = nil, options: EngineOptions = .default) {
+        let outputStride = outputStride ?? outChannels
+        precondition(outputStride >= outChannels, "Conv2D: output pixels closer than the output channels")
         let bias = self.bias.map { UnsafePointer($0.baseAddress!) }
+        if let line {
+            let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
+            line.forward(input: input, batch: batch, height: height, width: width, padding: p, output: output,
+                         outputStride: outputStride, bias: bias, residual: residual, activation: activation, options: options)
+            return
+        }
         if let winograd, runsWinograd(batch: batch, height: height, width: width) {
-            winograd.forward(input: input, batch: batch, height: height, width: width, output: output, bias: bias,
-                             residual: residual, activation: activation, options: options)
+            let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
+            winograd.forward(input: input, batch: batch, height: height, width: width, padding: p, output: output,
+                             outputStride: outputStride, bias: bias, residual: residual, activation: activation,
+                             options: options)
             return
         }
         let (operand, pixels) = directOperand(input: input, height: height, width: width)
-        PackedGEMM.run(operand, m: batch * pixels, weights: weights, c: output, ldc: outChannels,
+        PackedGEMM.run(operand, m: batch * pixels, weights: weights, c: output, ldc: outputStride,
                        bias: bias, residual: residual,
                        residualStride: outChannels, activation: activation, options: options)
     }
@@ -245,8 +314,7 @@ public final class Conv2D: @unchecked Sendable {
     /// else its receptive fields.
     func directOperand(input: UnsafePointer<Float>, height: Int, width: Int) -> (GEMMOperand, pixels: Int) {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
-        let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
+        let (oh, ow) = outputSize(height: height, width: width)
         if kernelH == 1 && kernelW == 1 && stride == 1 && p == (0, 0, 0, 0) {
             return (.matrix(input, rowStride: inChannels), oh * ow)
         }
@@ -258,7 +326,7 @@ public final class Conv2D: @unchecked Sendable {
 
 /// A depthwise 2-D convolution (groups = channels, one filter per channel) on NHWC activations,
 /// vectorised over channels with 8-wide SIMD; BN folding and the activation as in `Conv2D`.
-public final class DepthwiseConv2D: @unchecked Sendable {
+public final class DepthwiseConv2D: SlidingWindowLayer, @unchecked Sendable {
     /// Channels (input = output).
     public let channels: Int
     /// Kernel height and width.
@@ -267,6 +335,8 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     public let stride: Int
     /// Padding rule.
     public let padding: Padding
+    public var inputsPerOutput: Int { 1 }
+    public var outputChannels: Int { channels }
     /// Activation fused into the output pass.
     public let activation: Activation
     let weights: UnsafeMutableBufferPointer<Float>   // [kh][kw][C]
@@ -293,20 +363,6 @@ public final class DepthwiseConv2D: @unchecked Sendable {
 
     deinit { AlignedBuffer.free(weights); AlignedBuffer.free(bias); AlignedBuffer.free(zeroPixel) }
 
-    /// Output spatial size for an input of `height x width`.
-    public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
-        let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        return (windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride),
-                windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride))
-    }
-
-    /// Multiply-accumulates per image for a `height x width` input (FLOPs are 2x this).
-    public func macs(height: Int, width: Int) -> Int {
-        let (oh, ow) = outputSize(height: height, width: width)
-        return Conv2D.macs(outputHeight: oh, outputWidth: ow, kernelH: kernelH, kernelW: kernelW,
-                           inputsPerOutput: 1, outChannels: channels)
-    }
-
     /// The row kernel for `height x width` inputs: row `i` of its output is image `i / oh`, output
     /// row `i % oh`, read from `input` and written to `output` (both NHWC, batch-major).
     /// With `ringRows` > 0 the input is one image whose row `y` lives in slot `y % ringRows` (see
@@ -314,8 +370,7 @@ public final class DepthwiseConv2D: @unchecked Sendable {
     func rowKernel(input: UnsafePointer<Float>, output: UnsafeMutablePointer<Float>, height: Int, width: Int,
                    ringRows: Int = 0) -> DepthwiseRow {
         let p = padding.resolve(height: height, width: width, kernelH: kernelH, kernelW: kernelW, stride: stride)
-        let oh = windowOutput(height, pad: p.top + p.bottom, kernel: kernelH, stride: stride)
-        let ow = windowOutput(width, pad: p.left + p.right, kernel: kernelW, stride: stride)
+        let (oh, ow) = outputSize(height: height, width: width)
         // Output columns whose window lies fully inside the image take the register-blocked path;
         // the few edge columns take the clipped one.
         let interiorLo = min(ow, (p.left + stride - 1) / stride)
@@ -702,9 +757,19 @@ public final class Linear: @unchecked Sendable {
     /// `output[batch][out] = act(input[batch][in] W^T + b)`.
     public func forward(input: UnsafePointer<Float>, batch: Int, output: UnsafeMutablePointer<Float>,
                         options: EngineOptions = .default) {
+        Linear.forward(input: input, batch: batch, weight: UnsafePointer(weights.baseAddress!), outFeatures: outFeatures,
+                       inFeatures: inFeatures, bias: bias.map { UnsafePointer($0.baseAddress!) }, activation: activation,
+                       output: output, options: options)
+    }
+
+    /// The layer's product on caller-owned weights (`[out][in]`, `bias` `[out]` or nil): what `forward`
+    /// runs, for weights that change between calls (fine-tuning).
+    public static func forward(input: UnsafePointer<Float>, batch: Int, weight: UnsafePointer<Float>, outFeatures: Int,
+                               inFeatures: Int, bias: UnsafePointer<Float>?, activation: Activation,
+                               output: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(outFeatures), Int32(inFeatures),
-                    1, input, Int32(inFeatures), weights.baseAddress, Int32(inFeatures), 0, output, Int32(outFeatures))
-        applyEpilogueParallel(output, rows: batch, cols: outFeatures, bias: bias.map { UnsafePointer($0.baseAddress!) },
-                              residual: nil, activation: activation, options: options)
+                    1, input, Int32(inFeatures), weight, Int32(inFeatures), 0, output, Int32(outFeatures))
+        applyEpilogueParallel(output, rows: batch, cols: outFeatures, bias: bias, residual: nil, activation: activation,
+                              options: options)
     }
 }

@@ -140,51 +140,48 @@ import Glibc
 #endif
 
 /// The SIMD widths the kernels (GEMM tiles, depthwise, epilogues) run at. Generic code calls the
-/// `SIMD` protocol's default (lane-by-lane) comparisons even when specialised; this requirement routes
-/// the activation to the concrete vector types' operations.
+/// `SIMD` protocol's default (lane-by-lane) comparisons even when specialised; the clamping
+/// requirements route them to the concrete vector types' operations.
 protocol KernelVector: SIMD where Scalar == Float {
-    /// `self` after the activation (ReLU, ReLU6 or none).
-    func activated(_ activation: Activation) -> Self
     /// The `scalarCount` floats at `p` (any alignment), always inlined (`CVectorAccess`).
     static func load(_ p: UnsafeRawPointer) -> Self
     /// Writes `v` to `p` (any alignment), always inlined (`CVectorAccess`).
     static func store(_ v: Self, to p: UnsafeMutableRawPointer)
+    /// Lanes below 0 set to 0 (NaN kept).
+    func zeroingNegatives() -> Self
+    /// Lanes above `cap` set to `cap` (NaN kept).
+    func capping(at cap: Float) -> Self
 }
 
-extension SIMD16: KernelVector where Scalar == Float {
+extension KernelVector {
+    /// `self` after the activation (ReLU, ReLU6 or none). ReLU6 clamps the clamped value (not `self`
+    /// twice): the optimiser then emits one max and one min instead of two compares, a mask and a blend.
     @_transparent
-    static func load(_ p: UnsafeRawPointer) -> SIMD16<Float> { bottleneck_load_f32x16(p) }
-    @_transparent
-    static func store(_ v: SIMD16<Float>, to p: UnsafeMutableRawPointer) { bottleneck_store_f32x16(p, v) }
-    @_transparent
-    func activated(_ activation: Activation) -> SIMD16<Float> {
+    func activated(_ activation: Activation) -> Self {
         switch activation {
         case .none: return self
-        case .relu: return replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
-        case .relu6:
-            // Clamp the clamped value (not `self` twice): the optimiser then emits one max and one min
-            // instead of two compares, a mask and a blend. Same values, NaN included.
-            let six = SIMD16<Float>(repeating: 6), low = replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>())
-            return low.replacing(with: six, where: low .> six)
+        case .relu: return zeroingNegatives()
+        case .relu6: return zeroingNegatives().capping(at: 6)
         }
     }
 }
 
+extension SIMD16: KernelVector where Scalar == Float {
+    @_transparent static func load(_ p: UnsafeRawPointer) -> SIMD16<Float> { bottleneck_load_f32x16(p) }
+    @_transparent static func store(_ v: SIMD16<Float>, to p: UnsafeMutableRawPointer) { bottleneck_store_f32x16(p, v) }
+    @_transparent func zeroingNegatives() -> SIMD16<Float> { replacing(with: SIMD16<Float>(), where: self .< SIMD16<Float>()) }
+    @_transparent func capping(at cap: Float) -> SIMD16<Float> {
+        let c = SIMD16<Float>(repeating: cap)
+        return replacing(with: c, where: self .> c)
+    }
+}
+
 extension SIMD8: KernelVector where Scalar == Float {
-    @_transparent
-    static func load(_ p: UnsafeRawPointer) -> SIMD8<Float> { bottleneck_load_f32x8(p) }
-    @_transparent
-    static func store(_ v: SIMD8<Float>, to p: UnsafeMutableRawPointer) { bottleneck_store_f32x8(p, v) }
-    @_transparent
-    func activated(_ activation: Activation) -> SIMD8<Float> {
-        switch activation {
-        case .none: return self
-        case .relu: return replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>())
-        case .relu6:
-            // Clamp the clamped value (not `self` twice): the optimiser then emits one max and one min
-            // instead of two compares, a mask and a blend. Same values, NaN included.
-            let six = SIMD8<Float>(repeating: 6), low = replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>())
-            return low.replacing(with: six, where: low .> six)
-        }
+    @_transparent static func load(_ p: UnsafeRawPointer) -> SIMD8<Float> { bottleneck_load_f32x8(p) }
+    @_transparent static func store(_ v: SIMD8<Float>, to p: UnsafeMutableRawPointer) { bottleneck_store_f32x8(p, v) }
+    @_transparent func zeroingNegatives() -> SIMD8<Float> { replacing(with: SIMD8<Float>(), where: self .< SIMD8<Float>()) }
+    @_transparent func capping(at cap: Float) -> SIMD8<Float> {
+        let c = SIMD8<Float>(repeating: cap)
+        return replacing(with: c, where: self .> c)
     }
 }

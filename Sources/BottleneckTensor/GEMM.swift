@@ -103,7 +103,8 @@ public enum PackedGEMM {
             }
             return
         }
-        let prefetchTiles = m * ldc * MemoryLayout<Float>.stride >= options.prefetchMinimumBytes ? options.prefetchTiles : 0
+        // Bytes the product writes (a channel slice of a wider output writes `n` of every `ldc` floats).
+        let prefetchTiles = m * w.n * MemoryLayout<Float>.stride >= options.prefetchMinimumBytes ? options.prefetchTiles : 0
         let task: (Int) -> Void = { task in
             let mb = task / groups, g = task - mb * groups
             // Whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
@@ -662,6 +663,23 @@ struct TileStrip {
     }
 }
 
+/// Which element of a tile's rows reduction step `kk` reads. Generic parameters (not closures), so
+/// each kernel is specialised with the mapping inlined.
+protocol ReductionSteps {
+    subscript(_ kk: Int) -> Int { get }
+}
+
+/// Rows hold the reduction contiguously: step `kk` reads element `kk`.
+struct ContiguousSteps: ReductionSteps {
+    @inline(__always) subscript(_ kk: Int) -> Int { kk }
+}
+
+/// Rows are image windows: step `kk` reads element `offsets[kk]`.
+struct WindowSteps: ReductionSteps {
+    let offsets: UnsafePointer<Int32>
+    @inline(__always) subscript(_ kk: Int) -> Int { Int(offsets[kk]) }
+}
+
 /// One micro-tile: up to 6 rows of `A` against one weight panel over a `kc` slice of `k`.
 struct Tile {
     enum Initial {
@@ -715,10 +733,10 @@ struct Tile {
         if let offsets { runReadingWindows(V.self, offsets: offsets) } else { runContiguous(V.self) }
     }
 
-    // Two reduction functions on purpose, each kept small: in one larger function (one loop generic
-    // over the index mapping, or both loops side by side) the optimiser stops inlining the 64-byte
-    // loads and stores, and every tile pays up to a dozen calls with the accumulators spilled
-    // around each.
+    // Two reduction functions on purpose, each kept small and sharing `accumulate` specialised per
+    // index mapping: in one larger function (a loop choosing the mapping at run time, or both loops
+    // side by side) the optimiser stops inlining the 64-byte loads and stores, and every tile pays up
+    // to a dozen calls with the accumulators spilled around each.
 
     @inline(never)
     private func runContiguous<V: KernelVector>(_: V.Type) { contiguousProduct(V.self) }
@@ -727,7 +745,8 @@ struct Tile {
     @inline(__always)
     fileprivate func contiguousProduct<V: KernelVector>(_: V.Type) {
         var acc = initialAccumulators(V.self)
-        Tile.accumulate(&acc, rows: (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5), b: b, kc: kc)
+        Tile.accumulate(&acc, rows: (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5), b: b, kc: kc,
+                        index: ContiguousSteps())
         store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
     }
 
@@ -747,30 +766,32 @@ struct Tile {
             acc.0 += load(residual, V.self); acc.1 += load(residual + rs, V.self); acc.2 += load(residual + 2 * rs, V.self)
             acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self); acc.5 += load(residual + 5 * rs, V.self)
         }
-        accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc)
+        accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc, index: ContiguousSteps())
         store(acc.0.activated(act), out); store(acc.1.activated(act), out + ldc)
         store(acc.2.activated(act), out + 2 * ldc); store(acc.3.activated(act), out + 3 * ldc)
         store(acc.4.activated(act), out + 4 * ldc); store(acc.5.activated(act), out + 5 * ldc)
     }
 
-    /// `acc.i += Σ_kk rows.i[kk] * b[kk]` over `kc` steps of a panel `V.scalarCount` wide: the
-    /// micro-kernel (6 broadcasts and one panel row per 12 fused multiply-adds at width 16).
+    /// `acc.i += Σ_kk rows.i[index(kk)] * b[kk]` over `kc` steps of a panel `V.scalarCount` wide: the
+    /// micro-kernel (6 broadcasts and one panel row per 12 fused multiply-adds at width 16). `index`
+    /// maps a reduction step to the element the rows hold for it (`ContiguousSteps` or `WindowSteps`).
     @inline(__always)
-    static func accumulate<V: KernelVector>(_ acc: inout (V, V, V, V, V, V),
-                                            rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
-                                                   UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>),
-                                            b: UnsafePointer<Float>, kc: Int) {
+    static func accumulate<V: KernelVector, I: ReductionSteps>(_ acc: inout (V, V, V, V, V, V),
+                                                               rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
+                                                                      UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>),
+                                                               b: UnsafePointer<Float>, kc: Int, index: I) {
         var (c0, c1, c2, c3, c4, c5) = acc
         let (a0, a1, a2, a3, a4, a5) = rows
         var bp = b
         for kk in 0..<kc {
+            let o = index[kk]
             let bv = V.load(UnsafeRawPointer(bp))
-            c0 = c0.addingProduct(V(repeating: a0[kk]), bv)
-            c1 = c1.addingProduct(V(repeating: a1[kk]), bv)
-            c2 = c2.addingProduct(V(repeating: a2[kk]), bv)
-            c3 = c3.addingProduct(V(repeating: a3[kk]), bv)
-            c4 = c4.addingProduct(V(repeating: a4[kk]), bv)
-            c5 = c5.addingProduct(V(repeating: a5[kk]), bv)
+            c0 = c0.addingProduct(V(repeating: a0[o]), bv)
+            c1 = c1.addingProduct(V(repeating: a1[o]), bv)
+            c2 = c2.addingProduct(V(repeating: a2[o]), bv)
+            c3 = c3.addingProduct(V(repeating: a3[o]), bv)
+            c4 = c4.addingProduct(V(repeating: a4[o]), bv)
+            c5 = c5.addingProduct(V(repeating: a5[o]), bv)
             bp += V.scalarCount
         }
         acc = (c0, c1, c2, c3, c4, c5)
@@ -788,21 +809,10 @@ struct Tile {
 
     @inline(never)
     private func runReadingWindows<V: KernelVector>(_: V.Type, offsets: UnsafePointer<Int32>) {
-        var (c0, c1, c2, c3, c4, c5) = initialAccumulators(V.self)
-        let (a0, a1, a2, a3, a4, a5) = (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5)
-        var bp = b
-        for kk in 0..<kc {
-            let o = Int(offsets[kk])
-            let bv = V.load(UnsafeRawPointer(bp))
-            c0 = c0.addingProduct(V(repeating: a0[o]), bv)
-            c1 = c1.addingProduct(V(repeating: a1[o]), bv)
-            c2 = c2.addingProduct(V(repeating: a2[o]), bv)
-            c3 = c3.addingProduct(V(repeating: a3[o]), bv)
-            c4 = c4.addingProduct(V(repeating: a4[o]), bv)
-            c5 = c5.addingProduct(V(repeating: a5[o]), bv)
-            bp += V.scalarCount
-        }
-        store(c0, c1, c2, c3, c4, c5)
+        var acc = initialAccumulators(V.self)
+        Tile.accumulate(&acc, rows: (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5), b: b, kc: kc,
+                        index: WindowSteps(offsets: offsets))
+        store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
     }
 
     /// Bias + residual (first `k` slice) or the partial sums in `c` (later slices), per row.

@@ -7,26 +7,31 @@ public enum Pooling2D {
          windowOutput(width, pad: 2 * padding, kernel: kernel, stride: stride))
     }
 
-    /// Max pooling (`F.max_pool2d` with symmetric `padding`, padded cells never win).
+    /// Max pooling (`F.max_pool2d` with symmetric `padding`, padded cells never win). Output pixels lie
+    /// `outputStride` floats apart (default `channels`; larger writes a channel slice of a wider tensor).
     public static func maxPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
                                kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>,
-                               options: EngineOptions = .default) {
+                               outputStride: Int? = nil, options: EngineOptions = .default) {
         window(input: input, batch: batch, height: height, width: width, channels: channels, kernel: kernel,
-               stride: stride, padding: padding, output: output, isMax: true, countIncludePad: false, options: options)
+               stride: stride, padding: padding, output: output, outputStride: outputStride ?? channels, isMax: true,
+               countIncludePad: false, options: options)
     }
 
-    /// Average pooling (`F.avg_pool2d`); `countIncludePad` as in PyTorch (default true there).
+    /// Average pooling (`F.avg_pool2d`); `countIncludePad` as in PyTorch (default true there);
+    /// `outputStride` as in `maxPool`.
     public static func avgPool(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
                                kernel: Int, stride: Int, padding: Int, countIncludePad: Bool = true,
-                               output: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
+                               output: UnsafeMutablePointer<Float>, outputStride: Int? = nil,
+                               options: EngineOptions = .default) {
         window(input: input, batch: batch, height: height, width: width, channels: channels, kernel: kernel,
-               stride: stride, padding: padding, output: output, isMax: false, countIncludePad: countIncludePad,
-               options: options)
+               stride: stride, padding: padding, output: output, outputStride: outputStride ?? channels, isMax: false,
+               countIncludePad: countIncludePad, options: options)
     }
 
     private static func window(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels c: Int,
-                               kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>,
+                               kernel: Int, stride: Int, padding: Int, output: UnsafeMutablePointer<Float>, outputStride: Int,
                                isMax: Bool, countIncludePad: Bool, options: EngineOptions) {
+        precondition(outputStride >= c, "Pooling2D: output pixels closer than the channels")
         let (oh, ow) = outputSize(height: height, width: width, kernel: kernel, stride: stride, padding: padding)
         parallelRanges(batch * oh, grain: 1, threads: options.workers) { range in
             for rowIndex in range {
@@ -43,7 +48,7 @@ public enum Pooling2D {
                         cells = (yHi - yLo) * (xHi - xLo)
                     }
                     reduceWindow(input + img * height * width * c, width: width, channels: c, ys: yLo..<yHi, xs: xLo..<xHi,
-                                 isMax: isMax, divisor: Float(cells), into: output + (rowIndex * ow + ox) * c)
+                                 isMax: isMax, divisor: Float(cells), into: output + (rowIndex * ow + ox) * outputStride)
                 }
             }
         }
@@ -109,27 +114,32 @@ public enum Pooling2D {
 
 /// Layout conversions between PyTorch's NCHW and the kernels' NHWC.
 public enum Layout {
+    /// Copies `pixels` NHWC pixels of `channels` floats from dense `src` to `dst`, whose pixels lie
+    /// `dstStride` floats apart (a channel slice of a wider tensor), in parallel over pixels.
+    public static func copyPixels(_ src: UnsafePointer<Float>, pixels: Int, channels: Int,
+                                  into dst: UnsafeMutablePointer<Float>, dstStride: Int, options: EngineOptions = .default) {
+        parallelRanges(pixels, grain: 256, threads: options.workers) { range in
+            for p in range { (dst + p * dstStride).update(from: src + p * channels, count: channels) }
+        }
+    }
+
     /// `[N][C][H][W]` to `[N][H][W][C]`.
     ///
     /// Three channels (every network input) take a loop with the channel count a constant, which
     /// the compiler turns into interleaving shuffles instead of a strided scalar copy per element.
     public static func nchwToNhwc(_ src: UnsafePointer<Float>, batch: Int, channels: Int, height: Int, width: Int,
                                   into dst: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
+        guard channels == 3 else {
+            transposeEachImage(src, batch: batch, rows: channels, columns: height * width, into: dst, options: options)
+            return
+        }
         let hw = height * width
         parallelRanges(batch * height, grain: 1, threads: options.workers) { range in
             for r in range {
                 let n = r / height, y = r - n * height
-                if channels == 3 {
-                    let o = dst + (n * height + y) * width * 3
-                    let p0 = src + n * 3 * hw + y * width, p1 = p0 + hw, p2 = p1 + hw
-                    for x in 0..<width { o[3 * x] = p0[x]; o[3 * x + 1] = p1[x]; o[3 * x + 2] = p2[x] }
-                    continue
-                }
-                for x in 0..<width {
-                    let o = dst + ((n * height + y) * width + x) * channels
-                    let i = src + n * channels * hw + y * width + x
-                    for c in 0..<channels { o[c] = i[c * hw] }
-                }
+                let o = dst + (n * height + y) * width * 3
+                let p0 = src + n * 3 * hw + y * width, p1 = p0 + hw, p2 = p1 + hw
+                for x in 0..<width { o[3 * x] = p0[x]; o[3 * x + 1] = p1[x]; o[3 * x + 2] = p2[x] }
             }
         }
     }
@@ -137,13 +147,20 @@ public enum Layout {
     /// `[N][H][W][C]` to `[N][C][H][W]`.
     public static func nhwcToNchw(_ src: UnsafePointer<Float>, batch: Int, height: Int, width: Int, channels: Int,
                                   into dst: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
-        let hw = height * width
-        parallelRanges(batch * channels, grain: 1, threads: options.workers) { range in
+        transposeEachImage(src, batch: batch, rows: height * width, columns: channels, into: dst, options: options)
+    }
+
+    /// For each of `batch` images, the row-major `rows x columns` matrix at `src` written transposed
+    /// (`columns x rows`) at `dst`. `src` and `dst` must not overlap.
+    static func transposeEachImage(_ src: UnsafePointer<Float>, batch: Int, rows: Int, columns: Int,
+                                   into dst: UnsafeMutablePointer<Float>, options: EngineOptions) {
+        let size = rows * columns
+        parallelRanges(batch * columns, grain: 1, threads: options.workers) { range in
             for r in range {
-                let n = r / channels, c = r - n * channels
-                let o = dst + r * hw
-                let i = src + n * hw * channels + c
-                for p in 0..<hw { o[p] = i[p * channels] }
+                let n = r / columns, column = r - n * columns
+                let o = dst + r * rows
+                let i = src + n * size + column
+                for k in 0..<rows { o[k] = i[k * columns] }
             }
         }
     }

@@ -147,3 +147,10 @@ public enum Augment {
         }
     }
 }
+
+extension SplitMix64 {
+    /// Uniform in [0, 1) with 53 bits.
+    mutating func uniformDouble() -> Double { Double(next() >> 11) * (1.0 / 9_007_199_254_740_992.0) }
+    /// Uniform integer in `0..<n`.
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(n)) }
+}

@@ -1,5 +1,6 @@
 import BottleneckCore
 import BottleneckHeads
+import BottleneckModels
 import Foundation
 
 extension FineTuner {
@@ -8,8 +9,8 @@ extension FineTuner {
     /// Two classes are stored in sklearn's binary form (one row `w₁ − w₀`, intercept `b₁ − b₀`; the sigmoid of
     /// that score equals the 2-way softmax); more classes keep one row per class.
     public func headAsLogisticRegression() throws -> LogisticRegression {
-        let d = classifier.inFeatures, k = classCount
-        let w = classifier.weight.value.map(Double.init), b = classifier.bias.value.map(Double.init)
+        let d = top.features, k = classCount
+        let w = head.weight.value.map(Double.init), b = head.bias.value.map(Double.init)
         let rows: Int
         var coef: [Double], intercept: [Double]
         if k == 2 {
@@ -30,9 +31,9 @@ extension FineTuner {
     }
 
     /// Saves the fine-tuned model: `url` is a BottleneckHeads ``ClassifierModel`` JSON whose features are the
-    /// pooled output (`avgpool` stage) of the fine-tuned backbone, and `<url>.finetuned.safetensors` holds the
+    /// output of the feature stage (``TrainableTop/featureStage``: `avgpool`, VGG's `fc7`) of the fine-tuned backbone, and `<url>.finetuned.safetensors` holds the
     /// trained stages' parameters and BatchNorm statistics under their checkpoint keys. To run it, load the base
-    /// checkpoint, overlay the sidecar with ``OverlayWeights``, cut at `avgpool`, and apply the model
+    /// checkpoint, overlay the sidecar with ``OverlayWeights``, cut at the feature stage, and apply the model
     /// (`backbone.extra["finetuned_weights"]` names the sidecar file, relative to the model file).
     /// - Returns: the sidecar's URL.
     @discardableResult
@@ -41,8 +42,7 @@ extension FineTuner {
             throw TrainingError.invalidConfiguration("\(classNames.count) class names for \(classCount) classes")
         }
         let sidecar = url.appendingPathExtension("finetuned.safetensors")
-        var stages = StateDict()
-        for p in top.body.allParameters { stages.set(p.name, shape: p.shape, values: p.value) }
+        let stages = StateDict(top.stageParameters)
         var meta = ["model": architecture.name, "unfreeze": "\(config.unfreeze)",
                     "stages": top.trainableStages.joined(separator: ","), "base_weights_sha256": baseWeightsSHA256]
         if let report { meta["prefix_path"] = report.path.rawValue }
@@ -57,9 +57,9 @@ extension FineTuner {
         // a store extracted with the base weights alone must not pass for this model's feature space.
         let identity = top.trainableStages.isEmpty ? baseWeightsSHA256
             : FineTunedIdentity.compose(base: baseWeightsSHA256, sidecarSHA256: try SHA256.hex(fileAt: sidecar))
-        let backbone = BackboneInfo(model: architecture.name, weightsSHA256: identity, cut: "layer avgpool", pool: "avg",
+        let backbone = BackboneInfo(model: architecture.name, weightsSHA256: identity, cut: "layer \(top.featureStage)", pool: "avg",
                                     preprocessing: architecture.presetName, extra: extra)
-        let model = ClassifierModel(classNames: classNames, scaler: .identity(dimension: classifier.inFeatures),
+        let model = ClassifierModel(classNames: classNames, scaler: .identity(dimension: top.features),
                                     head: .logreg(try headAsLogisticRegression()), config: HeadConfig(kind: .logreg),
                                     backbone: backbone)
         try model.validate(path: url.path)

@@ -124,7 +124,8 @@ public struct FineTuneReport: Sendable {
 /// Fine-tunes the top K stages of a pretrained network together with a new linear head.
 ///
 /// The frozen prefix runs on BottleneckModels' inference `Network` (folded BN, no gradients); the top stages
-/// run on this module's differentiable layers initialised from the same checkpoint. Caching: with no
+/// and the head run as a `TrainingGraph` compiled from the same stage specifications, on the same kernels,
+/// initialised from the same checkpoint. Caching: with no
 /// augmentation or flip only, the prefix output of every training image (and of its mirror image, for flip)
 /// is computed once and kept in memory — a conv net's output on a mirrored image is not the mirrored output
 /// (TF-SAME padding is asymmetric), so the mirror is computed, not derived. With crop augmentation the decoded
@@ -136,10 +137,10 @@ public final class FineTuner {
     public let prefix: Network
     /// The trainable stages.
     public let top: TrainableTop
-    /// The new head (`[classes, features]`, key `head`).
-    public let classifier: Linear
-    /// Trainable stages, pooling and head as one differentiable model on prefix outputs.
-    public let model: Sequential
+    /// Trainable stages and head as one differentiable model on prefix outputs (`top.graph`).
+    public var model: TrainingGraph { top.graph }
+    /// The new head's weight (`[classes, features]`, key `head.weight`) and bias.
+    public var head: (weight: Parameter, bias: Parameter) { top.graph.headParameters! }
     /// Training settings.
     public let config: FineTuneConfig
     /// Input preprocessing of the architecture.
@@ -161,12 +162,10 @@ public final class FineTuner {
         self.config = config
         self.classCount = classCount
         preprocessor = Preprocessor(preset: preset)
-        top = try TrainableTop(architecture: architecture, weights: weights, unfreeze: config.unfreeze)
+        top = try TrainableTop(architecture: architecture, weights: weights, unfreeze: config.unfreeze, classCount: classCount,
+                               sourceName: sourceName, options: config.engine)
         prefix = try Network(architecture: architecture, weights: weights, cut: .layer(top.prefixStage), pool: .none,
                              sourceName: sourceName, options: config.engine)
-        classifier = Linear(name: "head", inFeatures: top.features, outFeatures: classCount)
-        model = Sequential(top.body.layers + (top.pools ? [GlobalAvgPool()] : []) + [classifier])
-        if let conv = top.body.allConvolutions.first { conv.computesInputGradient = false }
     }
 
     /// Per-image shape of the prefix output (`[C, H, W]` or `[D]`).
@@ -204,8 +203,8 @@ public final class FineTuner {
         let setupSeconds = Date().timeIntervalSince(setupStart)
         let initialAccuracy = valLabels.isEmpty ? nil : try accuracy(features: valFeatures, labels: valLabels)
 
-        model.setTraining(true)
-        model.setBatchNormUpdatesStatistics(config.updateBatchNorm)
+        model.training = true
+        model.updatesBatchStatistics = config.updateBatchNorm
         let optimizer = SGD(parameters: model.trainableParameters, learningRate: config.learningRate,
                             momentum: config.momentum, weightDecay: config.weightDecay, nesterov: config.nesterov)
         let schedule = config.schedule.schedule(epochs: config.epochs)
@@ -248,15 +247,15 @@ public final class FineTuner {
                     batch = prefix.forward(input, batch: idx.count, height: side, width: side)
                     prefixTime += Date().timeIntervalSince(t0)
                 }
-                let x = TrainTensor(shape: [idx.count] + prefixShape, data: batch)
                 let batchLabels = idx.map { labels[$0] }
                 optimizer.zeroGrad()
-                let logits = try model.forward(x)
-                let (loss, grad) = try SoftmaxCrossEntropy.lossAndGradient(logits: logits, labels: batchLabels)
+                let logits = model.forward(batch, batch: idx.count)
+                let (loss, grad) = try SoftmaxCrossEntropy.lossAndGradient(logits: logits, classes: classCount, labels: batchLabels)
                 _ = model.backward(grad)
                 optimizer.step()
+                model.parametersDidChange()
                 lossSum += loss * Double(idx.count)
-                correct += zip(argmaxRows(logits), batchLabels).filter { $0 == $1 }.count
+                correct += zip(argmaxRows(logits, classes: classCount), batchLabels).filter { $0 == $1 }.count
             }
             let seconds = Date().timeIntervalSince(start)
             let valAccuracy = valLabels.isEmpty ? nil : try accuracy(features: valFeatures, labels: valLabels)
@@ -267,7 +266,7 @@ public final class FineTuner {
             reports.append(report)
             progress?(report)
         }
-        model.setTraining(false)
+        model.training = false
         return FineTuneReport(path: path, initialValidationAccuracy: initialAccuracy, epochs: reports,
                               setupSeconds: setupSeconds, skipped: skipped)
     }
@@ -281,7 +280,7 @@ public final class FineTuner {
     }
 
     /// Current parameters of the trainable stages (checkpoint keys) and the head (`head.weight`, `head.bias`).
-    public func stateDict() -> StateDict { model.stateDict() }
+    public func stateDict() -> StateDict { StateDict(model.parameters) }
 
     // MARK: - Internals
 
@@ -322,37 +321,35 @@ public final class FineTuner {
         return out
     }
 
-    private func evalLogits(features: [Float], count: Int) throws -> [Float] {
-        model.setTraining(false)
-        defer { model.setTraining(true) }
+    /// The graph's outputs (logits, or the features before the head) on prefix outputs, in evaluation
+    /// mode, 32 at a time.
+    private func evalOutputs(features: [Float], count: Int, includeHead: Bool = true) -> [Float] {
+        let wasTraining = model.training
+        model.training = false
+        defer { model.training = wasTraining }
         let per = prefixShape.reduce(1, *)
         var out: [Float] = []
         for b in stride(from: 0, to: count, by: 32) {
             let n = min(32, count - b)
-            let x = TrainTensor(shape: [n] + prefixShape, data: Array(features[b * per..<(b + n) * per]))
-            out += try model.forward(x).data
+            out += model.forward(Array(features[b * per..<(b + n) * per]), batch: n, includeHead: includeHead)
         }
         return out
     }
 
+    private func evalLogits(features: [Float], count: Int) throws -> [Float] { evalOutputs(features: features, count: count) }
+
     private func accuracy(features: [Float], labels: [Int]) throws -> Double {
         guard !labels.isEmpty else { return 0 }
         let logits = try evalLogits(features: features, count: labels.count)
-        let pred = argmaxRows(TrainTensor(shape: [labels.count, classCount], data: logits))
+        let pred = argmaxRows(logits, classes: classCount)
         return Double(zip(pred, labels).filter { $0 == $1 }.count) / Double(labels.count)
     }
 
     /// Fits logistic regression on the pooled features the (still pretrained) top produces and copies it into
     /// the head. Two classes: sklearn's single row w becomes rows (−w/2, +w/2), which gives the same softmax.
     private func initialiseHeadFromLogisticRegression(features: [Float], labels: [Int]) throws {
-        let n = labels.count, d = top.features, per = prefixShape.reduce(1, *)
-        let trunk = Sequential(top.body.layers + (top.pools ? [GlobalAvgPool()] : []))
-        trunk.setTraining(false)
-        var pooled: [Float] = []
-        for b in stride(from: 0, to: n, by: 32) {
-            let m = min(32, n - b)
-            pooled += try trunk.forward(TrainTensor(shape: [m] + prefixShape, data: Array(features[b * per..<(b + m) * per]))).data
-        }
+        let n = labels.count, d = top.features
+        let pooled = evalOutputs(features: features, count: n, includeHead: false)
         let lr = try LogisticRegression.fit(Matrix(rows: n, cols: d, float32: pooled), labels: labels, classCount: classCount,
                                             options: .init(C: 1, maxIterations: 200))
         var w = [Float](repeating: 0, count: classCount * d), bias = [Float](repeating: 0, count: classCount)
@@ -363,26 +360,8 @@ public final class FineTuner {
             for c in 0..<classCount { for j in 0..<d { w[c * d + j] = Float(lr.coef[c, j]) } }
             bias = lr.intercept.map { Float($0) }
         }
-        classifier.weight.value = w
-        classifier.bias.value = bias
-    }
-}
-
-/// Index of the largest value of each row of a `[N, K]` tensor.
-func argmaxRows(_ t: TrainTensor) -> [Int] {
-    let k = t.shape[1]
-    return (0..<t.shape[0]).map { r in
-        var best = 0
-        for j in 1..<k where t.data[r * k + j] > t.data[r * k + best] { best = j }
-        return best
-    }
-}
-
-extension Layer {
-    /// Every ``Conv2d`` in the tree, in forward order.
-    var allConvolutions: [Conv2d] {
-        var out: [Conv2d] = []
-        visit { if let c = $0 as? Conv2d { out.append(c) } }
-        return out
+        head.weight.value = w
+        head.bias.value = bias
+        model.parametersDidChange()
     }
 }

@@ -1,3 +1,4 @@
+import BottleneckModels
 import Foundation
 
 /// Stochastic gradient descent with PyTorch's `torch.optim.SGD` semantics (dampening 0):

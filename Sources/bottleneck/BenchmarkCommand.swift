@@ -35,7 +35,7 @@ struct BenchmarkCommand: ParsableCommand {
     @Option(help: "Comma-separated cuts (stages removed from the top; 1 drops only the classifier).")
     var cuts: String = "1,2,3"
 
-    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for models that can be fine-tuned, 0 for inception_v3, none for VGG and MobileNetV2).")
+    @Option(help: "Comma-separated fine-tuning depths K (stages trained with the head; 0 = head only), 'none', or 'auto' (0,1,2 for every model).")
     var finetune: String = "auto"
 
     @Option(name: .customLong("finetune-epochs"), help: "Epochs per fine-tuning run.")

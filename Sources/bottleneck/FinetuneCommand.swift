@@ -12,11 +12,11 @@ struct FinetuneCommand: ParsableCommand {
         commandName: "finetune",
         abstract: "Fine-tune the top K stages of a pretrained CNN with a new linear head on DIR/train, validating on DIR/val.",
         discussion: """
-        DIR holds train/<class>/* and optionally val/<class>/* images. Everything below the top K stages is frozen and run by the inference engine; the top K stages (EfficientNet-Lite: K MBConv blocks plus conv_head; ResNet: K layer groups) and the head train with SGD (momentum, weight decay, cosine or step schedule). BatchNorm keeps its pretrained statistics unless --update-bn is given.
+        DIR holds train/<class>/* and optionally val/<class>/* images. Everything below the top K stages is frozen and run by the inference engine; the top K stages and the head train with SGD (momentum, weight decay, cosine or step schedule) on the same kernels. K counts the stages with parameters back from the classifier: ResNet layer groups, EfficientNet-Lite MBConv blocks (conv_head comes with the last), VGG fc7, fc6 and then convolutions, Inception-v3 Mixed blocks; a lone 1x1 projection stage and pooling stages train with the stage before them. BatchNorm keeps its pretrained statistics unless --update-bn is given.
 
         With --augment flip (or none) the frozen prefix is computed once per image (and once per mirror image) and cached in memory; with crop it is recomputed for every augmented batch. The run reports which path it took.
 
-        --out MODEL writes a classifier model (JSON, the format of `bottleneck train`) on the fine-tuned pooled features, plus MODEL.finetuned.safetensors with the trained stages' weights.
+        --out MODEL writes a classifier model (JSON, the format of `bottleneck train`) on the fine-tuned features (the stage before the classifier: avgpool, or fc7 for VGG), plus MODEL.finetuned.safetensors with the trained stages' weights.
         """)
 
     @Argument(help: "Dataset folder with train/<class>/ and optionally val/<class>/ subfolders.")

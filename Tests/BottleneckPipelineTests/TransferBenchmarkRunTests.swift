@@ -95,7 +95,7 @@ final class TransferBenchmarkRunTests: XCTestCase {
                        [[1, 1, 0], [0, 1, 0], [0, 0, 1]])
         XCTAssertEqual(FineTuneBenchmarkOptions.automaticDepths(for: try ModelZoo.architecture("efficientnet-lite0").family), [0, 1, 2])
         XCTAssertEqual(FineTuneBenchmarkOptions.automaticDepths(for: try ModelZoo.architecture("resnet18").family), [0, 1, 2])
-        XCTAssertEqual(FineTuneBenchmarkOptions.automaticDepths(for: try ModelZoo.architecture("vgg16").family), [])
+        XCTAssertEqual(FineTuneBenchmarkOptions.automaticDepths(for: try ModelZoo.architecture("vgg16").family), [0, 1, 2])
         XCTAssertEqual(FineTuneBenchmarkOptions().note.hasPrefix("Fine-tuning: not run"), true)
     }
 }

@@ -8,6 +8,24 @@ import BottleneckTensor
 /// Metric: max|ours - torch| / max(1, max|torch|) <= 1e-5 (single layers: only float32 reordering
 /// of the sums separates the two), or `winogradTolerance` for the Winograd path.
 final class KernelParityTests: XCTestCase {
+    /// `conv` on NHWC `input`, its output buffer filled with NaN first (so unwritten pixels show), plus
+    /// `residual` (the output's shape) when given.
+    static func forwardOverNaNs(_ conv: Conv2D, input x: [Float], batch n: Int, height h: Int, width w: Int,
+                                residual: [Float]?) -> [Float] {
+        let (oh, ow) = conv.outputSize(height: h, width: w)
+        var out = [Float](repeating: .nan, count: n * oh * ow * conv.outChannels)
+        x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in
+            if let residual {
+                residual.withUnsafeBufferPointer { rp in
+                    conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!, residual: rp.baseAddress!)
+                }
+            } else {
+                conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: op.baseAddress!, residual: nil)
+            }
+        } }
+        return out
+    }
+
     let tolerance: Float = 1e-5
     /// Winograd F(4x4, 3x3) rounds differently: the input transform multiplies by up to 5 and sums 4
     /// to 6 terms, the output transform by up to 8, so each transformed value carries a few ulps of
@@ -160,47 +178,197 @@ final class KernelParityTests: XCTestCase {
 
     /// Winograd and the direct GEMM agree on random layers of many shapes: batch-1 7x7 maps (4 tiles,
     /// split by column groups), 1x1 and 2x3 maps (patches mostly padding), several tile blocks, no
-    /// bias, residual without activation, channel counts that are not multiples of 16, and
-    /// `.automatic` selection.
+    /// bias, residual without activation, channel counts that are not multiples of 16, unpadded and
+    /// one-sided padding (Inception's `conv_1`/`conv_4`: outputs two pixels smaller), and `.automatic`
+    /// selection.
     func testWinogradMatchesDirect() {
-        struct Case { let n, cin, cout, h, w: Int; let bias, residual: Bool; let act: Activation }
+        struct Case {
+            let n, cin, cout, h, w: Int; let bias, residual: Bool; let act: Activation
+            var padding: Padding = .symmetric(1)
+        }
         let cases = [Case(n: 1, cin: 64, cout: 64, h: 7, w: 7, bias: true, residual: true, act: .relu),
                      Case(n: 1, cin: 256, cout: 256, h: 14, w: 14, bias: true, residual: false, act: .relu),
                      Case(n: 3, cin: 32, cout: 48, h: 5, w: 9, bias: false, residual: true, act: .none),
                      Case(n: 2, cin: 128, cout: 24, h: 1, w: 1, bias: true, residual: false, act: .relu6),
                      Case(n: 1, cin: 8, cout: 8, h: 2, w: 3, bias: true, residual: true, act: .relu),
-                     Case(n: 4, cin: 40, cout: 72, h: 23, w: 17, bias: true, residual: true, act: .relu)]
+                     Case(n: 4, cin: 40, cout: 72, h: 23, w: 17, bias: true, residual: true, act: .relu),
+                     Case(n: 2, cin: 80, cout: 192, h: 15, w: 13, bias: true, residual: false, act: .relu, padding: .symmetric(0)),
+                     Case(n: 3, cin: 32, cout: 32, h: 10, w: 7, bias: false, residual: true, act: .none, padding: .symmetric(0)),
+                     Case(n: 2, cin: 16, cout: 24, h: 3, w: 3, bias: true, residual: true, act: .relu, padding: .symmetric(0)),
+                     Case(n: 2, cin: 24, cout: 16, h: 9, w: 6, bias: true, residual: true, act: .relu6,
+                          padding: .explicit(top: 1, left: 0, bottom: 0, right: 1))]
         for (index, t) in cases.enumerated() {
             let name = "winograd-vs-direct-\(index)"
             let x = SyntheticFill.input(name: name + ".x", shape: [t.n, t.h, t.w, t.cin])
             let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [t.cout, t.cin, 3, 3])
             let bias = t.bias ? SyntheticFill.values(name: name + ".b", kind: .bias, shape: [t.cout]) : nil
             let scale = SyntheticFill.values(name: name + ".s", kind: .bnWeight, shape: [t.cout])
-            let residual = SyntheticFill.input(name: name + ".r", shape: [t.n, t.h, t.w, t.cout])
+            let p = t.padding.resolve(height: t.h, width: t.w, kernelH: 3, kernelW: 3, stride: 1)
+            let (oh, ow) = (t.h + p.top + p.bottom - 2, t.w + p.left + p.right - 2)
+            let residual = SyntheticFill.input(name: name + ".r", shape: [t.n, oh, ow, t.cout])
             var results: [[Float]] = []
             for algorithm in [ConvolutionAlgorithm.direct, .winograd, .automatic] {
                 let conv = weight.withUnsafeBufferPointer {
                     Conv2D(weightOIHW: $0.baseAddress!, outChannels: t.cout, inChannels: t.cin, kernelH: 3, kernelW: 3,
-                           padding: .symmetric(1), channelScale: scale, bias: bias, activation: t.act, algorithm: algorithm)
+                           padding: t.padding, channelScale: scale, bias: bias, activation: t.act, algorithm: algorithm)
                 }
+                XCTAssertTrue(conv.outputSize(height: t.h, width: t.w) == (oh, ow))
                 if algorithm == .automatic {
                     XCTAssertEqual(conv.usesWinograd, Conv2D.prefersWinograd(inChannels: t.cin, outChannels: t.cout, kernelH: 3,
-                                                                             kernelW: 3, stride: 1, padding: .symmetric(1)))
+                                                                             kernelW: 3, stride: 1, padding: t.padding))
                 }
-                var out = [Float](repeating: .nan, count: t.n * t.h * t.w * t.cout)
-                x.withUnsafeBufferPointer { xp in out.withUnsafeMutableBufferPointer { op in residual.withUnsafeBufferPointer { rp in
-                    conv.forward(input: xp.baseAddress!, batch: t.n, height: t.h, width: t.w, output: op.baseAddress!,
-                                 residual: t.residual ? rp.baseAddress! : nil)
-                } } }
-                results.append(out)
+                results.append(Self.forwardOverNaNs(conv, input: x, batch: t.n, height: t.h, width: t.w,
+                                                    residual: t.residual ? residual : nil))
             }
             let err = relativeMaxError(results[1], results[0])
             XCTAssertLessThanOrEqual(err, winogradTolerance, "\(name): Winograd vs direct relative error \(err)")
             XCTAssertFalse(results[1].contains { $0.isNaN }, "\(name): pixels left unwritten")
-            print("\(name) (n \(t.n), \(t.cin)->\(t.cout), \(t.h)x\(t.w)): Winograd vs direct relative error \(err)")
+            print("\(name) (n \(t.n), \(t.cin)->\(t.cout), \(t.h)x\(t.w), padding \(p)): Winograd vs direct relative error \(err)")
             let auto = results[2] == results[1] || results[2] == results[0]
             XCTAssertTrue(auto, "\(name): .automatic matches neither path")
         }
+    }
+
+    /// The 1-D Winograd F(4, r) of 1 x r, r x 1 and kh x r layers (Inception's 1x7/7x1, 1x3/3x1 and 5x5)
+    /// agrees with the direct GEMM: both axes, folded kernel rows with padding above and below (rows
+    /// outside the map), lengths that are and are not multiples of 4, maps shorter than a tile,
+    /// one-sided padding, 8-wide channel remainders, bias, residual and each activation; and
+    /// `.automatic` picks it.
+    func testLineWinogradMatchesDirect() {
+        struct Case { let n, cin, cout, h, w, kh, kw: Int; let padding: Padding; let residual: Bool; let act: Activation }
+        let cases = [Case(n: 2, cin: 128, cout: 160, h: 17, w: 17, kh: 1, kw: 7, padding: .explicit(top: 0, left: 3, bottom: 0, right: 3),
+                          residual: false, act: .relu),
+                     Case(n: 2, cin: 160, cout: 192, h: 17, w: 17, kh: 7, kw: 1, padding: .explicit(top: 3, left: 0, bottom: 3, right: 0),
+                          residual: false, act: .relu),
+                     Case(n: 3, cin: 24, cout: 40, h: 5, w: 3, kh: 7, kw: 1, padding: .explicit(top: 3, left: 0, bottom: 3, right: 0),
+                          residual: true, act: .relu6),
+                     Case(n: 1, cin: 64, cout: 48, h: 8, w: 8, kh: 1, kw: 3, padding: .explicit(top: 0, left: 1, bottom: 0, right: 1),
+                          residual: true, act: .none),
+                     Case(n: 2, cin: 40, cout: 24, h: 8, w: 9, kh: 3, kw: 1, padding: .explicit(top: 1, left: 0, bottom: 1, right: 0),
+                          residual: false, act: .relu),
+                     Case(n: 1, cin: 16, cout: 8, h: 4, w: 13, kh: 1, kw: 5, padding: .explicit(top: 0, left: 0, bottom: 0, right: 2),
+                          residual: true, act: .relu),
+                     Case(n: 2, cin: 48, cout: 64, h: 10, w: 11, kh: 5, kw: 5, padding: .symmetric(2), residual: false, act: .relu),
+                     Case(n: 1, cin: 24, cout: 16, h: 6, w: 9, kh: 3, kw: 5, padding: .explicit(top: 2, left: 1, bottom: 0, right: 2),
+                          residual: true, act: .relu6)]
+        for (index, t) in cases.enumerated() {
+            let name = "line-winograd-vs-direct-\(index)"
+            let x = SyntheticFill.input(name: name + ".x", shape: [t.n, t.h, t.w, t.cin])
+            let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [t.cout, t.cin, t.kh, t.kw])
+            let bias = SyntheticFill.values(name: name + ".b", kind: .bias, shape: [t.cout])
+            let scale = SyntheticFill.values(name: name + ".s", kind: .bnWeight, shape: [t.cout])
+            var results: [[Float]] = []
+            for algorithm in [ConvolutionAlgorithm.direct, .winograd, .automatic] {
+                let conv = weight.withUnsafeBufferPointer {
+                    Conv2D(weightOIHW: $0.baseAddress!, outChannels: t.cout, inChannels: t.cin, kernelH: t.kh, kernelW: t.kw,
+                           padding: t.padding, channelScale: scale, bias: bias, activation: t.act, algorithm: algorithm)
+                }
+                XCTAssertEqual(conv.usesWinograd, algorithm != .direct, "\(name) \(algorithm)")
+                let (oh, ow) = conv.outputSize(height: t.h, width: t.w)
+                let residual = SyntheticFill.input(name: name + ".r", shape: [t.n, oh, ow, t.cout])
+                results.append(Self.forwardOverNaNs(conv, input: x, batch: t.n, height: t.h, width: t.w,
+                                                    residual: t.residual ? residual : nil))
+            }
+            let err = relativeMaxError(results[1], results[0])
+            XCTAssertLessThanOrEqual(err, winogradTolerance, "\(name): 1-D Winograd vs direct relative error \(err)")
+            XCTAssertFalse(results[1].contains { $0.isNaN }, "\(name): pixels left unwritten")
+            XCTAssertEqual(results[2], results[1], "\(name): .automatic should run the 1-D Winograd")
+            print("\(name) (n \(t.n), \(t.cin)->\(t.cout), \(t.kh)x\(t.kw) on \(t.h)x\(t.w)): 1-D Winograd vs direct relative error \(err)")
+        }
+    }
+
+    /// F(4, 3) built by `WinogradLineConvolution.matrices` from the points 0, ±1, ±2, ∞ is Lavin & Gray's
+    /// (the Bᵀ and G the 2-D `WinogradConvolution` hard-codes).
+    func testLineWinogradMatricesMatchLavinGray() {
+        let (at, g, bt) = WinogradLineConvolution.matrices(outputs: 4, taps: 3)
+        XCTAssertEqual(bt, [4, 0, -5, 0, 1, 0, 0, -4, -4, 1, 1, 0, 0, 4, -4, -1, 1, 0,
+                            0, -2, -1, 2, 1, 0, 0, 2, -1, -2, 1, 0, 0, 4, 0, -5, 0, 1])
+        let lavin: [Double] = [1.0 / 4, 0, 0, -1.0 / 6, -1.0 / 6, -1.0 / 6, -1.0 / 6, 1.0 / 6, -1.0 / 6,
+                               1.0 / 24, 1.0 / 12, 1.0 / 6, 1.0 / 24, -1.0 / 12, 1.0 / 6, 0, 0, 1]
+        for (a, b) in zip(g, lavin) { XCTAssertEqual(a, b, accuracy: 1e-12) }
+        XCTAssertEqual(at, [1, 1, 1, 1, 1, 0, 0, 1, -1, 2, -2, 0, 0, 1, 1, 4, 4, 0, 0, 1, -1, 8, -8, 1])
+    }
+
+    /// Every path that can write a channel slice of a wider tensor (`outputStride`, what a
+    /// concatenation's branches do) writes exactly the dense result there and leaves every other
+    /// channel untouched: 1x1 tile-major, gathered patches (3x3/2), window reads (a stem), 2-D and
+    /// 1-D Winograd, max and average pools.
+    func testOutputIntoChannelSlice() {
+        struct Case { let cin, cout, kh, kw, stride: Int; let padding: Padding; let algorithm: ConvolutionAlgorithm }
+        let (n, h, w) = (2, 11, 10)
+        let cases = [Case(cin: 64, cout: 48, kh: 1, kw: 1, stride: 1, padding: .symmetric(0), algorithm: .direct),
+                     Case(cin: 32, cout: 40, kh: 3, kw: 3, stride: 2, padding: .symmetric(0), algorithm: .direct),
+                     Case(cin: 3, cout: 32, kh: 3, kw: 3, stride: 2, padding: .symmetric(1), algorithm: .direct),
+                     Case(cin: 32, cout: 24, kh: 3, kw: 3, stride: 1, padding: .symmetric(0), algorithm: .winograd),
+                     Case(cin: 32, cout: 24, kh: 3, kw: 3, stride: 1, padding: .symmetric(1), algorithm: .winograd),
+                     Case(cin: 32, cout: 40, kh: 1, kw: 7, stride: 1, padding: .explicit(top: 0, left: 3, bottom: 0, right: 3),
+                          algorithm: .winograd)]
+        for (index, t) in cases.enumerated() {
+            let name = "slice-\(index)"
+            let x = SyntheticFill.input(name: name + ".x", shape: [n, h, w, t.cin])
+            let weight = SyntheticFill.values(name: name + ".w", kind: .weight, shape: [t.cout, t.cin, t.kh, t.kw])
+            let bias = SyntheticFill.values(name: name + ".b", kind: .bias, shape: [t.cout])
+            let conv = weight.withUnsafeBufferPointer {
+                Conv2D(weightOIHW: $0.baseAddress!, outChannels: t.cout, inChannels: t.cin, kernelH: t.kh, kernelW: t.kw,
+                       stride: t.stride, padding: t.padding, bias: bias, activation: .relu, algorithm: t.algorithm)
+            }
+            let (oh, ow) = conv.outputSize(height: h, width: w)
+            let pixels = n * oh * ow, (offset, total) = (16, t.cout + 24)
+            var dense = [Float](repeating: .nan, count: pixels * t.cout)
+            var wide = [Float](repeating: .nan, count: pixels * total)
+            x.withUnsafeBufferPointer { xp in
+                dense.withUnsafeMutableBufferPointer {
+                    conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: $0.baseAddress!)
+                }
+                wide.withUnsafeMutableBufferPointer {
+                    conv.forward(input: xp.baseAddress!, batch: n, height: h, width: w, output: $0.baseAddress! + offset,
+                                 outputStride: total)
+                }
+            }
+            assertSlice(wide, dense, pixels: pixels, channels: t.cout, offset: offset, total: total, name)
+        }
+        let c = 24
+        let x = SyntheticFill.input(name: "slice-pool.x", shape: [n, h, w, c])
+        for isMax in [true, false] {
+            let (oh, ow) = Pooling2D.outputSize(height: h, width: w, kernel: 3, stride: isMax ? 2 : 1, padding: isMax ? 0 : 1)
+            let pixels = n * oh * ow, (offset, total) = (8, c + 16)
+            var dense = [Float](repeating: .nan, count: pixels * c), wide = [Float](repeating: .nan, count: pixels * total)
+            x.withUnsafeBufferPointer { xp in
+                for (out, stride) in [(0, c), (1, total)] {
+                    func run(_ p: UnsafeMutablePointer<Float>) {
+                        if isMax {
+                            Pooling2D.maxPool(input: xp.baseAddress!, batch: n, height: h, width: w, channels: c, kernel: 3,
+                                              stride: 2, padding: 0, output: p, outputStride: stride)
+                        } else {
+                            Pooling2D.avgPool(input: xp.baseAddress!, batch: n, height: h, width: w, channels: c, kernel: 3,
+                                              stride: 1, padding: 1, countIncludePad: false, output: p, outputStride: stride)
+                        }
+                    }
+                    if out == 0 { dense.withUnsafeMutableBufferPointer { run($0.baseAddress!) } }
+                    else { wide.withUnsafeMutableBufferPointer { run($0.baseAddress! + offset) } }
+                }
+            }
+            assertSlice(wide, dense, pixels: pixels, channels: c, offset: offset, total: total, isMax ? "max pool" : "avg pool")
+        }
+    }
+
+    /// `wide` holds `dense` (pixels x channels) at channels `offset...` of `total`, NaN elsewhere.
+    func assertSlice(_ wide: [Float], _ dense: [Float], pixels: Int, channels: Int, offset: Int, total: Int, _ name: String,
+                     file: StaticString = #filePath, line: UInt = #line) {
+        XCTAssertFalse(dense.contains { $0.isNaN }, "\(name): dense output incomplete", file: file, line: line)
+        var sliceEqual = true, othersUntouched = true
+        for p in 0..<pixels {
+            for ch in 0..<total {
+                let v = wide[p * total + ch]
+                if ch >= offset && ch < offset + channels {
+                    if v != dense[p * channels + ch - offset] { sliceEqual = false }
+                } else if !v.isNaN {
+                    othersUntouched = false
+                }
+            }
+        }
+        XCTAssertTrue(sliceEqual, "\(name): the slice differs from the dense output", file: file, line: line)
+        XCTAssertTrue(othersUntouched, "\(name): channels outside the slice were written", file: file, line: line)
     }
 
     /// A layer with large transformed weights on a small expected map (256 channels, 7x7: 9.4 MB of
@@ -254,7 +422,9 @@ final class KernelParityTests: XCTestCase {
                                                         padding: .symmetric(1), expectedInput: (7, 7)))
         XCTAssertFalse(prefers(64, 64, stride: 2))
         XCTAssertFalse(prefers(64, 64, k: 1, padding: .symmetric(0)))
-        XCTAssertFalse(prefers(64, 64, padding: .symmetric(0)))
+        XCTAssertTrue(prefers(64, 64, padding: .symmetric(0)))
+        XCTAssertTrue(prefers(64, 64, padding: .explicit(top: 1, left: 0, bottom: 0, right: 1)))
+        XCTAssertFalse(prefers(64, 64, padding: .symmetric(2)))
         XCTAssertFalse(prefers(3, 64))
         XCTAssertFalse(prefers(60, 64))
     }

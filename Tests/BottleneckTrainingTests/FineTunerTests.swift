@@ -75,7 +75,7 @@ final class FineTunerTests: XCTestCase {
         let saved = try ClassifierModel.load(from: modelURL)
         XCTAssertEqual(saved.backbone?.extra["finetuned_weights"], sidecar.lastPathComponent)
         let stages = try StateDictFile(contentsOf: sidecar)
-        XCTAssertEqual(Set(stages.keys), Set(ft.top.body.allParameters.map(\.name)))
+        XCTAssertEqual(Set(stages.keys), Set(ft.top.stageParameters.map(\.name)))
 
         // The saved backbone (base + sidecar) through the inference engine, then the saved head, must give the
         // tuner's own probabilities. Tolerance 1e-3 absolute on probabilities (folded BN and float summation order).

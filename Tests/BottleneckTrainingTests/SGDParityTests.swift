@@ -1,54 +1,49 @@
 import BottleneckCore
+@testable import BottleneckModels
 import BottleneckTraining
 import XCTest
 
-/// Three SGD steps on a small EfficientNet-Lite-style top (two MBConv blocks, conv_head, BN, ReLU6, pool, fc)
+/// Three SGD steps on a small EfficientNet-Lite-style top (two MBConv blocks, conv_head, BN, ReLU6, pool, fc), as a
+/// `TrainingGraph` compiled from the architecture's layer specifications,
 /// with deterministic weights, against PyTorch's updated parameters (Tests/Reference/training/make_grads.py).
 /// Tolerance: per tensor `max|Δ| ≤ 1e-4 · max|ref|` (the 1e-4 relative criterion).
 final class SGDParityTests: XCTestCase {
-    static func tinyLite() -> Sequential {
-        Sequential([
-            Blocks.mbconv(prefix: "_blocks.0", input: 8, output: 8, expandRatio: 6, kernel: 3, stride: 1),
-            Blocks.mbconv(prefix: "_blocks.1", input: 8, output: 16, expandRatio: 6, kernel: 5, stride: 2),
-            Blocks.liteConvHead(input: 16, output: 32),
-            Blocks.classifier(name: "_fc", features: 32, classes: 3),
-        ])
-    }
+    static let tinyLite: [LayerSpec] = GradientParityTests.mbconv("_blocks.0", 8, 8, expand: 6, kernel: 3, stride: 1)
+        + GradientParityTests.mbconv("_blocks.1", 8, 16, expand: 6, kernel: 5, stride: 2)
+        + [GradientParityTests.conv("_conv_head", 16, 32, 1, padding: .same, bn: "_bn1", eps: 1e-3, momentum: 0.01, activation: .relu6),
+           .globalAvgPool, .linear(name: "_fc", inFeatures: 32, outFeatures: 3, activation: .none)]
 
     func run(_ name: String, seed: UInt64, train: Bool, lr: Float, wd: Float, nesterov: Bool, schedule: LRSchedule) throws {
         var rng = SplitMix64(seed: seed)
-        let model = Self.tinyLite()
-        TrainingFixtures.fill(model, &rng)
-        model.setTraining(train)
-        model.setBatchNormUpdatesStatistics(train)
+        let model = try TrainingFixtures.graph(Self.tinyLite, input: .map(channels: 8, height: 8, width: 8), &rng)
+        model.computesInputGradient = false
+        model.training = train
+        model.updatesBatchStatistics = train
+        let initial = model.trainableParameters.map(\.value)
         let opt = SGD(parameters: model.trainableParameters, learningRate: lr, momentum: 0.9, weightDecay: wd, nesterov: nesterov)
         var losses: [Float] = []
         for t in 0..<3 {
-            let x = TrainTensor(shape: [4, 8, 8, 8], data: TrainingFixtures.symmetric(&rng, 4 * 8 * 8 * 8, 1))
+            let x = TrainingFixtures.symmetric(&rng, 4 * 8 * 8 * 8, 1)
             let labels = (0..<4).map { (t + $0) % 3 }
             opt.zeroGrad()
-            let (loss, dlogits) = try SoftmaxCrossEntropy.lossAndGradient(logits: try model.forward(x), labels: labels)
+            let (loss, dlogits) = try SoftmaxCrossEntropy.lossAndGradient(logits: model.forward(x, batch: 4), classes: 3, labels: labels)
             _ = model.backward(dlogits)
             opt.learningRate = schedule.rate(base: lr, at: t)
             opt.step()
+            model.parametersDidChange()
             losses.append(Float(loss))
         }
         TrainingFixtures.assertClose(losses, try TrainingFixtures.load(name + ".losses"), tol: 1e-5, "\(name) losses")
         let ref = try TrainingFixtures.load(name + ".final")
         var offset = 0
-        var moved = false
-        for p in model.allParameters.sorted(by: { $0.name < $1.name }) {
+        for p in model.parameters.sorted(by: { $0.name < $1.name }) {
             let r = Array(ref[offset..<min(offset + p.value.count, ref.count)])
             TrainingFixtures.assertClose(p.value, r, tol: 1e-4, floor: 1e-6, "\(name) \(p.name)")
             offset += p.value.count
         }
         XCTAssertEqual(offset, ref.count, "\(name): parameter count")
         // The comparison is only meaningful if the steps moved the weights measurably.
-        var rng0 = SplitMix64(seed: seed)
-        let initial = Self.tinyLite()
-        TrainingFixtures.fill(initial, &rng0)
-        for (a, b) in zip(initial.trainableParameters, model.trainableParameters) where a.value != b.value { moved = true }
-        XCTAssertTrue(moved, "\(name): SGD did not change any parameter")
+        XCTAssertTrue(zip(initial, model.trainableParameters).contains { $0 != $1.value }, "\(name): SGD did not change any parameter")
     }
 
     func testEvalBatchNormCosine() throws {

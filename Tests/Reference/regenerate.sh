@@ -16,6 +16,7 @@ run Tests/Reference/weights/make_manifest.py
 run Tests/Reference/weights/lite0_checkpoint_summary.py
 run Tests/Reference/heads/make_fixtures.py
 run Tests/Reference/training/make_grads.py
+run Tests/Reference/training/make_family_grads.py
 run Tests/Reference/training/make_augment.py
 if [ -d ../shared/datasets ]; then
   run Tests/Reference/weights/lite0_real.py          # (shared)

@@ -31,7 +31,7 @@ enum EfficientNetLiteFamily {
     }
 
     static func bn(_ name: String, residual: Bool = false) -> BatchNormSpec {
-        BatchNormSpec(name: name, eps: 1e-3, closesResidual: residual)
+        BatchNormSpec(name: name, eps: 1e-3, closesResidual: residual, momentum: 0.01)
     }
 
     static func architecture(_ name: String) -> Architecture? {

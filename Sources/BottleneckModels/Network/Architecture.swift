@@ -21,6 +21,9 @@ struct BatchNormSpec: Sendable {
     let closesResidual: Bool
     /// Which tensors hold its statistics and affine terms.
     var keys: Keys = .torch
+    /// Weight of a batch's statistics when training updates the running ones (PyTorch's `momentum`;
+    /// 0.01 for networks ported from TensorFlow, whose decay is 0.99).
+    var momentum: Float = 0.1
 
     /// How a checkpoint stores a batch norm.
     enum Keys: Sendable {
@@ -104,15 +107,9 @@ public enum ModelFamily: String, Sendable, CaseIterable {
     case mobileNetV2 = "mobilenet_v2"
     case inception
 
-    /// Fine-tuning depths `benchmark --finetune auto` runs: 0, 1, 2 where the top stages train, only the
-    /// new head (0) for Inception-v3 (its blocks cannot train yet), none for the others.
-    public var automaticFineTuneDepths: [Int] {
-        switch self {
-        case .resnet, .efficientNetLite: return [0, 1, 2]
-        case .inception: return [0]
-        case .vgg, .mobileNetV2: return []
-        }
-    }
+    /// Fine-tuning depths `benchmark --finetune auto` runs: 0 (the new head alone), 1 and 2 trainable
+    /// stages (`Architecture.fineTuningSplit(unfreeze:)`), for every family.
+    public var automaticFineTuneDepths: [Int] { [0, 1, 2] }
 }
 
 /// A network architecture: an ordered list of stages from the input to the logits, with the
@@ -269,6 +266,26 @@ public struct Architecture: Sendable {
         case .maxPool, .avgPool, .adaptiveAvgPool, .globalAvgPool:
             return []
         }
+    }
+
+    /// `transform` applied to `layers` in order, each given its input shape (`input`, then the previous
+    /// layer's output) and whether it is the last layer: the walk both compilers (`LayerCompiler`,
+    /// `TrainingGraph`) make over a layer sequence.
+    static func mapSequence<T>(_ layers: [LayerSpec], input: ActivationShape,
+                               _ transform: (_ layer: LayerSpec, _ input: ActivationShape, _ isLast: Bool) throws -> T) rethrows -> [T] {
+        var shape = input
+        var results: [T] = []
+        results.reserveCapacity(layers.count)
+        for (i, layer) in layers.enumerated() {
+            results.append(try transform(layer, shape, i == layers.count - 1))
+            shape = infer(layer, shape).shape
+        }
+        return results
+    }
+
+    /// Output shape of `layers` run in order on `input`.
+    static func outputShape(of layers: [LayerSpec], input: ActivationShape) -> ActivationShape {
+        layers.reduce(input) { infer($1, $0).shape }
     }
 
     /// Output shape and multiply-accumulates per image of one layer.

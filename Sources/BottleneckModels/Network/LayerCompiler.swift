@@ -34,7 +34,7 @@ enum CompiledLayer {
     var convolutionWeightBytes: Int {
         switch self {
         case let .conv(c):
-            ((c.usesWinograd ? 36 : 0) + (c.usesDirect ? c.kernelH * c.kernelW : 0)) * c.inChannels * c.outChannels
+            (c.winogradWeightFloats + (c.usesDirect ? c.kernelH * c.kernelW * c.inChannels * c.outChannels : 0))
                 * MemoryLayout<Float>.size
         case let .depthwise(d): d.kernelH * d.kernelW * d.channels * MemoryLayout<Float>.size
         default: children.reduce(0) { $0 + $1.convolutionWeightBytes }
@@ -160,11 +160,7 @@ struct LayerCompiler {
             return .avgPool(kernel: k, stride: s, padding: p, countIncludePad: countIncludePad)
         case let .concat(branches):
             let compiled = try branches.map { branch in
-                var shape = input
-                return try branch.map { l in
-                    defer { shape = Architecture.infer(l, shape).shape }
-                    return try compile(l, input: shape, fusedActivation: nil)
-                }
+                try Architecture.mapSequence(branch, input: input) { l, shape, _ in try compile(l, input: shape, fusedActivation: nil) }
             }
             guard case let .map(channels, _, _) = Architecture.infer(spec, input).shape else {
                 preconditionFailure("a concatenation outputs a map")
@@ -189,23 +185,14 @@ struct LayerCompiler {
                        columnPermutation: permutation)
             })
         case let .residual(body, shortcut, activation):
-            var shape = input
-            var compiledBody: [CompiledLayer] = []
-            for (i, l) in body.enumerated() {
-                let last = i == body.count - 1
-                if last, case .conv = l {} else if last {
+            let compiledBody = try Architecture.mapSequence(body, input: input) { l, shape, isLast in
+                if isLast, case .conv = l {} else if isLast {
                     preconditionFailure("residual body must end with a convolution")
                 }
-                compiledBody.append(try compile(l, input: shape, fusedActivation: last ? activation : nil))
-                shape = Architecture.infer(l, shape).shape
+                return try compile(l, input: shape, fusedActivation: isLast ? activation : nil)
             }
-            var compiledShortcut: [CompiledLayer]? = nil
-            if let shortcut {
-                var s = input
-                compiledShortcut = try shortcut.map { l in
-                    defer { s = Architecture.infer(l, s).shape }
-                    return try compile(l, input: s, fusedActivation: nil)
-                }
+            let compiledShortcut = try shortcut.map { layers in
+                try Architecture.mapSequence(layers, input: input) { l, shape, _ in try compile(l, input: shape, fusedActivation: nil) }
             }
             return .residual(body: compiledBody, shortcut: compiledShortcut)
         }

@@ -173,8 +173,7 @@ final class NetworkExecutor: @unchecked Sendable {
             let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
             let out = Act(slot: outputSlot ?? acquire(excluding: protected + [act.slot], arena), h: oh, w: ow,
                           c: conv.outChannels, isVector: false)
-            timed("conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
-                  + (conv.runsWinograd(batch: batch, height: act.h, width: act.w) ? " winograd" : ""), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
+            timed(convolutionRow(conv, act, batch: batch), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
                 conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
                              residual: residual, options: options)
             }
@@ -191,15 +190,19 @@ final class NetworkExecutor: @unchecked Sendable {
         case let .maxPool(k, s, p):
             let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
-            Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
-                              padding: p, output: pointer(out, batch: batch, arena), options: options)
+            timed(poolRow("max", k, s, act), flops: 0) {
+                Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                                  padding: p, output: pointer(out, batch: batch, arena), options: options)
+            }
             return out
         case let .avgPool(k, s, p, countIncludePad):
             let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
-            Pooling2D.avgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
-                              padding: p, countIncludePad: countIncludePad, output: pointer(out, batch: batch, arena),
-                              options: options)
+            timed(poolRow("avg", k, s, act), flops: 0) {
+                Pooling2D.avgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                                  padding: p, countIncludePad: countIncludePad, output: pointer(out, batch: batch, arena),
+                                  options: options)
+            }
             return out
         case let .concat(branches, channels):
             return concatenate(branches, channels: channels, act, batch: batch, protected: protected, arena, into: nil, at: 0)
@@ -257,10 +260,11 @@ final class NetworkExecutor: @unchecked Sendable {
     /// Runs every branch on `act` and places their outputs side by side on channels, in branch order
     /// (`torch.cat(dim=1)`): from channel `offset` of `destination` when given (a branch that ends in a
     /// nested concatenation writes straight into its parent's output), else into a new activation of
-    /// `channels` channels, which is returned. Each branch's last layer writes into a buffer of its
-    /// own, which is then copied into its channel slice: one extra pass over the block's output, small
-    /// next to its convolutions, and the kernels keep their dense output layout.
-    /// Buffers alive at once: `protected`, the input, the destination and two per branch depth.
+    /// `channels` channels, which is returned. A branch whose last layer is a convolution or a window
+    /// pool has it write straight into its channel slice (output pixels `channels` floats apart, the
+    /// same arithmetic as a dense output); any other last layer writes a buffer of its own, which is
+    /// then copied into the slice. Buffers alive at once: `protected`, the input, the destination and
+    /// two per branch depth.
     private func concatenate(_ branches: [[CompiledLayer]], channels: Int, _ act: Act, batch: Int, protected: [Int],
                              _ arena: [Workspace], into destination: Act?, at offset: Int) -> Act {
         var dest = destination
@@ -274,17 +278,83 @@ final class NetworkExecutor: @unchecked Sendable {
                 channel += innerChannels
                 continue
             }
-            for layer in branch { x = execute(layer, x, batch: batch, protected: keep, arena) }
+            for layer in branch.dropLast() { x = execute(layer, x, batch: batch, protected: keep, arena) }
+            let last = branch.last!
+            if let (h, w, c) = sliceOutput(of: last, x) {
+                if dest == nil {
+                    dest = Act(slot: acquire(excluding: keep + [x.slot], arena), h: h, w: w, c: channels, isVector: false)
+                }
+                let d = dest!
+                precondition(h == d.h && w == d.w && channel + c <= d.c, "concatenated branches disagree on their output size")
+                executeIntoSlice(last, x, batch: batch, arena, destination: d, channel: channel)
+                channel += c
+                continue
+            }
+            x = execute(last, x, batch: batch, protected: keep, arena)
             if dest == nil {
                 dest = Act(slot: acquire(excluding: keep + [x.slot], arena), h: x.h, w: x.w, c: channels, isVector: false)
             }
             let d = dest!
             precondition(x.h == d.h && x.w == d.w && channel + x.c <= d.c, "concatenated branches disagree on their output size")
-            let src = UnsafePointer(pointer(x, batch: batch, arena)), dst = pointer(d, batch: batch, arena)
-            for p in 0..<(batch * x.h * x.w) { (dst + p * d.c + channel).update(from: src + p * x.c, count: x.c) }
+            timed("concat copy \(x.c) of \(d.c) @\(x.h)x\(x.w)", flops: 0) {
+                Layout.copyPixels(UnsafePointer(pointer(x, batch: batch, arena)), pixels: batch * x.h * x.w, channels: x.c,
+                                  into: pointer(d, batch: batch, arena) + channel, dstStride: d.c, options: options)
+            }
             channel += x.c
         }
         return dest!
+    }
+
+    /// Output size and channels of `layer` on `act` when it can write into a channel slice of a wider
+    /// tensor (a convolution or a max/average window pool), else nil.
+    private func sliceOutput(of layer: CompiledLayer, _ act: Act) -> (h: Int, w: Int, c: Int)? {
+        switch layer {
+        case let .conv(conv):
+            let (oh, ow) = conv.outputSize(height: act.h, width: act.w)
+            return (oh, ow, conv.outChannels)
+        case let .maxPool(k, s, p), let .avgPool(k, s, p, _):
+            let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
+            return (oh, ow, act.c)
+        default: return nil
+        }
+    }
+
+    /// Runs `layer` (one `sliceOutput` accepts) on `act`, writing its output into channels
+    /// `channel...` of `destination`.
+    private func executeIntoSlice(_ layer: CompiledLayer, _ act: Act, batch: Int, _ arena: [Workspace],
+                                  destination d: Act, channel: Int) {
+        let src = UnsafePointer(pointer(act, batch: batch, arena))
+        let out = pointer(d, batch: batch, arena) + channel
+        switch layer {
+        case let .conv(conv):
+            timed(convolutionRow(conv, act, batch: batch), flops: 2 * batch * conv.macs(height: act.h, width: act.w)) {
+                conv.forward(input: src, batch: batch, height: act.h, width: act.w, output: out, outputStride: d.c,
+                             options: options)
+            }
+        case let .maxPool(k, s, p):
+            timed(poolRow("max", k, s, act), flops: 0) {
+                Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                                  padding: p, output: out, outputStride: d.c, options: options)
+            }
+        case let .avgPool(k, s, p, countIncludePad):
+            timed(poolRow("avg", k, s, act), flops: 0) {
+                Pooling2D.avgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
+                                  padding: p, countIncludePad: countIncludePad, output: out, outputStride: d.c, options: options)
+            }
+        default:
+            preconditionFailure("executeIntoSlice: \(layer) cannot write a channel slice")
+        }
+    }
+
+    /// The profile row of a `kind` ("max"/"avg") window pool on `act`.
+    private func poolRow(_ kind: String, _ kernel: Int, _ stride: Int, _ act: Act) -> String {
+        "\(kind) pool \(kernel)x\(kernel)/\(stride) \(act.c) @\(act.h)x\(act.w)"
+    }
+
+    /// The profile row of a convolution on `act`.
+    private func convolutionRow(_ conv: Conv2D, _ act: Act, batch: Int) -> String {
+        "conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
+            + (conv.runsWinograd(batch: batch, height: act.h, width: act.w) ? " winograd" : "")
     }
 }
 
