@@ -178,7 +178,7 @@ public final class Network: @unchecked Sendable {
 
     /// Whether `forward` runs a batch of `batch` image-parallel here: at least two images per kernel
     /// thread for a network that supports it, while not profiling.
-    private func runsImageParallel(batch: Int) -> Bool {
+    func runsImageParallel(batch: Int) -> Bool {
         !recordStageTimes && schedule.runsImageParallel(batch: batch)
     }
 
