@@ -243,13 +243,15 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
         let k = kernelH * kernelW * inChannels
         let rows = AlignedBuffer.allocate(outChannels * k)
         defer { AlignedBuffer.free(rows) }
+        // Element j of output channel o's row goes to rows[o][j], or to rows[j][o] when transposed.
+        let (channelStride, elementStride) = transposed ? (1, outChannels) : (k, 1)
         for o in 0..<outChannels {
             let s = channelScale?[o] ?? 1
             for i in 0..<inChannels {
                 for y in 0..<kernelH {
                     for x in 0..<kernelW {
                         let j = (y * kernelW + x) * inChannels + i
-                        rows[transposed ? j * outChannels + o : o * k + j] =
+                        rows[o * channelStride + j * elementStride] =
                             weightOIHW[((o * inChannels + i) * kernelH + y) * kernelW + x] * s
                     }
                 }

@@ -187,22 +187,10 @@ final class NetworkExecutor: @unchecked Sendable {
                              options: options)
             }
             return out
-        case let .maxPool(k, s, p):
-            let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
-            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
-            timed(poolRow("max", k, s, act), flops: 0) {
-                Pooling2D.maxPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
-                                  padding: p, output: pointer(out, batch: batch, arena), options: options)
-            }
-            return out
-        case let .avgPool(k, s, p, countIncludePad):
-            let (oh, ow) = Pooling2D.outputSize(height: act.h, width: act.w, kernel: k, stride: s, padding: p)
-            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: act.c, isVector: false)
-            timed(poolRow("avg", k, s, act), flops: 0) {
-                Pooling2D.avgPool(input: src, batch: batch, height: act.h, width: act.w, channels: act.c, kernel: k, stride: s,
-                                  padding: p, countIncludePad: countIncludePad, output: pointer(out, batch: batch, arena),
-                                  options: options)
-            }
+        case .maxPool, .avgPool:
+            let (oh, ow, c) = sliceOutput(of: layer, act)!
+            let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: c, isVector: false)
+            executeIntoSlice(layer, act, batch: batch, arena, destination: out, channel: 0)
             return out
         case let .concat(branches, channels):
             return concatenate(branches, channels: channels, act, batch: batch, protected: protected, arena, into: nil, at: 0)
@@ -280,27 +268,23 @@ final class NetworkExecutor: @unchecked Sendable {
             }
             for layer in branch.dropLast() { x = execute(layer, x, batch: batch, protected: keep, arena) }
             let last = branch.last!
-            if let (h, w, c) = sliceOutput(of: last, x) {
-                if dest == nil {
-                    dest = Act(slot: acquire(excluding: keep + [x.slot], arena), h: h, w: w, c: channels, isVector: false)
-                }
-                let d = dest!
-                precondition(h == d.h && w == d.w && channel + c <= d.c, "concatenated branches disagree on their output size")
-                executeIntoSlice(last, x, batch: batch, arena, destination: d, channel: channel)
-                channel += c
-                continue
-            }
-            x = execute(last, x, batch: batch, protected: keep, arena)
+            let slice = sliceOutput(of: last, x)
+            if slice == nil { x = execute(last, x, batch: batch, protected: keep, arena) }
+            let (h, w, c) = slice ?? (x.h, x.w, x.c)
             if dest == nil {
-                dest = Act(slot: acquire(excluding: keep + [x.slot], arena), h: x.h, w: x.w, c: channels, isVector: false)
+                dest = Act(slot: acquire(excluding: keep + [x.slot], arena), h: h, w: w, c: channels, isVector: false)
             }
             let d = dest!
-            precondition(x.h == d.h && x.w == d.w && channel + x.c <= d.c, "concatenated branches disagree on their output size")
-            timed("concat copy \(x.c) of \(d.c) @\(x.h)x\(x.w)", flops: 0) {
-                Layout.copyPixels(UnsafePointer(pointer(x, batch: batch, arena)), pixels: batch * x.h * x.w, channels: x.c,
-                                  into: pointer(d, batch: batch, arena) + channel, dstStride: d.c, options: options)
+            precondition(h == d.h && w == d.w && channel + c <= d.c, "concatenated branches disagree on their output size")
+            if slice != nil {
+                executeIntoSlice(last, x, batch: batch, arena, destination: d, channel: channel)
+            } else {
+                timed("concat copy \(c) of \(d.c) @\(h)x\(w)", flops: 0) {
+                    Layout.copyPixels(UnsafePointer(pointer(x, batch: batch, arena)), pixels: batch * h * w, channels: c,
+                                      into: pointer(d, batch: batch, arena) + channel, dstStride: d.c, options: options)
+                }
             }
-            channel += x.c
+            channel += c
         }
         return dest!
     }
@@ -320,7 +304,7 @@ final class NetworkExecutor: @unchecked Sendable {
     }
 
     /// Runs `layer` (one `sliceOutput` accepts) on `act`, writing its output into channels
-    /// `channel...` of `destination`.
+    /// `channel...` of `destination` (channel 0 of an output exactly as wide: the dense case).
     private func executeIntoSlice(_ layer: CompiledLayer, _ act: Act, batch: Int, _ arena: [Workspace],
                                   destination d: Act, channel: Int) {
         let src = UnsafePointer(pointer(act, batch: batch, arena))
