@@ -71,7 +71,7 @@ public final class ConvolutionInputGradient: @unchecked Sendable {
         self.shape = shape
         transposed = Conv2D.packedWeights(weightOIHW: weightOIHW, outChannels: shape.outChannels, inChannels: shape.inChannels,
                                           kernelH: shape.kernelH, kernelW: shape.kernelW, channelScale: channelScale,
-                                          transposed: true, hugePages: options.hugePages)
+                                          transposed: true, hugePages: options.hugePages, threads: options.workers)
     }
 
     /// Writes `dx` (NHWC `[batch][height][width][Cin]`, overwritten) from `outputGradient` (NHWC

@@ -231,34 +231,36 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
         }
         direct = Conv2D.packedWeights(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels,
                                       kernelH: kernelH, kernelW: kernelW, channelScale: channelScale, transposed: false,
-                                      hugePages: options.hugePages)
+                                      hugePages: options.hugePages, threads: options.workers)
     }
 
     /// `weightOIHW` `[Cout][Cin][kh][kw]` times `channelScale[o]` (when given), packed for `PackedGEMM` with
     /// patch elements in `[kh][kw][Cin]` order: one row per output channel (`[Cout][kh*kw*Cin]`, the direct
     /// forward's operand), or with `transposed` one row per patch element (`[kh*kw*Cin][Cout]`, the input
-    /// gradient's operand).
+    /// gradient's operand). 1x1 weights already are in row order and are packed straight from the source;
+    /// others are first permuted to rows. Parallel over `threads` threads.
     static func packedWeights(weightOIHW: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
-                              channelScale: [Float]?, transposed: Bool, hugePages: Bool) -> PackedWeights {
-        let k = kernelH * kernelW * inChannels
-        let rows = AlignedBuffer.allocate(outChannels * k)
-        defer { AlignedBuffer.free(rows) }
-        // Element j of output channel o's row goes to rows[o][j], or to rows[j][o] when transposed.
-        let (channelStride, elementStride) = transposed ? (1, outChannels) : (k, 1)
-        for o in 0..<outChannels {
-            let s = channelScale?[o] ?? 1
-            for i in 0..<inChannels {
-                for y in 0..<kernelH {
-                    for x in 0..<kernelW {
-                        let j = (y * kernelW + x) * inChannels + i
-                        rows[o * channelStride + j * elementStride] =
-                            weightOIHW[((o * inChannels + i) * kernelH + y) * kernelW + x] * s
-                    }
-                }
+                              channelScale: [Float]?, transposed: Bool, hugePages: Bool, threads: Int = 1) -> PackedWeights {
+        let k = kernelH * kernelW * inChannels, taps = kernelH * kernelW
+        func pack(_ rows: UnsafePointer<Float>) -> PackedWeights {
+            (channelScale ?? []).withUnsafeBufferPointer { scale in
+                let s = channelScale == nil ? nil : scale.baseAddress!
+                return transposed ? PackedWeights(.columns(rows, scale: s), n: k, k: outChannels, hugePages: hugePages, threads: threads)
+                    : PackedWeights(.rows(rows, scale: s), n: outChannels, k: k, hugePages: hugePages, threads: threads)
             }
         }
-        return transposed ? PackedWeights(rowsNK: rows.baseAddress!, n: k, k: outChannels, hugePages: hugePages)
-            : PackedWeights(rowsNK: rows.baseAddress!, n: outChannels, k: k, hugePages: hugePages)
+        if taps == 1 { return pack(weightOIHW) }
+        let rows = AlignedBuffer.allocate(outChannels * k)
+        defer { AlignedBuffer.free(rows) }
+        let base = rows.baseAddress!
+        // Element (i, y, x) of output channel o goes to rows[o][(y * kw + x) * Cin + i].
+        TensorThreads.run(pieces: outChannels, threads: threads) { o in
+            let src = weightOIHW + o * k, dst = base + o * k
+            for i in 0..<inChannels {
+                for t in 0..<taps { dst[t * inChannels + i] = src[i * taps + t] }
+            }
+        }
+        return pack(base)
     }
 
     deinit {

@@ -19,21 +19,50 @@ public final class PackedWeights: @unchecked Sendable {
 
     /// Packs row-major `[n][k]` weights (PyTorch's `out x in` order); large ones ask for huge pages
     /// unless `hugePages` is false.
-    public init(rowsNK w: UnsafePointer<Float>, n: Int, k: Int, hugePages: Bool = true) {
+    public convenience init(rowsNK w: UnsafePointer<Float>, n: Int, k: Int, hugePages: Bool = true) {
+        self.init(.rows(w, scale: nil), n: n, k: k, hugePages: hugePages, threads: 1)
+    }
+
+    /// Where the packed `[n][k]` matrix `B` (`B[j][kk]`: column `j` of the product, reduction index
+    /// `kk`) is read from; `scale` (when given) multiplies the source matrix's rows.
+    public enum Source {
+        /// Row-major `[n][k]`: `B[j][kk] = w[j * k + kk] * scale[j]`.
+        case rows(UnsafePointer<Float>, scale: UnsafePointer<Float>?)
+        /// Row-major `[k][n]`, packed transposed: `B[j][kk] = w[kk * n + j] * scale[kk]`.
+        case columns(UnsafePointer<Float>, scale: UnsafePointer<Float>?)
+    }
+
+    /// Packs `source` in one pass, panels spread over `threads` threads (one pass over the source per
+    /// panel: contiguous reads for `.columns`, 16 interleaved row streams for `.rows`).
+    /// - Complexity: `n * k` copies.
+    public init(_ source: Source, n: Int, k: Int, hugePages: Bool = true, threads: Int) {
         self.n = n; self.k = k
-        panelColumns = n & ~7
+        let panelColumns = n & ~7
+        self.panelColumns = panelColumns
         panels = AlignedBuffer.allocate(max(1, panelColumns * k), hugePages: hugePages)
         tail = AlignedBuffer.allocate(max(1, (n - panelColumns) * k))
-        var j0 = 0
-        while j0 < panelColumns {
-            let width = PackedWeights.panelWidth(at: j0, columns: panelColumns)
-            let dst = panels.baseAddress! + j0 * k
-            for kk in 0..<k {
-                for j in 0..<width { dst[kk * width + j] = w[(j0 + j) * k + kk] }
+        let panelBase = panels.baseAddress!, tailBase = tail.baseAddress!
+        // Panel p covers columns 16p ..< 16p + width; one more piece packs the tail columns.
+        let panelCount = (panelColumns + 15) / 16
+        TensorThreads.run(pieces: panelCount + 1, threads: threads) { p in
+            let j0 = p < panelCount ? p * 16 : panelColumns
+            let width = p < panelCount ? PackedWeights.panelWidth(at: j0, columns: panelColumns) : n - panelColumns
+            // Panels interleave `width` columns per reduction step; the tail stores each column contiguously.
+            let dst = p < panelCount ? panelBase + j0 * k : tailBase
+            let (columnStep, reductionStep) = p < panelCount ? (1, width) : (k, 1)
+            switch source {
+            case let .rows(w, scale):
+                for j in 0..<width {
+                    let s = scale?[j0 + j] ?? 1, row = w + (j0 + j) * k, out = dst + j * columnStep
+                    for kk in 0..<k { out[kk * reductionStep] = row[kk] * s }
+                }
+            case let .columns(w, scale):
+                for kk in 0..<k {
+                    let s = scale?[kk] ?? 1, row = w + kk * n + j0, out = dst + kk * reductionStep
+                    for j in 0..<width { out[j * columnStep] = row[j] * s }
+                }
             }
-            j0 += width
         }
-        for j in panelColumns..<n { (tail.baseAddress! + (j - panelColumns) * k).update(from: w + j * k, count: k) }
     }
 
     deinit { AlignedBuffer.free(panels); AlignedBuffer.free(tail) }

@@ -36,7 +36,7 @@ public enum TensorThreads {
     /// Runs `body(i)` for every `i` in `0..<pieces` on `threads` threads (the caller included), or
     /// inline on the caller when `threads` is 1 (see `EngineOptions.workers`) or there is only one
     /// piece (no hand-off cost). Pieces are claimed dynamically, so uneven pieces balance out.
-    static func run(pieces: Int, threads: Int, _ body: @escaping (Int) -> Void) {
+    public static func run(pieces: Int, threads: Int, _ body: @escaping (Int) -> Void) {
         if threads <= 1 || pieces <= 1 || isSingleThreadedHere {
             for i in 0..<pieces { body(i) }
         } else {

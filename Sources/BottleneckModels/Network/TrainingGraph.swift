@@ -544,23 +544,38 @@ final class ConvolutionNode: GraphNode {
         } } }
         // rows holds the gradient of the raw convolution's weights times the folded scale's absence:
         // d(weight) = scale * rows; BN's gamma sees sum(g * xhat) = invstd * (sum(W . rows) + (b - mean) sum(g)).
-        let inChannels = depthwise ? 1 : shape.inChannels
+        let inChannels = depthwise ? 1 : shape.inChannels, tapCount = taps, isDepthwise = depthwise
         let s = ranBatchStatistics ? nil : scale
+        // Per output channel (disjoint slices of the weight gradient, in parallel): the weight gradient and
+        // Σ W · rows, which BN's gamma gradient needs.
+        var dots = [Double](repeating: 0, count: c)
+        weight.value.withUnsafeBufferPointer { wb in weight.grad.withUnsafeMutableBufferPointer { gb in
+            rows.withUnsafeBufferPointer { rb in dots.withUnsafeMutableBufferPointer { db in
+                let w = wb.baseAddress!, dw = gb.baseAddress!, r = rb.baseAddress!, dot = db.baseAddress!
+                let pieces = min(c, 4 * options.workers)
+                TensorThreads.run(pieces: pieces, threads: options.workers) { piece in
+                    for o in (piece * c / pieces)..<((piece + 1) * c / pieces) {
+                        let factor = s?[o] ?? 1
+                        var sum = 0.0
+                        for t in 0..<tapCount {
+                            for i in 0..<inChannels {
+                                let g = isDepthwise ? r[t * c + o] : r[(o * tapCount + t) * inChannels + i]
+                                let p = (o * inChannels + i) * tapCount + t
+                                sum += Double(w[p]) * Double(g)
+                                dw[p] += g * factor
+                            }
+                        }
+                        dot[o] = sum
+                    }
+                }
+            } }
+        } }
         let inv = runningInverseStd
         for o in 0..<c {
-            var dot = 0.0
-            for t in 0..<taps {
-                for i in 0..<inChannels {
-                    let r = depthwise ? rows[t * c + o] : rows[(o * taps + t) * inChannels + i]
-                    let p = (o * inChannels + i) * taps + t
-                    dot += Double(weight.value[p]) * Double(r)
-                    weight.grad[p] += r * (s?[o] ?? 1)
-                }
-            }
             if let bias { bias.grad[o] += gradientSum[o] * (s?[o] ?? 1) }
             if !ranBatchStatistics, let bn = batchNorm {
                 bn.beta.grad[o] += gradientSum[o]
-                let centred = dot + Double((bias?.value[o] ?? 0) - bn.mean.value[o]) * Double(gradientSum[o])
+                let centred = dots[o] + Double((bias?.value[o] ?? 0) - bn.mean.value[o]) * Double(gradientSum[o])
                 bn.gamma?.grad[o] += Float(Double(inv[o]) * centred)
             }
         }
