@@ -7,6 +7,7 @@
 #            resnet50 etc. run with the same architecture on both sides (the Python side uses
 #            untrained weights, which cost the same to run; Swift needs the checkpoint in its cache).
 #   env: REPEATS (3 rounds; each round runs every pipeline once, in turn), BATCH (16), PY (/opt/refvenv/bin/python), WORKERS ("1 2"),
+#        ENGINES ("torch torch-cl onnx": the Python peers),
 #        LOAD ("quiet"; space-separated conditions from Benchmarks/load.py: quiet niced-hogs duty — every round
 #        runs every pipeline under each condition, the load running for the whole of each pipeline's run)
 #
@@ -23,6 +24,7 @@ REPEATS=${REPEATS:-3}
 BATCH=${BATCH:-16}
 PY=${PY:-/opt/refvenv/bin/python}
 WORKERS=${WORKERS:-"1 2"}
+ENGINES=${ENGINES:-"torch torch-cl onnx"}
 LOAD=${LOAD:-quiet}
 BIN=.build/release/bottleneck
 [ -x "$BIN" ] || swift build -c release --product bottleneck >&2
@@ -41,7 +43,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+
 # turned that drift into the ratio.
 PEERS=()
 if [ -x "$PY" ] && "$PY" -c "import torch, torchvision, onnxruntime" 2>/dev/null; then
-  for engine in torch torch-cl onnx; do for w in $WORKERS; do PEERS+=("$engine:$w"); done; done
+  for engine in $ENGINES; do for w in $WORKERS; do PEERS+=("$engine:$w"); done; done
 fi
 declare -A peer_rates peer_rss swift_rates swift_procs swift_rss
 LOADER=""

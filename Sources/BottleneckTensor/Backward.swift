@@ -214,7 +214,9 @@ public enum Backward {
     /// Depthwise convolution gradients. `weights` is the forward's `[kh][kw][C]` filter (folded scale
     /// included when the forward folded one); `weightGradient` (`[kh][kw][C]`, accumulated) receives
     /// `Σ dy · x` over each tap's window positions; `inputGradient` (NHWC, overwritten) when given.
-    /// Parallel over channel blocks (every task owns its channels of both outputs).
+    /// Stride 1: the input gradient is the inference kernel's forward convolution of `dy` with the
+    /// filter rotated by 180° (`transposedStrideOne`). Otherwise both gradients come from one loop
+    /// parallel over channel blocks (every task owns its channels of both outputs).
     /// - Complexity: `2 * batch * oh * ow * kh * kw * C` multiply-adds.
     public static func depthwise(_ shape: ConvolutionShape, input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                                  weights: UnsafePointer<Float>, outputGradient g: UnsafePointer<Float>,
@@ -223,6 +225,9 @@ public enum Backward {
         let c = shape.inChannels, kh = shape.kernelH, kw = shape.kernelW, s = shape.stride
         let p = shape.padding.resolve(height: height, width: width, kernelH: kh, kernelW: kw, stride: s)
         let (oh, ow) = shape.outputSize(height: height, width: width)
+        let transposed = dx == nil ? nil : transposedStrideOne(shape, weights: weights, height: height, width: width)
+        if let transposed, let dx { transposed.forward(input: g, batch: batch, height: oh, width: ow, output: dx, options: options) }
+        let dx = transposed == nil ? dx : nil
         let blocks = (c + 7) / 8
         let pieces = max(1, min(blocks, 4 * options.workers))
         TensorThreads.run(pieces: pieces, threads: options.workers) { piece in
@@ -255,6 +260,28 @@ public enum Backward {
                     }
                 }
             }
+        }
+    }
+
+    /// The stride-1 depthwise convolution whose forward pass on `dy` (`oh x ow`) is the input gradient
+    /// (`height x width`) of `shape`: each input pixel sums the outputs whose windows covered it, which
+    /// is the window of the 180°-rotated filter padded by `k - 1 - pad` before and the rest after.
+    /// Nil for other strides or when that padding would be negative. `weights`: `[kh][kw][C]`.
+    static func transposedStrideOne(_ shape: ConvolutionShape, weights: UnsafePointer<Float>, height: Int,
+                                    width: Int) -> DepthwiseConv2D? {
+        let c = shape.inChannels, kh = shape.kernelH, kw = shape.kernelW, taps = kh * kw
+        guard shape.stride == 1 else { return nil }
+        let p = shape.padding.resolve(height: height, width: width, kernelH: kh, kernelW: kw, stride: 1)
+        let (oh, ow) = shape.outputSize(height: height, width: width)
+        let top = kh - 1 - p.top, left = kw - 1 - p.left
+        let bottom = height - oh + kh - 1 - top, right = width - ow + kw - 1 - left
+        guard min(top, left, bottom, right) >= 0 else { return nil }
+        // Rotated, in PyTorch's [C][1][kh][kw]: tap t of the rotated filter is tap taps - 1 - t.
+        var rotated = [Float](repeating: 0, count: taps * c)
+        for t in 0..<taps { for ch in 0..<c { rotated[ch * taps + taps - 1 - t] = weights[t * c + ch] } }
+        return rotated.withUnsafeBufferPointer {
+            DepthwiseConv2D(weightC1HW: $0.baseAddress!, channels: c, kernelH: kh, kernelW: kw, stride: 1,
+                            padding: .explicit(top: top, left: left, bottom: bottom, right: right))
         }
     }
 

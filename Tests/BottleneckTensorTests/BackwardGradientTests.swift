@@ -139,6 +139,11 @@ final class BackwardGradientTests: XCTestCase {
              8, 9, Activation.none),
             (ConvolutionShape(inChannels: 20, outChannels: 20, kernelH: 3, kernelW: 3, stride: 1, padding: .symmetric(1), isDepthwise: true),
              6, 7, .relu6),
+            // Stride 1 takes the rotated-filter forward for dx: TF-SAME 5x5, and unpadded 3x3 (dx padded by 2).
+            (ConvolutionShape(inChannels: 24, outChannels: 24, kernelH: 5, kernelW: 5, stride: 1, padding: .same, isDepthwise: true),
+             7, 6, .none),
+            (ConvolutionShape(inChannels: 19, outChannels: 19, kernelH: 3, kernelW: 3, stride: 1, padding: .symmetric(0), isDepthwise: true),
+             6, 5, .none),
         ] {
             let batch = 2, c = shape.inChannels, k = shape.kernelH * shape.kernelW
             let x = random(batch * h * w * c)
