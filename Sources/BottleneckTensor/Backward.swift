@@ -170,9 +170,12 @@ public enum Backward {
     }
 
     /// Dense convolution weight gradient: `dW[o][j] += Σ_m dy[m][o] · patch[m][j]`, with `dW` in the
-    /// GEMM's row layout `[Cout][kh][kw][Cin]` and `patch` the receptive fields of `input` (NHWC), gathered
-    /// a block of images at a time (`backwardPatchBudget`) by the inference GEMM's gather, in parallel.
-    /// - Complexity: `batch * oh * ow * Cout * kh * kw * Cin` multiply-adds (OpenBLAS sgemm).
+    /// GEMM's row layout `[Cout][kh][kw][Cin]` and `patch` the receptive fields of `input` (NHWC) (the
+    /// input itself for a plain 1x1 layer), gathered a block of images at a time (`backwardPatchBudget`)
+    /// by the inference GEMM's gather. Each block is one `PackedGEMM` on the kernel threads: `dyᵀ`
+    /// (`[Cout][rows]`) against the block packed as weights (`n` = patch length, reduced over its rows),
+    /// adding onto `dW` through the residual input.
+    /// - Complexity: `batch * oh * ow * Cout * kh * kw * Cin` multiply-adds.
     public static func convolutionWeightGradient(_ shape: ConvolutionShape, input: UnsafePointer<Float>, batch: Int,
                                                  height: Int, width: Int, outputGradient g: UnsafePointer<Float>,
                                                  accumulate dW: UnsafeMutablePointer<Float>, options: EngineOptions = .default) {
@@ -188,24 +191,27 @@ public enum Backward {
         let cout = shape.outChannels, k = shape.patchLength
         let (oh, ow) = shape.outputSize(height: height, width: width)
         let m = batch * oh * ow
-        if shape.isPlainPointwise(height: height, width: width) {
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(cout), Int32(k), Int32(m), 1,
-                        g, Int32(cout), input, Int32(k), 1, dW, Int32(k))
-            return
-        }
+        let pointwise = shape.isPlainPointwise(height: height, width: width)
         let geometry = shape.patches(input, height: height, width: width)
-        let rowsPerBlock = max(oh * ow, min(m, blockFloats / max(1, k)))
-        KernelScratch.with(count: rowsPerBlock * k) { patches in
+        let rowsPerBlock = pointwise ? m : max(oh * ow, min(m, blockFloats / max(1, k)))
+        KernelScratch.with(count: cout * rowsPerBlock + (pointwise ? 0 : rowsPerBlock * k)) { scratch in
+            let transposedGradient = scratch, patches = scratch + cout * rowsPerBlock
             var r0 = 0
             while r0 < m {
-                let rows = min(rowsPerBlock, m - r0)
-                let pieces = min(rows, 4 * options.workers), first = r0
-                TensorThreads.run(pieces: pieces, threads: options.workers) { piece in
-                    let a = piece * rows / pieces, b = (piece + 1) * rows / pieces
-                    if a < b { geometry.gather(row0: first + a, rows: b - a, k0: 0, kc: k, into: patches + a * k, rowStride: k) }
+                let rows = min(rowsPerBlock, m - r0), first = r0
+                if !pointwise {
+                    let pieces = min(rows, 4 * options.workers)
+                    TensorThreads.run(pieces: pieces, threads: options.workers) { piece in
+                        let a = piece * rows / pieces, b = (piece + 1) * rows / pieces
+                        if a < b { geometry.gather(row0: first + a, rows: b - a, k0: 0, kc: k, into: patches + a * k, rowStride: k) }
+                    }
                 }
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Int32(cout), Int32(k), Int32(rows), 1,
-                            g + r0 * cout, Int32(cout), patches, Int32(k), 1, dW, Int32(k))
+                Layout.transposeEachImage(g + r0 * cout, batch: 1, rows: rows, columns: cout, into: transposedGradient,
+                                          options: options)
+                let block = pointwise ? input + r0 * k : UnsafePointer(patches)
+                let packed = PackedWeights(.columns(block, scale: nil), n: k, k: rows, hugePages: false, threads: options.workers)
+                PackedGEMM.run(.matrix(transposedGradient, rowStride: rows), m: cout, weights: packed, c: dW, ldc: k,
+                               bias: nil, residual: dW, residualStride: k, activation: .none, options: options)
                 r0 += rows
             }
         }
