@@ -156,8 +156,15 @@ struct FinetuneCommand: ParsableCommand {
         }
     }
 
+    /// Prints `o` as one line of JSON. A non-finite number (a diverged loss) becomes `null`: JSON has no
+    /// NaN, and the line must not be lost.
     static func printJSON(_ o: [String: Any]) {
-        if let d = try? JSONSerialization.data(withJSONObject: o, options: [.sortedKeys]), let s = String(data: d, encoding: .utf8) {
+        let finite = o.mapValues { value -> Any in
+            if let d = value as? Double, !d.isFinite { return NSNull() }
+            return value
+        }
+        if let d = try? JSONSerialization.data(withJSONObject: finite, options: [.sortedKeys]),
+           let s = String(data: d, encoding: .utf8) {
             print(s)
         }
     }
