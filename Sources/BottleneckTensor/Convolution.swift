@@ -221,10 +221,12 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
             (useWinograd, alsoDirect) = (true, false)
         }
         winograd = useWinograd && !lineGeometry ? WinogradConvolution(weightOIHW: weightOIHW, outChannels: outChannels,
-                                                                      inChannels: inChannels, channelScale: channelScale) : nil
+                                                                      inChannels: inChannels, channelScale: channelScale,
+                                                                      threads: options.workers) : nil
         line = useWinograd && lineGeometry
             ? WinogradLineConvolution(weightOIHW: weightOIHW, outChannels: outChannels, inChannels: inChannels, kernelH: kernelH,
-                                      kernelW: kernelW, channelScale: channelScale, hugePages: options.hugePages) : nil
+                                      kernelW: kernelW, channelScale: channelScale, hugePages: options.hugePages,
+                                      threads: options.workers) : nil
         guard alsoDirect else {
             direct = nil
             return

@@ -59,13 +59,15 @@ package final class WinogradConvolution: @unchecked Sendable {
     }
 
     /// Transforms PyTorch-layout weights `[Cout][Cin][3][3]`, each output channel's filters scaled by
-    /// `channelScale[o]` first (folded BN). Computed in Double, rounded once.
+    /// `channelScale[o]` first (folded BN). Computed in Double, rounded once; output channels spread
+    /// over `threads` threads.
     /// - Complexity: O(Cout * Cin * 36) at init; 36 * Cout * Cin floats kept.
-    init(weightOIHW w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, channelScale: [Float]?) {
+    init(weightOIHW w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, channelScale: [Float]?, threads: Int = 1) {
         self.inChannels = inChannels; self.outChannels = outChannels
         let plane = outChannels * inChannels
         let u = AlignedBuffer.allocate(36 * plane)
         defer { AlignedBuffer.free(u) }
+        let base = u.baseAddress!
         // G (6x3) of F(4x4, 3x3).
         let g: [Double] = [1.0 / 4, 0, 0,
                            -1.0 / 6, -1.0 / 6, -1.0 / 6,
@@ -73,32 +75,30 @@ package final class WinogradConvolution: @unchecked Sendable {
                            1.0 / 24, 1.0 / 12, 1.0 / 6,
                            1.0 / 24, -1.0 / 12, 1.0 / 6,
                            0, 0, 1]
-        g.withUnsafeBufferPointer { gp in
-            let G = gp.baseAddress!
+        // Each task owns output channel o's entries of every plane.
+        TensorThreads.run(pieces: outChannels, threads: threads) { o in
             withUnsafeTemporaryAllocation(of: Double.self, capacity: 18) { tb in
                 let t = tb.baseAddress!   // G g, 6x3
-                for o in 0..<outChannels {
-                    let s = Double(channelScale?[o] ?? 1)
-                    for i in 0..<inChannels {
-                        let k = w + (o * inChannels + i) * 9
-                        for a in 0..<6 {
-                            for x in 0..<3 {
-                                t[a * 3 + x] = G[a * 3] * Double(k[x]) + G[a * 3 + 1] * Double(k[3 + x])
-                                    + G[a * 3 + 2] * Double(k[6 + x])
-                            }
+                let s = Double(channelScale?[o] ?? 1)
+                for i in 0..<inChannels {
+                    let k = w + (o * inChannels + i) * 9
+                    for a in 0..<6 {
+                        for x in 0..<3 {
+                            t[a * 3 + x] = g[a * 3] * Double(k[x]) + g[a * 3 + 1] * Double(k[3 + x])
+                                + g[a * 3 + 2] * Double(k[6 + x])
                         }
-                        for a in 0..<6 {
-                            for b in 0..<6 {
-                                let v = t[a * 3] * G[b * 3] + t[a * 3 + 1] * G[b * 3 + 1] + t[a * 3 + 2] * G[b * 3 + 2]
-                                u[(a * 6 + b) * plane + o * inChannels + i] = Float(v * s)
-                            }
+                    }
+                    for a in 0..<6 {
+                        for b in 0..<6 {
+                            let v = t[a * 3] * g[b * 3] + t[a * 3 + 1] * g[b * 3 + 1] + t[a * 3 + 2] * g[b * 3 + 2]
+                            base[(a * 6 + b) * plane + o * inChannels + i] = Float(v * s)
                         }
                     }
                 }
             }
         }
         transformed = (0..<36).map { xi in
-            PackedWeights(rowsNK: u.baseAddress! + xi * plane, n: outChannels, k: inChannels)
+            PackedWeights(.rows(base + xi * plane, scale: nil), n: outChannels, k: inChannels, threads: threads)
         }
     }
 
@@ -472,7 +472,7 @@ package final class WinogradLineConvolution: @unchecked Sendable {
     /// Transforms PyTorch-layout weights `[Cout][Cin][kh][kw]`, each output channel's filters scaled
     /// by `channelScale[o]` first (folded BN). Computed in Double, rounded once.
     init(weightOIHW w: UnsafePointer<Float>, outChannels: Int, inChannels: Int, kernelH: Int, kernelW: Int,
-         channelScale: [Float]?, hugePages: Bool) {
+         channelScale: [Float]?, hugePages: Bool, threads: Int = 1) {
         self.inChannels = inChannels; self.outChannels = outChannels
         alongRows = kernelW == 1
         taps = alongRows ? kernelH : kernelW
@@ -484,7 +484,9 @@ package final class WinogradLineConvolution: @unchecked Sendable {
         let k = foldedRows * inChannels, plane = outChannels * k, alpha = self.alpha, r = taps
         let u = AlignedBuffer.allocate(alpha * plane)
         defer { AlignedBuffer.free(u) }
-        for o in 0..<outChannels {
+        let base = u.baseAddress!, foldedRows = foldedRows
+        // Each task owns output channel o's entries of every plane.
+        TensorThreads.run(pieces: outChannels, threads: threads) { o in
             let s = Double(channelScale?[o] ?? 1)
             for i in 0..<inChannels {
                 for f in 0..<foldedRows {
@@ -493,13 +495,13 @@ package final class WinogradLineConvolution: @unchecked Sendable {
                     for xi in 0..<alpha {
                         var v = 0.0
                         for j in 0..<r { v += g[xi * r + j] * Double(tapsAt[j]) }
-                        u[xi * plane + o * k + f * inChannels + i] = Float(v * s)
+                        base[xi * plane + o * k + f * inChannels + i] = Float(v * s)
                     }
                 }
             }
         }
         transformed = (0..<alpha).map { xi in
-            PackedWeights(rowsNK: u.baseAddress! + xi * plane, n: outChannels, k: k, hugePages: hugePages)
+            PackedWeights(.rows(base + xi * plane, scale: nil), n: outChannels, k: k, hugePages: hugePages, threads: threads)
         }
     }
 
