@@ -223,14 +223,16 @@ public final class FineTuner {
             // its outputs' meaning, and larger batches run it faster); random draws stay in image order.
             for c0 in stride(from: 0, to: order.count, by: prefixChunk) {
                 let chunk = Array(order[c0..<min(c0 + prefixChunk, order.count)])
-                var features = [Float](repeating: 0, count: chunk.count * per)
+                let features: [Float]
                 switch path {
                 case .cached, .cachedWithMirror:
-                    for (k, i) in chunk.enumerated() {
+                    var gathered: [Float] = []
+                    gathered.reserveCapacity(chunk.count * per)
+                    for i in chunk {
                         let useMirror = path == .cachedWithMirror && rng.nextUniform() < 0.5
-                        let src = useMirror ? mirrored : plain
-                        features.replaceSubrange(k * per..<(k + 1) * per, with: src[i * per..<(i + 1) * per])
+                        gathered += (useMirror ? mirrored : plain)[i * per..<(i + 1) * per]
                     }
+                    features = gathered
                 case .recomputed:
                     let input = augmentedBatch(chunk.map { trainImages[$0] }, rng: &rng)
                     let t0 = Date()
