@@ -110,6 +110,10 @@ public struct EngineOptions: Sendable, Equatable {
     public var windowReads = true
     /// Micro-tiles ahead that GEMM output/skip lines are prefetched (0: none).
     public var prefetchTiles = 1
+    /// GEMM strips and tile-major groups prefetch the next weight panel into L2 while they run on the
+    /// current one: at batch 1 weights are read from memory once per pass, and the hardware
+    /// prefetcher does not run far enough ahead of one panel row per few cycles.
+    public var prefetchWeights = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20

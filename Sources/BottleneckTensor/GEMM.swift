@@ -73,6 +73,13 @@ public final class PackedWeights: @unchecked Sendable {
 
     /// Number of panels.
     package var panelCount: Int { (panelColumns + 15) / 16 }
+
+    /// Panel `p`'s rows `k0..<k0 + kc`: where they start and how many 64-byte lines they span.
+    @inline(__always)
+    func panelSlice(_ p: Int, k0: Int, kc: Int) -> PanelSlice {
+        let j0 = p * 16, width = PackedWeights.panelWidth(at: j0, columns: panelColumns)
+        return PanelSlice(start: UnsafePointer(panels.baseAddress!) + j0 * k + k0 * width, lines: kc * width / 16)
+    }
 }
 
 /// `C = act(A · Wᵀ + bias + residual)` with `A` row-major `[m][k]` (an NHWC activation or im2col
@@ -202,7 +209,8 @@ public enum PackedGEMM {
         if tileMajor, let source = TileMajorRows(operand, row0: row0, w: w, includeTail: includeTail) {
             tileMajorBlock(source, rows: rows, w: w, panelRange: panelRange, c: c, ldc: ldc,
                            bias: bias, residual: residual, residualStride: residualStride, activation: activation,
-                           includeTail: includeTail, weightBytes: options.tileMajorWeightBytes, prefetchTiles: prefetchTiles)
+                           includeTail: includeTail, weightBytes: options.tileMajorWeightBytes, prefetchTiles: prefetchTiles,
+                           prefetchWeights: options.prefetchWeights)
             return
         }
         let gatherCount: Int
@@ -230,10 +238,14 @@ public enum PackedGEMM {
                     let j0 = p * 16
                     let width = PackedWeights.panelWidth(at: j0, columns: w.panelColumns)
                     let panel = UnsafePointer(w.panels.baseAddress!) + j0 * k + k0 * width
+                    // The strip after this one: the next panel of this slice, or the first of the next slice.
+                    let next = !options.prefetchWeights ? nil
+                        : p + 1 < panelRange.upperBound ? w.panelSlice(p + 1, k0: k0, kc: kc)
+                        : last ? nil : w.panelSlice(panelRange.lowerBound, k0: k0 + kc, kc: min(kBlock, k - k0 - kc))
                     TileStrip(a: a, lda: lda, rows: rows, b: panel, kc: kc, c: c + j0, ldc: ldc,
                               bias: bias.map { $0 + j0 }, residual: residual.map { $0 + j0 }, residualStride: residualStride,
                               first: first, activation: last ? activation : Activation.none,
-                              prefetchTiles: prefetchTiles).run(width: width)
+                              prefetchTiles: prefetchTiles, nextPanel: next).run(width: width)
                 }
                 if includeTail && w.panelColumns < w.n {
                     scalarTail(a: a, lda: lda, rows: rows, k0: k0, kc: kc, w: w, c: c, ldc: ldc, bias: first ? bias : nil,
@@ -266,7 +278,7 @@ public enum PackedGEMM {
     static func tileMajorBlock(_ source: TileMajorRows, rows: Int, w: PackedWeights, panelRange: Range<Int>,
                                c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                residual: UnsafePointer<Float>?, residualStride: Int, activation: Activation,
-                               includeTail: Bool, weightBytes: Int, prefetchTiles: Int = 0) {
+                               includeTail: Bool, weightBytes: Int, prefetchTiles: Int = 0, prefetchWeights: Bool = false) {
         let k = w.k
         // `k` in slices of at most `tileMajorMaximumK` (multiples of 16, the last taking the
         // remainder), partial sums kept in `c`.
@@ -292,6 +304,8 @@ public enum PackedGEMM {
                 // when one slice covers them.
                 let ahead = !prefetches ? TileMajorPrefetch.none : sliceCount == 1 ? .outputAndRows : .output
                 let act = slice.last ? activation : .none
+                // The first tile against each panel reads it from memory: prefetch the one after it.
+                let prefetchBelow = prefetchWeights ? panelRange.upperBound : 0
                 var g0 = panelRange.lowerBound
                 while g0 < panelRange.upperBound {
                     let g1 = min(panelRange.upperBound, g0 + groupPanels)
@@ -300,13 +314,16 @@ public enum PackedGEMM {
                     switch act {
                     case .none: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
                                                        panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                                       residual: residual, residualStride: residualStride, .none)
+                                                       residual: residual, residualStride: residualStride,
+                                                       prefetchPanelsBelow: prefetchBelow, .none)
                     case .relu: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
                                                        panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                                       residual: residual, residualStride: residualStride, .relu)
+                                                       residual: residual, residualStride: residualStride,
+                                                       prefetchPanelsBelow: prefetchBelow, .relu)
                     case .relu6: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
                                                         panels: g0..<g1, c: c, ldc: ldc, bias: bias,
-                                                        residual: residual, residualStride: residualStride, .relu6)
+                                                        residual: residual, residualStride: residualStride,
+                                                       prefetchPanelsBelow: prefetchBelow, .relu6)
                     }
                     while r < rows {
                         let n = min(mr, rows - r), tileWindows = windows(r, n)
@@ -355,7 +372,8 @@ public enum PackedGEMM {
     static func tileMajorFullTiles(_ windowsAt: (_ row: Int, _ rows: Int) -> TileWindows, source: TileMajorRows,
                                    ahead: TileMajorPrefetch, rows: Int, w: PackedWeights, slice: KSlice,
                                    panels: Range<Int>, c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
-                                   residual: UnsafePointer<Float>?, residualStride: Int, _ act: Activation) -> Int {
+                                   residual: UnsafePointer<Float>?, residualStride: Int, prefetchPanelsBelow: Int,
+                                   _ act: Activation) -> Int {
         let k = w.k, packed = UnsafePointer(w.panels.baseAddress!)
         let residual = slice.first ? residual : nil
         var r = 0
@@ -369,6 +387,9 @@ public enum PackedGEMM {
             let aLines = 6 * k / 16, groupCount = panels.count
             for p in panels {
                 let j0 = p * 16
+                if r == 0 && p + 1 < prefetchPanelsBelow {
+                    w.panelSlice(p + 1, k0: slice.k0, kc: slice.kc).prefetch(share: 0, of: 1)
+                }
                 if next {
                     // The next tile's lines for this panel (skip or output rows), and a share of its A block.
                     if let res {
@@ -645,6 +666,20 @@ struct TileWindows {
     }
 }
 
+/// A `k` slice of one weight panel: contiguous, `lines` 64-byte lines from `start`.
+struct PanelSlice {
+    let start: UnsafePointer<Float>
+    let lines: Int
+
+    /// Prefetches share `index` of `count` equal shares of the lines into L2.
+    @inline(__always)
+    func prefetch(share index: Int, of count: Int) {
+        for line in (index * lines / count)..<((index + 1) * lines / count) {
+            bottleneck_prefetch_l2(start + line * 16)
+        }
+    }
+}
+
 /// Rows `0..<rows` (any count) of one 16- or 8-wide weight panel, six at a time in one call.
 ///
 /// One call per strip rather than per six rows: a `Tile` built and called for every six rows is a
@@ -665,6 +700,8 @@ struct TileStrip {
     let activation: Activation
     /// Micro-tiles ahead whose output and residual lines are prefetched (0: none).
     let prefetchTiles: Int
+    /// The weights the next strip reads, prefetched into L2 a share per micro-tile (nil: none).
+    var nextPanel: PanelSlice? = nil
 
     @inline(__always)
     func run(width: Int) {
@@ -675,7 +712,9 @@ struct TileStrip {
     private func run<V: KernelVector>(_: V.Type) {
         var r = 0
         let ahead = prefetchTiles * PackedGEMM.mr
+        let tiles = (rows + PackedGEMM.mr - 1) / PackedGEMM.mr
         while r < rows {
+            nextPanel?.prefetch(share: r / PackedGEMM.mr, of: tiles)
             if ahead > 0 && r + ahead < rows {
                 let p = r + ahead
                 for i in 0..<min(PackedGEMM.mr, rows - p) {

@@ -26,7 +26,10 @@ func clock(cpuTime: Bool) -> Double {
 }
 
 /// `PackedGEMM` on EfficientNet-Lite0's 1x1 shapes (rows, K, N) and a few of ResNet-50's.
-/// `BOTTLENECK_GEMM_SHAPES=m:k:n,...`, `BOTTLENECK_GEMM_THREADS` (1: one `block` call, thread CPU time).
+/// `BOTTLENECK_GEMM_SHAPES=m:k:n,...`, `BOTTLENECK_GEMM_THREADS` (1: one `block` call, thread CPU time),
+/// `BOTTLENECK_GEMM_REPS` (calls per timing; default about 20 M multiply-adds' worth),
+/// `BOTTLENECK_GEMM_COPIES` (weight copies used in turn, default 1: enough copies to overflow the
+/// caches time the weights read from memory, as in a batch-1 network pass).
 func gemm(_ base: EngineOptions) {
     var list: [[Int]] = [[336, 16, 96], [336, 24, 144], [336, 40, 240], [196, 80, 480], [196, 112, 672], [49, 192, 1152],
                          [336, 96, 24], [336, 144, 24], [336, 144, 40], [336, 240, 40], [196, 240, 80], [196, 480, 80],
@@ -42,12 +45,17 @@ func gemm(_ base: EngineOptions) {
         defer { AlignedBuffer.free(a); AlignedBuffer.free(c) }
         let wv = SyntheticFill.values(name: "gemm.w", kind: .weight, shape: [n, k])
         let bias = SyntheticFill.values(name: "gemm.b", kind: .bias, shape: [n])
-        let w = wv.withUnsafeBufferPointer { PackedWeights(rowsNK: $0.baseAddress!, n: n, k: k) }
-        let reps = max(1, 20_000_000 / (m * n * k))
+        let copies = (0..<max(1, setting("BOTTLENECK_GEMM_COPIES") ?? 1)).map { _ in
+            wv.withUnsafeBufferPointer { PackedWeights(rowsNK: $0.baseAddress!, n: n, k: k) }
+        }
+        var call = 0
+        let reps = setting("BOTTLENECK_GEMM_REPS") ?? max(1, 20_000_000 / (m * n * k))
         var best = Double.infinity
         for _ in 0..<7 {
             let t0 = clock(cpuTime: options.threads == 1)
             for _ in 0..<reps {
+                let w = copies[call % copies.count]
+                call += 1
                 bias.withUnsafeBufferPointer { bp in
                     if options.threads == 1 {
                         PackedGEMM.block(.matrix(a.baseAddress!, rowStride: k), row0: 0, rows: m, w: w,
@@ -223,6 +231,8 @@ func networkAB(_ base: EngineOptions) throws {
     case "residualInPlace": off.residualInPlace = false
     case "sharedOperand": off.sharedOperand = false
     case "prefetch": off.prefetchTiles = 0
+    case "prefetchWeights": off.prefetchWeights = false
+    case "prefetchAllOutputs": off.prefetchMinimumBytes = 0
     default: throw MicrobenchError("unknown switch \(name)")
     }
     let nets = try [off, on].map { try Network(syntheticModel: model, cut: .cut(1), pool: .avg, options: $0) }

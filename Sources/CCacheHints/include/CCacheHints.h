@@ -7,6 +7,10 @@
 /// Asks for the 64-byte line holding `p` to be brought into every cache level, to be read soon.
 static inline void bottleneck_prefetch_read(const void *p) { __builtin_prefetch(p, 0, 3); }
 
+/// Asks for the line holding `p` to be brought into L2 (and the levels below it), not L1: for data
+/// needed after what L1 holds now is done with (the next weight panel).
+static inline void bottleneck_prefetch_l2(const void *p) { __builtin_prefetch(p, 0, 2); }
+
 /// Asks for the line holding `p` in a writable state, to be written soon (no read-for-ownership
 /// stall at the store).
 static inline void bottleneck_prefetch_write(void *p) { __builtin_prefetch(p, 1, 3); }
