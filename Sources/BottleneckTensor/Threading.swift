@@ -8,6 +8,10 @@ import Synchronization
 /// `EngineOptions.threads` threads. Kernels run one at a time (each returns before the next
 /// starts), so a network on T threads never has more than T busy threads.
 public enum TensorThreads {
+    /// Whether pool workers take a job's pieces from its back while the caller takes them from the
+    /// front (`WorkerPool`); false only in A/B measurements (`bottleneck-microbench network-ab`).
+    package static let twoEndedPieces = Atomic<Bool>(true)
+
     /// Pools by thread count (a cache of running threads, not configuration).
     private static let pools = Mutex<[Int: WorkerPool]>([:])
 
@@ -180,11 +184,20 @@ final class WorkerPool: @unchecked Sendable {
     /// Counts `beginPass` calls: a parked worker wakes when it changes, to spin through the pass.
     private let passEpoch = Atomic<UInt64>(0)
 
-    /// Generation (high 32 bits) and next piece index (low 32 bits) of the current job; one word so
-    /// a late worker can never take a piece of a newer job with an older job's body. A low word of
-    /// `closed` marks a job whose pieces are all done.
+    /// The current job's generation (high 16 bits) and the pieces taken from its front (next 24
+    /// bits) and from its back (low 24 bits); one word so a late worker can never take a piece of a
+    /// newer job with an older job's body. Both counts at `closed` mark a job whose pieces are all done.
+    ///
+    /// The caller takes pieces from the front (0, 1, ...), the workers from the back (n - 1, ...),
+    /// until they meet. Consecutive layers split the same way then leave each thread mostly the rows
+    /// it wrote itself in the layer before, still in its own core's L2, while a thread that falls
+    /// behind is still covered by the other taking more pieces. (`twoEndedPieces` false: everyone
+    /// takes from the front, for A/B measurements.)
     private let ticket = Atomic<UInt64>(0)
-    private static let closed: UInt64 = 0xFFFF_FFFF
+    private static let countBits: UInt64 = 24, countMask: UInt64 = (1 << 24) - 1
+    private static let closed: UInt64 = countMask << countBits | countMask
+    /// The generation in a ticket word.
+    @inline(__always) private static func generation(of value: UInt64) -> UInt64 { value >> (2 * countBits) }
     private let finished = Atomic<Int>(0)
     /// Workers currently holding a reference to `job`; the caller clears `job` only when this is 0.
     private let readers = Atomic<Int>(0)
@@ -251,7 +264,7 @@ final class WorkerPool: @unchecked Sendable {
     /// the job is `patient` (pieces of many milliseconds): then it sleeps, leaving its core to other
     /// threads (decoders) meanwhile.
     func run(pieces count: Int, patient: Bool = false, _ body: @escaping (Int) -> Void) {
-        guard extraThreads > 0, count > 1,
+        guard extraThreads > 0, count > 1, UInt64(count) < Self.countMask,
               busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged else {
             for i in 0..<count { body(i) }
             return
@@ -262,10 +275,10 @@ final class WorkerPool: @unchecked Sendable {
         pieces = count
         self.patient = patient
         finished.store(0, ordering: .relaxed)
-        let generation = (ticket.load(ordering: .relaxed) >> 32) &+ 1
-        ticket.store(generation << 32, ordering: .sequentiallyConsistent)
+        let generation = (Self.generation(of: ticket.load(ordering: .relaxed)) &+ 1) & 0xFFFF
+        ticket.store(generation << (2 * Self.countBits), ordering: .sequentiallyConsistent)
         if sleepers.load(ordering: .sequentiallyConsistent) > 0 { wake.lock(); wake.broadcast(); wake.unlock() }
-        let done = takePieces(generation: generation, job: current, count: count)
+        let done = takePieces(generation: generation, job: current, count: count, fromBack: false)
         if done < count {
             finished.add(done, ordering: .releasing)
             if patient {
@@ -276,7 +289,7 @@ final class WorkerPool: @unchecked Sendable {
                 waitUntil { self.finished.load(ordering: .acquiring) >= count }
             }
         }
-        ticket.store(generation << 32 | Self.closed, ordering: .sequentiallyConsistent)
+        ticket.store(generation << (2 * Self.countBits) | Self.closed, ordering: .sequentiallyConsistent)
         waitUntil { self.readers.load(ordering: .sequentiallyConsistent) == 0 }
         job = nil
     }
@@ -296,18 +309,20 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// Takes and runs pieces of job `generation` until none are left; returns how many it ran.
-    private func takePieces(generation: UInt64, job: Job, count: Int) -> Int {
+    /// Takes and runs pieces of job `generation` until none are left, from the front of the job or
+    /// from its back (see `ticket`); returns how many it ran.
+    private func takePieces(generation: UInt64, job: Job, count: Int, fromBack: Bool) -> Int {
         var done = 0
+        let step: UInt64 = fromBack ? 1 : 1 << Self.countBits
         while true {
             let value = ticket.load(ordering: .acquiring)
-            guard value >> 32 == generation else { break }
-            let index = Int(value & 0xFFFF_FFFF)
-            guard index < count else { break }
-            guard ticket.compareExchange(expected: value, desired: value + 1, ordering: .acquiringAndReleasing).exchanged else {
+            guard Self.generation(of: value) == generation else { break }
+            let front = Int(value >> Self.countBits & Self.countMask), back = Int(value & Self.countMask)
+            guard front + back < count else { break }
+            guard ticket.compareExchange(expected: value, desired: value + step, ordering: .acquiringAndReleasing).exchanged else {
                 continue
             }
-            job.body(index)
+            job.body(fromBack ? count - 1 - back : front)
             done += 1
         }
         return done
@@ -317,10 +332,10 @@ final class WorkerPool: @unchecked Sendable {
         var seen: UInt64 = 0
         while !stopping.load(ordering: .relaxed) {
             var value = ticket.load(ordering: .acquiring)
-            if value >> 32 == seen {
+            if Self.generation(of: value) == seen {
                 var idleSince = DispatchTime.now().uptimeNanoseconds
                 var spins = 0
-                while value >> 32 == seen {
+                while Self.generation(of: value) == seen {
                     bottleneck_spin_pause()
                     spins += 1
                     if spins & 255 == 0 {
@@ -334,7 +349,7 @@ final class WorkerPool: @unchecked Sendable {
                     value = ticket.load(ordering: .acquiring)
                 }
             }
-            seen = value >> 32
+            seen = Self.generation(of: value)
             readers.add(1, ordering: .sequentiallyConsistent)
             joinCurrentJob(generation: seen)
             readers.subtract(1, ordering: .sequentiallyConsistent)
@@ -347,8 +362,9 @@ final class WorkerPool: @unchecked Sendable {
     @inline(never)
     private func joinCurrentJob(generation: UInt64) {
         let value = ticket.load(ordering: .sequentiallyConsistent)
-        guard value >> 32 == generation, value & 0xFFFF_FFFF != Self.closed, let current = job else { return }
-        let done = takePieces(generation: generation, job: current, count: pieces)
+        guard Self.generation(of: value) == generation, value & Self.closed != Self.closed, let current = job else { return }
+        let done = takePieces(generation: generation, job: current, count: pieces,
+                              fromBack: TensorThreads.twoEndedPieces.load(ordering: .relaxed))
         guard done > 0 else { return }
         guard patient else { finished.add(done, ordering: .releasing); return }
         // Counted under the lock, so the sleeping caller cannot miss it between check and wait.
@@ -363,7 +379,7 @@ final class WorkerPool: @unchecked Sendable {
         wake.lock()
         let epoch = passEpoch.load(ordering: .sequentiallyConsistent)
         sleepers.add(1, ordering: .sequentiallyConsistent)
-        while ticket.load(ordering: .sequentiallyConsistent) >> 32 == generation
+        while Self.generation(of: ticket.load(ordering: .sequentiallyConsistent)) == generation
                 && passEpoch.load(ordering: .sequentiallyConsistent) == epoch && !stopping.load(ordering: .relaxed) {
             wake.wait()
         }

@@ -1,6 +1,7 @@
 import BottleneckModels
 import BottleneckTensor
 import Foundation
+import Synchronization
 
 // Kernel and network timings for tuning the engine (not tests: they print numbers and assert
 // nothing). `swift run -c release bottleneck-microbench <gemm|conv|depthwise|winograd|network-ab>`;
@@ -233,13 +234,17 @@ func networkAB(_ base: EngineOptions) throws {
     case "prefetch": off.prefetchTiles = 0
     case "prefetchWeights": off.prefetchWeights = false
     case "prefetchAllOutputs": off.prefetchMinimumBytes = 0
+    case "twoEndedPieces": break
     default: throw MicrobenchError("unknown switch \(name)")
     }
+    // Process-wide switches flip before each pass of the network they belong to.
+    let twoEnded = name == "twoEndedPieces"
     let nets = try [off, on].map { try Network(syntheticModel: model, cut: .cut(1), pool: .avg, options: $0) }
     let size = nets[0].architecture.inputSize
     let input = SyntheticFill.input(name: "ab.x", shape: [batch, 3, size, size])
     var output = [Float](repeating: 0, count: batch * nets[0].outputShape.count)
     func pass(_ net: Network) -> Double {
+        if twoEnded { TensorThreads.twoEndedPieces.store(net === nets[1], ordering: .relaxed) }
         let t0 = DispatchTime.now().uptimeNanoseconds
         input.withUnsafeBufferPointer { x in output.withUnsafeMutableBufferPointer { y in
             net.forward(x.baseAddress!, batch: batch, height: size, width: size, into: y.baseAddress!)
