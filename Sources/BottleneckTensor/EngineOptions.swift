@@ -114,6 +114,10 @@ public struct EngineOptions: Sendable, Equatable {
     /// current one: at batch 1 weights are read from memory once per pass, and the hardware
     /// prefetcher does not run far enough ahead of one panel row per few cycles.
     public var prefetchWeights = true
+    /// Products split by rows and column groups whose weights outweigh their rows (`n > m`, batch-1
+    /// late layers) number their tasks group by group, so that the caller (taking tasks from the
+    /// front) and the workers (from the back) each read their own share of the weights from memory.
+    public var groupMajorTasks = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20

@@ -141,8 +141,13 @@ public enum PackedGEMM {
         }
         // Bytes the product writes (a channel slice of a wider output writes `n` of every `ldc` floats).
         let prefetchTiles = m * w.n * MemoryLayout<Float>.stride >= options.prefetchMinimumBytes ? options.prefetchTiles : 0
+        // Tasks in column-group order when the weights outweigh the operand rows (batch-1 late layers):
+        // the caller, taking tasks from the front, and the workers, from the back, then each read their
+        // own share of the weights from memory instead of all of them.
+        let groupMajor = options.groupMajorTasks && groups > 1 && w.n > m
         let task: (Int) -> Void = { task in
-            let mb = task / groups, g = task - mb * groups
+            let mb = groupMajor ? task % rowBlocks : task / groups
+            let g = groupMajor ? task / rowBlocks : task - mb * groups
             // Whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
             let r0 = mb * tiles / rowBlocks * mr, r1 = min(m, (mb + 1) * tiles / rowBlocks * mr)
             guard r0 < r1 else { return }

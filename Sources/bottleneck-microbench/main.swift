@@ -235,6 +235,7 @@ func networkAB(_ base: EngineOptions) throws {
     case "prefetchWeights": off.prefetchWeights = false
     case "prefetchAllOutputs": off.prefetchMinimumBytes = 0
     case "twoEndedPieces": break
+    case "groupMajorTasks": off.groupMajorTasks = false
     default: throw MicrobenchError("unknown switch \(name)")
     }
     // Process-wide switches flip before each pass of the network they belong to.
