@@ -1,5 +1,6 @@
 import CCacheHints
 import Foundation
+import Synchronization
 
 /// The right-hand operand of a layer's GEMM (its weights, `N` outputs by `K` inputs), packed once at
 /// load time for `PackedGEMM`: columns in panels of 16 (the last one 8 wide when `N % 16 >= 8`),
@@ -298,6 +299,7 @@ public enum PackedGEMM {
         let groupPanels = max(1, weightBytes / (longest * 16 * MemoryLayout<Float>.stride))
         let panels = UnsafePointer(w.panels.baseAddress!)
         let copyStride = source.copyStride(k: longest)
+        let tiling = RowTiling(rows: rows), sixRows = 6 * tiling.sixes
         func run(copy: UnsafeMutablePointer<Float>?) {
             for s in 0..<sliceCount {
                 let sliceColumns = columns(ofSlice: s), k0 = sliceColumns.lowerBound
@@ -314,24 +316,25 @@ public enum PackedGEMM {
                 var g0 = panelRange.lowerBound
                 while g0 < panelRange.upperBound {
                     let g1 = min(panelRange.upperBound, g0 + groupPanels)
-                    // Whole tiles with the activation a constant (`Tile.full`), then the last, partial one.
+                    // Whole six-row tiles with the activation a constant (`Tile.full`), then the five-row
+                    // tiles and the last, partial one (`RowTiling`).
                     var r: Int
                     switch act {
-                    case .none: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
+                    case .none: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: sixRows, w: w, slice: slice,
                                                        panels: g0..<g1, c: c, ldc: ldc, bias: bias,
                                                        residual: residual, residualStride: residualStride,
                                                        prefetchPanelsBelow: prefetchBelow, .none)
-                    case .relu: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
+                    case .relu: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: sixRows, w: w, slice: slice,
                                                        panels: g0..<g1, c: c, ldc: ldc, bias: bias,
                                                        residual: residual, residualStride: residualStride,
                                                        prefetchPanelsBelow: prefetchBelow, .relu)
-                    case .relu6: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: rows, w: w, slice: slice,
+                    case .relu6: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: sixRows, w: w, slice: slice,
                                                         panels: g0..<g1, c: c, ldc: ldc, bias: bias,
                                                         residual: residual, residualStride: residualStride,
                                                        prefetchPanelsBelow: prefetchBelow, .relu6)
                     }
                     while r < rows {
-                        let n = min(mr, rows - r), tileWindows = windows(r, n)
+                        let n = tiling.height(at: r, rows: rows), tileWindows = windows(r, n)
                         for p in g0..<g1 {
                             let j0 = p * 16
                             let width = PackedWeights.panelWidth(at: j0, columns: w.panelColumns)
@@ -344,7 +347,7 @@ public enum PackedGEMM {
                                             activation: act)
                             tile.contiguousProduct(width: width)
                         }
-                        r += mr
+                        r += n
                     }
                     g0 = g1
                 }
@@ -656,6 +659,41 @@ public struct PatchGeometry {
 
 /// The first elements of a micro-tile's six `A` rows; a tile of fewer rows repeats its last one (no
 /// out-of-bounds reads; the extra rows are not stored).
+/// How a run of `rows` rows splits into micro-tiles: `sixes` six-row tiles, then `fives` five-row
+/// tiles, then one tile of the rows left (none, or 1-4 rows when no split fits).
+///
+/// A five-row tile (10 multiply-adds per step, `Tile.fiveRowProduct`) runs at the rate of a six-row
+/// one, while a tile of fewer rows takes a six-row tile's time: 49 rows (a 7x7 map) as 4 x 6 + 5 x 5
+/// cost 49 row-steps instead of 54 as 8 x 6 + 1. Every row's sums are the same either way.
+package struct RowTiling {
+    let sixes: Int, fives: Int
+
+    /// Whether runs use five-row tiles; false only in A/B measurements (`bottleneck-microbench network-ab`).
+    package static let usesFiveRowTiles = Atomic<Bool>(true)
+
+    init(rows: Int) {
+        // 5 * fives ≡ rows (mod 6): five is its own inverse mod 6.
+        let fives = 5 * (rows % 6) % 6
+        if fives > 0 && 5 * fives <= rows && RowTiling.usesFiveRowTiles.load(ordering: .relaxed) {
+            (self.sixes, self.fives) = ((rows - 5 * fives) / 6, fives)
+        } else {
+            (self.sixes, self.fives) = (rows / 6, 0)
+        }
+    }
+
+    /// Rows of the tile starting at row `r` of the run (`r` a tile boundary), at most `rows - r`.
+    @inline(__always)
+    func height(at r: Int, rows: Int) -> Int {
+        r < 6 * sixes ? 6 : r < 6 * sixes + 5 * fives ? 5 : min(6, rows - r)
+    }
+
+    /// Number of tiles for `rows` rows.
+    func count(rows: Int) -> Int {
+        let rest = rows - 6 * sixes - 5 * fives
+        return sixes + fives + (rest > 0 ? 1 : 0)
+    }
+}
+
 struct TileWindows {
     var a0, a1, a2, a3, a4, a5: UnsafePointer<Float>
     /// `rows` (1...6) rows `rowStride` apart from `a`.
@@ -715,11 +753,11 @@ struct TileStrip {
 
     @inline(never)
     private func run<V: KernelVector>(_: V.Type) {
-        var r = 0
+        var r = 0, t = 0
         let ahead = prefetchTiles * PackedGEMM.mr
-        let tiles = (rows + PackedGEMM.mr - 1) / PackedGEMM.mr
+        let tiling = RowTiling(rows: rows), tiles = tiling.count(rows: rows)
         while r < rows {
-            nextPanel?.prefetch(share: r / PackedGEMM.mr, of: tiles)
+            nextPanel?.prefetch(share: t, of: tiles)
             if ahead > 0 && r + ahead < rows {
                 let p = r + ahead
                 for i in 0..<min(PackedGEMM.mr, rows - p) {
@@ -727,11 +765,14 @@ struct TileStrip {
                     if first, let residual { bottleneck_prefetch_read(residual + (p + i) * residualStride) }
                 }
             }
-            Tile(a: a + r * lda, lda: lda, rows: min(PackedGEMM.mr, rows - r), b: b, kc: kc, c: c + r * ldc, ldc: ldc,
-                 initial: first ? .fresh(bias: bias, residual: residual.map { $0 + r * residualStride }, residualStride: residualStride)
-                                : .accumulate,
-                 activation: activation).contiguousProduct(V.self)
-            r += PackedGEMM.mr
+            let height = tiling.height(at: r, rows: rows)
+            let tile = Tile(a: a + r * lda, lda: lda, rows: height, b: b, kc: kc, c: c + r * ldc, ldc: ldc,
+                            initial: first ? .fresh(bias: bias, residual: residual.map { $0 + r * residualStride }, residualStride: residualStride)
+                                           : .accumulate,
+                            activation: activation)
+            if height == 5 { tile.fiveRowProduct(V.self) } else { tile.contiguousProduct(V.self) }
+            r += height
+            t += 1
         }
     }
 }
@@ -794,10 +835,35 @@ struct Tile {
         if width == 16 { run(SIMD16<Float>.self) } else { run(SIMD8<Float>.self) }
     }
 
-    /// `contiguousProduct` on a panel `width` (16 or 8) columns wide.
+    /// `contiguousProduct` (`fiveRowProduct` for five rows) on a panel `width` (16 or 8) columns wide.
     @inline(__always)
     func contiguousProduct(width: Int) {
-        if width == 16 { contiguousProduct(SIMD16<Float>.self) } else { contiguousProduct(SIMD8<Float>.self) }
+        if rows == 5 {
+            if width == 16 { fiveRowProduct(SIMD16<Float>.self) } else { fiveRowProduct(SIMD8<Float>.self) }
+        } else {
+            if width == 16 { contiguousProduct(SIMD16<Float>.self) } else { contiguousProduct(SIMD8<Float>.self) }
+        }
+    }
+
+    /// `contiguousProduct` for a tile of exactly five rows, with five accumulator rows: 10 multiply-adds
+    /// per step at width 16, where the six-row kernel would spend 12 on five rows. Out of line, so the
+    /// callers' six-row kernels keep their inlining (see the note above `runContiguous`).
+    @inline(never)
+    func fiveRowProduct<V: KernelVector>(_: V.Type) {
+        let acc = initialAccumulators(V.self)
+        var (c0, c1, c2, c3, c4) = (acc.0, acc.1, acc.2, acc.3, acc.4)
+        let (a0, a1, a2, a3, a4) = (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4)
+        var bp = b
+        for kk in 0..<kc {
+            let bv = V.load(UnsafeRawPointer(bp))
+            c0 = c0.addingProduct(V(repeating: a0[kk]), bv)
+            c1 = c1.addingProduct(V(repeating: a1[kk]), bv)
+            c2 = c2.addingProduct(V(repeating: a2[kk]), bv)
+            c3 = c3.addingProduct(V(repeating: a3[kk]), bv)
+            c4 = c4.addingProduct(V(repeating: a4[kk]), bv)
+            bp += V.scalarCount
+        }
+        store(c0, c1, c2, c3, c4, c4)
     }
 
     /// `V` is the panel width as a SIMD type (16 or 8 floats).

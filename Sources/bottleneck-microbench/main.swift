@@ -236,16 +236,18 @@ func networkAB(_ base: EngineOptions) throws {
     case "prefetchAllOutputs": off.prefetchMinimumBytes = 0
     case "twoEndedPieces": break
     case "groupMajorTasks": off.groupMajorTasks = false
+    case "fiveRowTiles": break
     default: throw MicrobenchError("unknown switch \(name)")
     }
     // Process-wide switches flip before each pass of the network they belong to.
-    let twoEnded = name == "twoEndedPieces"
+    let twoEnded = name == "twoEndedPieces", fiveRows = name == "fiveRowTiles"
     let nets = try [off, on].map { try Network(syntheticModel: model, cut: .cut(1), pool: .avg, options: $0) }
     let size = nets[0].architecture.inputSize
     let input = SyntheticFill.input(name: "ab.x", shape: [batch, 3, size, size])
     var output = [Float](repeating: 0, count: batch * nets[0].outputShape.count)
     func pass(_ net: Network) -> Double {
         if twoEnded { TensorThreads.twoEndedPieces.store(net === nets[1], ordering: .relaxed) }
+        if fiveRows { RowTiling.usesFiveRowTiles.store(net === nets[1], ordering: .relaxed) }
         let t0 = DispatchTime.now().uptimeNanoseconds
         input.withUnsafeBufferPointer { x in output.withUnsafeMutableBufferPointer { y in
             net.forward(x.baseAddress!, batch: batch, height: size, width: size, into: y.baseAddress!)
