@@ -142,10 +142,12 @@ public enum PackedGEMM {
         }
         // Bytes the product writes (a channel slice of a wider output writes `n` of every `ldc` floats).
         let prefetchTiles = m * w.n * MemoryLayout<Float>.stride >= options.prefetchMinimumBytes ? options.prefetchTiles : 0
-        // Tasks in column-group order when the weights outweigh the operand rows (batch-1 late layers):
-        // the caller, taking tasks from the front, and the workers, from the back, then each read their
-        // own share of the weights from memory instead of all of them.
+        // Tasks in column-group order when the weights outweigh the operand rows and overflow half of
+        // L2 (batch-1 late layers): the caller, taking tasks from the front, and the workers, from the
+        // back, then each read their own share of the weights from memory instead of all of them.
+        // Smaller weights stay in cache anyway, and row order keeps each thread on the rows it wrote.
         let groupMajor = options.groupMajorTasks && groups > 1 && w.n > m
+            && w.n * w.k * MemoryLayout<Float>.stride >= options.tileMajorWeightBytes
         let task: (Int) -> Void = { task in
             let mb = groupMajor ? task % rowBlocks : task / groups
             let g = groupMajor ? task / rowBlocks : task - mb * groups
