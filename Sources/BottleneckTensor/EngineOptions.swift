@@ -111,8 +111,9 @@ public struct EngineOptions: Sendable, Equatable {
     /// Micro-tiles ahead that GEMM output/skip lines are prefetched (0: none).
     public var prefetchTiles = 1
     /// GEMM strips and tile-major groups prefetch the next weight panel into L2 while they run on the
-    /// current one: at batch 1 weights are read from memory once per pass, and the hardware
-    /// prefetcher does not run far enough ahead of one panel row per few cycles.
+    /// current one, one line per reduction step of the first micro-tile: at batch 1 weights are read
+    /// from memory once per pass, and the hardware prefetcher does not run far enough ahead of one
+    /// panel row per few cycles.
     public var prefetchWeights = true
     /// Products split by rows and column groups whose weights outweigh their rows (`n > m`, batch-1
     /// late layers) number their tasks group by group, so that the caller (taking tasks from the

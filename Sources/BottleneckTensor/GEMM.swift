@@ -313,7 +313,7 @@ public enum PackedGEMM {
                 // when one slice covers them.
                 let ahead = !prefetches ? TileMajorPrefetch.none : sliceCount == 1 ? .outputAndRows : .output
                 let act = slice.last ? activation : .none
-                // The first tile against each panel reads it from memory: prefetch the one after it.
+                // The first tile against each panel reads it from memory and prefetches the one after it.
                 let prefetchBelow = prefetchWeights ? panelRange.upperBound : 0
                 var g0 = panelRange.lowerBound
                 while g0 < panelRange.upperBound {
@@ -397,9 +397,8 @@ public enum PackedGEMM {
             let aLines = 6 * k / 16, groupCount = panels.count
             for p in panels {
                 let j0 = p * 16
-                if r == 0 && p + 1 < prefetchPanelsBelow {
-                    w.panelSlice(p + 1, k0: slice.k0, kc: slice.kc).prefetch(share: 0, of: 1)
-                }
+                // The first tile against each panel reads it from memory; it prefetches the next one.
+                let prefetchesNext = r == 0 && p + 1 < prefetchPanelsBelow
                 if next {
                     // The next tile's lines for this panel (skip or output rows), and a share of its A block.
                     if let res {
@@ -414,7 +413,13 @@ public enum PackedGEMM {
                         }
                     }
                 }
-                if PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
+                if prefetchesNext && PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
+                    Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k + slice.k0 * 16, kc: slice.kc,
+                              out: out + j0, ldc: ldc, accumulating: !slice.first,
+                              bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
+                              residual: res.map { $0 + j0 }, residualStride: residualStride,
+                              prefetch: NextPanelLines(start: w.panelSlice(p + 1, k0: slice.k0, kc: slice.kc).start), act)
+                } else if PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
                     Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k + slice.k0 * 16, kc: slice.kc,
                               out: out + j0, ldc: ldc, accumulating: !slice.first,
                               bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
@@ -745,7 +750,8 @@ struct TileStrip {
     let activation: Activation
     /// Micro-tiles ahead whose output and residual lines are prefetched (0: none).
     let prefetchTiles: Int
-    /// The weights the next strip reads, prefetched into L2 a share per micro-tile (nil: none).
+    /// The weights the next strip reads, prefetched into L2 (nil: none): one line per reduction step of
+    /// the first micro-tile when the slices are equally long and 16 wide, else a share per micro-tile.
     var nextPanel: PanelSlice? = nil
 
     @inline(__always)
@@ -758,8 +764,11 @@ struct TileStrip {
         var r = 0, t = 0
         let ahead = prefetchTiles * PackedGEMM.mr
         let tiling = RowTiling(rows: rows), tiles = tiling.count(rows: rows)
+        // The first tile prefetches the next strip's panel line by line (one line per step, when it is
+        // as long as this strip's); otherwise each tile prefetches its share at its start.
+        let spread = nextPanel.map { $0.lines == kc && V.scalarCount == 16 && tiling.height(at: 0, rows: rows) == 6 } ?? false
         while r < rows {
-            nextPanel?.prefetch(share: t, of: tiles)
+            if !spread { nextPanel?.prefetch(share: t, of: tiles) }
             if ahead > 0 && r + ahead < rows {
                 let p = r + ahead
                 for i in 0..<min(PackedGEMM.mr, rows - p) {
@@ -772,11 +781,35 @@ struct TileStrip {
                             initial: first ? .fresh(bias: bias, residual: residual.map { $0 + r * residualStride }, residualStride: residualStride)
                                            : .accumulate,
                             activation: activation)
-            if height == 5 { tile.fiveRowProduct(V.self) } else { tile.contiguousProduct(V.self) }
+            if height == 5 {
+                tile.fiveRowProduct(V.self)
+            } else if spread && t == 0, let nextPanel {
+                tile.contiguousProduct(V.self, prefetch: NextPanelLines(start: nextPanel.start))
+            } else {
+                tile.contiguousProduct(V.self)
+            }
             r += height
             t += 1
         }
     }
+}
+
+/// What a micro-kernel prefetches at each reduction step. Generic (not a closure), so the kernel
+/// without prefetches compiles to the same loop as before.
+protocol StepPrefetch {
+    func at(_ kk: Int)
+}
+
+/// No prefetch.
+struct NoStepPrefetch: StepPrefetch {
+    @inline(__always) func at(_ kk: Int) {}
+}
+
+/// Step `kk` prefetches line `kk` of the next 16-wide weight panel into L2: one line per step, the
+/// rate the kernel reads the current panel, so the next panel arrives as the current one ends.
+struct NextPanelLines: StepPrefetch {
+    let start: UnsafePointer<Float>
+    @inline(__always) func at(_ kk: Int) { bottleneck_prefetch_l2(start + kk * 16) }
 }
 
 /// Which element of a tile's rows reduction step `kk` reads. Generic parameters (not closures), so
@@ -884,10 +917,10 @@ struct Tile {
 
     /// The tile with rows read contiguously from `windows`.
     @inline(__always)
-    fileprivate func contiguousProduct<V: KernelVector>(_: V.Type) {
+    fileprivate func contiguousProduct<V: KernelVector, P: StepPrefetch>(_: V.Type, prefetch: P = NoStepPrefetch()) {
         var acc = initialAccumulators(V.self)
         Tile.accumulate(&acc, rows: (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5), b: b, kc: kc,
-                        index: ContiguousSteps())
+                        index: ContiguousSteps(), prefetch: prefetch)
         store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
     }
 
@@ -896,9 +929,10 @@ struct Tile {
     /// Without the per-row and per-activation branches of a `Tile` (the caller passes a constant
     /// `act`); the same sums in the same order.
     @_transparent
-    static func full<V: KernelVector>(_: V.Type, rows w: TileWindows, b: UnsafePointer<Float>, kc: Int,
+    static func full<V: KernelVector, P: StepPrefetch>(_: V.Type, rows w: TileWindows, b: UnsafePointer<Float>, kc: Int,
                                       out: UnsafeMutablePointer<Float>, ldc: Int, accumulating: Bool, bias: V,
-                                      residual: UnsafePointer<Float>?, residualStride rs: Int, _ act: Activation) {
+                                      residual: UnsafePointer<Float>?, residualStride rs: Int, prefetch: P = NoStepPrefetch(),
+                                      _ act: Activation) {
         var acc = (bias, bias, bias, bias, bias, bias)
         if accumulating {
             acc = (load(out, V.self), load(out + ldc, V.self), load(out + 2 * ldc, V.self),
@@ -907,7 +941,7 @@ struct Tile {
             acc.0 += load(residual, V.self); acc.1 += load(residual + rs, V.self); acc.2 += load(residual + 2 * rs, V.self)
             acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self); acc.5 += load(residual + 5 * rs, V.self)
         }
-        accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc, index: ContiguousSteps())
+        accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc, index: ContiguousSteps(), prefetch: prefetch)
         store(acc.0.activated(act), out); store(acc.1.activated(act), out + ldc)
         store(acc.2.activated(act), out + 2 * ldc); store(acc.3.activated(act), out + 3 * ldc)
         store(acc.4.activated(act), out + 4 * ldc); store(acc.5.activated(act), out + 5 * ldc)
@@ -917,14 +951,16 @@ struct Tile {
     /// micro-kernel (6 broadcasts and one panel row per 12 fused multiply-adds at width 16). `index`
     /// maps a reduction step to the element the rows hold for it (`ContiguousSteps` or `WindowSteps`).
     @inline(__always)
-    static func accumulate<V: KernelVector, I: ReductionSteps>(_ acc: inout (V, V, V, V, V, V),
+    static func accumulate<V: KernelVector, I: ReductionSteps, P: StepPrefetch>(_ acc: inout (V, V, V, V, V, V),
                                                                rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
                                                                       UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>),
-                                                               b: UnsafePointer<Float>, kc: Int, index: I) {
+                                                               b: UnsafePointer<Float>, kc: Int, index: I,
+                                                               prefetch: P = NoStepPrefetch()) {
         var (c0, c1, c2, c3, c4, c5) = acc
         let (a0, a1, a2, a3, a4, a5) = rows
         var bp = b
         for kk in 0..<kc {
+            prefetch.at(kk)
             let o = index[kk]
             let bv = V.load(UnsafeRawPointer(bp))
             c0 = c0.addingProduct(V(repeating: a0[o]), bv)
