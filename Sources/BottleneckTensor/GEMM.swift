@@ -794,6 +794,14 @@ struct TileStrip {
     }
 }
 
+/// How many accumulator rows a micro-kernel updates: six, or five (`Tile.fiveRowProduct`).
+/// Generic, so each kernel is compiled for its row count with no test in the loop.
+protocol TileHeight {
+    static var hasSixthRow: Bool { get }
+}
+enum SixRows: TileHeight { static var hasSixthRow: Bool { true } }
+enum FiveRows: TileHeight { static var hasSixthRow: Bool { false } }
+
 /// What a micro-kernel prefetches at each reduction step. Generic (not a closure), so the kernel
 /// without prefetches compiles to the same loop as before.
 protocol StepPrefetch {
@@ -885,20 +893,10 @@ struct Tile {
     /// callers' six-row kernels keep their inlining (see the note above `runContiguous`).
     @inline(never)
     func fiveRowProduct<V: KernelVector>(_: V.Type) {
-        let acc = initialAccumulators(V.self)
-        var (c0, c1, c2, c3, c4) = (acc.0, acc.1, acc.2, acc.3, acc.4)
-        let (a0, a1, a2, a3, a4) = (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4)
-        var bp = b
-        for kk in 0..<kc {
-            let bv = V.load(UnsafeRawPointer(bp))
-            c0 = c0.addingProduct(V(repeating: a0[kk]), bv)
-            c1 = c1.addingProduct(V(repeating: a1[kk]), bv)
-            c2 = c2.addingProduct(V(repeating: a2[kk]), bv)
-            c3 = c3.addingProduct(V(repeating: a3[kk]), bv)
-            c4 = c4.addingProduct(V(repeating: a4[kk]), bv)
-            bp += V.scalarCount
-        }
-        store(c0, c1, c2, c3, c4, c4)
+        var acc = initialAccumulators(V.self)
+        Tile.accumulate(&acc, rows: (windows.a0, windows.a1, windows.a2, windows.a3, windows.a4, windows.a5), b: b, kc: kc,
+                        index: ContiguousSteps(), height: FiveRows.self)
+        store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
     }
 
     /// `V` is the panel width as a SIMD type (16 or 8 floats).
@@ -949,13 +947,14 @@ struct Tile {
 
     /// `acc.i += Σ_kk rows.i[index(kk)] * b[kk]` over `kc` steps of a panel `V.scalarCount` wide: the
     /// micro-kernel (6 broadcasts and one panel row per 12 fused multiply-adds at width 16). `index`
-    /// maps a reduction step to the element the rows hold for it (`ContiguousSteps` or `WindowSteps`).
+    /// maps a reduction step to the element the rows hold for it (`ContiguousSteps` or `WindowSteps`);
+    /// `prefetch` runs at every step; with `FiveRows` the sixth accumulator is left as it is.
     @inline(__always)
-    static func accumulate<V: KernelVector, I: ReductionSteps, P: StepPrefetch>(_ acc: inout (V, V, V, V, V, V),
+    static func accumulate<V: KernelVector, I: ReductionSteps, P: StepPrefetch, H: TileHeight>(_ acc: inout (V, V, V, V, V, V),
                                                                rows: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>,
                                                                       UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Float>),
                                                                b: UnsafePointer<Float>, kc: Int, index: I,
-                                                               prefetch: P = NoStepPrefetch()) {
+                                                               prefetch: P = NoStepPrefetch(), height: H.Type = SixRows.self) {
         var (c0, c1, c2, c3, c4, c5) = acc
         let (a0, a1, a2, a3, a4, a5) = rows
         var bp = b
@@ -968,7 +967,7 @@ struct Tile {
             c2 = c2.addingProduct(V(repeating: a2[o]), bv)
             c3 = c3.addingProduct(V(repeating: a3[o]), bv)
             c4 = c4.addingProduct(V(repeating: a4[o]), bv)
-            c5 = c5.addingProduct(V(repeating: a5[o]), bv)
+            if H.hasSixthRow { c5 = c5.addingProduct(V(repeating: a5[o]), bv) }
             bp += V.scalarCount
         }
         acc = (c0, c1, c2, c3, c4, c5)
