@@ -336,7 +336,7 @@ public enum PackedGEMM {
                                                        prefetchPanelsBelow: prefetchBelow, .relu6)
                     }
                     while r < rows {
-                        let n = tiling.height(at: r, rows: rows), tileWindows = windows(r, n)
+                        let n = tiling.height(at: r), tileWindows = windows(r, n)
                         for p in g0..<g1 {
                             let j0 = p * 16
                             let width = PackedWeights.panelWidth(at: j0, columns: w.panelColumns)
@@ -664,8 +664,6 @@ public struct PatchGeometry {
     }
 }
 
-/// The first elements of a micro-tile's six `A` rows; a tile of fewer rows repeats its last one (no
-/// out-of-bounds reads; the extra rows are not stored).
 /// How a run of `rows` rows splits into micro-tiles: `sixes` six-row tiles, then `fives` five-row
 /// tiles, then one tile of the rows left (none, or 1-4 rows when no split fits).
 ///
@@ -673,12 +671,14 @@ public struct PatchGeometry {
 /// one, while a tile of fewer rows takes a six-row tile's time: 49 rows (a 7x7 map) as 4 x 6 + 5 x 5
 /// cost 49 row-steps instead of 54 as 8 x 6 + 1. Every row's sums are the same either way.
 package struct RowTiling {
-    let sixes: Int, fives: Int
+    let rows: Int, sixes: Int, fives: Int
 
-    /// Whether runs use five-row tiles; false only in A/B measurements (`bottleneck-microbench network-ab`).
+    /// Process-wide switch: when false, runs split into six-row tiles and one short tile only (the
+    /// same sums; `bottleneck-microbench network-ab` compares the two). Read once per `RowTiling`.
     package static let usesFiveRowTiles = Atomic<Bool>(true)
 
     init(rows: Int) {
+        self.rows = rows
         // 5 * fives ≡ rows (mod 6): five is its own inverse mod 6.
         let fives = 5 * (rows % 6) % 6
         if fives > 0 && 5 * fives <= rows && RowTiling.usesFiveRowTiles.load(ordering: .relaxed) {
@@ -690,17 +690,18 @@ package struct RowTiling {
 
     /// Rows of the tile starting at row `r` of the run (`r` a tile boundary), at most `rows - r`.
     @inline(__always)
-    func height(at r: Int, rows: Int) -> Int {
+    func height(at r: Int) -> Int {
         r < 6 * sixes ? 6 : r < 6 * sixes + 5 * fives ? 5 : min(6, rows - r)
     }
 
-    /// Number of tiles for `rows` rows.
-    func count(rows: Int) -> Int {
-        let rest = rows - 6 * sixes - 5 * fives
-        return sixes + fives + (rest > 0 ? 1 : 0)
+    /// Number of tiles.
+    var count: Int {
+        sixes + fives + (rows > 6 * sixes + 5 * fives ? 1 : 0)
     }
 }
 
+/// The first elements of a micro-tile's six `A` rows; a tile of fewer rows repeats its last one (no
+/// out-of-bounds reads; the extra rows are not stored).
 struct TileWindows {
     var a0, a1, a2, a3, a4, a5: UnsafePointer<Float>
     /// `rows` (1...6) rows `rowStride` apart from `a`.
@@ -763,10 +764,10 @@ struct TileStrip {
     private func run<V: KernelVector>(_: V.Type) {
         var r = 0, t = 0
         let ahead = prefetchTiles * PackedGEMM.mr
-        let tiling = RowTiling(rows: rows), tiles = tiling.count(rows: rows)
+        let tiling = RowTiling(rows: rows), tiles = tiling.count
         // The first tile prefetches the next strip's panel line by line (one line per step, when it is
         // as long as this strip's); otherwise each tile prefetches its share at its start.
-        let spread = nextPanel.map { $0.lines == kc && V.scalarCount == 16 && tiling.height(at: 0, rows: rows) == 6 } ?? false
+        let spread = nextPanel.map { $0.lines == kc && V.scalarCount == 16 && tiling.height(at: 0) == 6 } ?? false
         while r < rows {
             if !spread { nextPanel?.prefetch(share: t, of: tiles) }
             if ahead > 0 && r + ahead < rows {
@@ -776,7 +777,7 @@ struct TileStrip {
                     if first, let residual { bottleneck_prefetch_read(residual + (p + i) * residualStride) }
                 }
             }
-            let height = tiling.height(at: r, rows: rows)
+            let height = tiling.height(at: r)
             let tile = Tile(a: a + r * lda, lda: lda, rows: height, b: b, kc: kc, c: c + r * ldc, ldc: ldc,
                             initial: first ? .fresh(bias: bias, residual: residual.map { $0 + r * residualStride }, residualStride: residualStride)
                                            : .accumulate,

@@ -9,7 +9,8 @@ import Synchronization
 /// starts), so a network on T threads never has more than T busy threads.
 public enum TensorThreads {
     /// Whether pool workers take a job's pieces from its back while the caller takes them from the
-    /// front (`WorkerPool`); false only in A/B measurements (`bottleneck-microbench network-ab`).
+    /// front (`WorkerPool`). Process-wide switch, read as each worker joins a job; false: every thread
+    /// takes pieces from the front (the same results; `bottleneck-microbench network-ab` compares the two).
     package static let twoEndedPieces = Atomic<Bool>(true)
 
     /// Pools by thread count (a cache of running threads, not configuration).
@@ -191,8 +192,8 @@ final class WorkerPool: @unchecked Sendable {
     /// The caller takes pieces from the front (0, 1, ...), the workers from the back (n - 1, ...),
     /// until they meet. Consecutive layers split the same way then leave each thread mostly the rows
     /// it wrote itself in the layer before, still in its own core's L2, while a thread that falls
-    /// behind is still covered by the other taking more pieces. (`twoEndedPieces` false: everyone
-    /// takes from the front, for A/B measurements.)
+    /// behind is still covered by the other taking more pieces. With `TensorThreads.twoEndedPieces`
+    /// false, every thread takes pieces from the front.
     private let ticket = Atomic<UInt64>(0)
     private static let countBits: UInt64 = 24, countMask: UInt64 = (1 << 24) - 1
     private static let closed: UInt64 = countMask << countBits | countMask
