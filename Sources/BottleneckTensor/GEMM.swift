@@ -148,13 +148,43 @@ public enum PackedGEMM {
         // Smaller weights stay in cache anyway, and row order keeps each thread on the rows it wrote.
         let groupMajor = options.groupMajorTasks && groups > 1 && w.n > m
             && w.n * w.k * MemoryLayout<Float>.stride >= options.tileMajorWeightBytes
+        // Row block `mb`'s rows: whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
+        @inline(__always) func blockRows(_ mb: Int) -> Range<Int> {
+            mb * tiles / rowBlocks * mr..<min(m, (mb + 1) * tiles / rowBlocks * mr)
+        }
+        if options.taperedPieces && threads > 1 && tasks > 1 && (rowBlocks == 1 || !groupMajor) {
+            // Pieces shrinking toward where the caller's and the workers' shares meet (`TaperedPieces`):
+            // tiles of all panels when only rows are split, else panels of one row block.
+            let rowSplit = groups == 1
+            let pieces = rowSplit
+                ? TaperedPieces(units: tiles, threads: threads, largest: (tiles + rowBlocks - 1) / rowBlocks, segment: tiles)
+                : TaperedPieces(units: rowBlocks * panels, threads: threads, largest: (panels + groups - 1) / groups, segment: panels)
+            TensorThreads.run(pieces: pieces.count, threads: threads) { piece in
+                let units = pieces.range(piece)
+                let rows: Range<Int>, panelRange: Range<Int>
+                if rowSplit {
+                    rows = units.lowerBound * mr..<min(m, units.upperBound * mr)
+                    panelRange = 0..<panels
+                } else {
+                    let mb = units.lowerBound / panels
+                    rows = blockRows(mb)
+                    panelRange = (units.lowerBound - mb * panels)..<(units.upperBound - mb * panels)
+                }
+                guard !rows.isEmpty else { return }
+                block(operand, row0: rows.lowerBound, rows: rows.count, w: w, panelRange: panelRange,
+                      c: c + rows.lowerBound * ldc, ldc: ldc, bias: bias,
+                      residual: residual.map { $0 + rows.lowerBound * residualStride }, residualStride: residualStride,
+                      activation: activation, includeTail: panelRange.upperBound == panels, options: options,
+                      prefetchTiles: prefetchTiles, tileMajor: options.tileMajor)
+            }
+            return
+        }
         let task: (Int) -> Void = { task in
             let mb = groupMajor ? task % rowBlocks : task / groups
             let g = groupMajor ? task / rowBlocks : task - mb * groups
-            // Whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
-            let r0 = mb * tiles / rowBlocks * mr, r1 = min(m, (mb + 1) * tiles / rowBlocks * mr)
-            guard r0 < r1 else { return }
-            let rows = r1 - r0
+            let rowRange = blockRows(mb)
+            guard !rowRange.isEmpty else { return }
+            let r0 = rowRange.lowerBound, rows = rowRange.count
             let p0 = g * panels / groups, p1 = (g + 1) * panels / groups
             block(operand, row0: r0, rows: rows, w: w, panelRange: p0..<p1,
                   c: c + r0 * ldc, ldc: ldc, bias: bias,
@@ -1039,3 +1069,4 @@ struct Tile {
         Tile.store(v.activated(activation), c + row * ldc)
     }
 }
+

@@ -119,6 +119,52 @@ public enum TensorThreads {
     }
 }
 
+/// Pieces of a job of `units` equal work units (a product's row tiles or weight panels) for a
+/// `WorkerPool`, in which the caller takes pieces from the front and the workers from the back: the
+/// pieces shrink toward the unit where the caller's share (`units / threads`) ends, so the thread
+/// that finishes first waits for at most a small piece of the other's, while a job still starts in
+/// pieces of `largest` units (few hand-offs). A piece never spans a multiple of `segment` units
+/// (a row block's panels, when the units are row blocks times panels).
+///
+/// For example 72 panels on 2 threads, `largest` 9: 9 9 9 5 2 1 1 | 1 1 2 5 9 9 9.
+package struct TaperedPieces {
+    /// `count + 1` increasing unit indices from 0 to `units`: piece `i` is `bounds[i]..<bounds[i + 1]`.
+    let bounds: [Int]
+
+    /// - Precondition: `units >= 1`, `threads >= 1`, `largest >= 1`, `segment >= 1`.
+    init(units: Int, threads: Int, largest: Int, segment: Int) {
+        let meet = max(1, min(units, (units + threads / 2) / threads))
+        // Piece lengths from `start` over `length` units, halving the remainder toward the far end,
+        // cut at segment boundaries (in the direction of travel).
+        func lengths(_ length: Int) -> [Int] {
+            var out: [Int] = [], left = length
+            while left > 0 {
+                let piece = min(largest, max(1, (left + 1) / 2), left)
+                out.append(piece); left -= piece
+            }
+            return out
+        }
+        var bounds = [0]
+        for piece in lengths(meet) { bounds.append(bounds.last! + piece) }
+        for piece in lengths(units - meet).reversed() { bounds.append(bounds.last! + piece) }
+        // Cut pieces that straddle a segment boundary.
+        var cut = [0]
+        for b in bounds.dropFirst() {
+            var next = (cut.last! / segment + 1) * segment
+            while next < b { cut.append(next); next += segment }
+            cut.append(b)
+        }
+        self.bounds = cut
+    }
+
+    /// Number of pieces.
+    var count: Int { bounds.count - 1 }
+
+    /// Units of piece `i`.
+    @inline(__always)
+    func range(_ i: Int) -> Range<Int> { bounds[i]..<bounds[i + 1] }
+}
+
 /// Splits `0..<count` into at most `threads * 4` contiguous ranges of at least `grain` items and
 /// runs `body` on them in parallel; runs inline when one range suffices (no hand-off cost for small
 /// layers).
@@ -388,3 +434,4 @@ final class WorkerPool: @unchecked Sendable {
         wake.unlock()
     }
 }
+

@@ -236,6 +236,7 @@ func networkAB(_ base: EngineOptions) throws {
     case "prefetchAllOutputs": off.prefetchMinimumBytes = 0
     case "twoEndedPieces": break
     case "groupMajorTasks": off.groupMajorTasks = false
+    case "taperedPieces": off.taperedPieces = false
     case "fiveRowTiles": break
     default: throw MicrobenchError("unknown switch \(name)")
     }
@@ -254,7 +255,11 @@ func networkAB(_ base: EngineOptions) throws {
         } }
         return Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
     }
-    _ = pass(nets[0]); _ = pass(nets[1])
+    _ = pass(nets[0])
+    let offOutput = output
+    _ = pass(nets[1])
+    // Every switch keeps the results bit for bit.
+    let identical = offOutput == output
     var a: [Double] = [], b: [Double] = []
     for _ in 0..<passes { a.append(pass(nets[0])); b.append(pass(nets[1])) }
     a.append(pass(nets[0]))
@@ -264,9 +269,10 @@ func networkAB(_ base: EngineOptions) throws {
     let mean = logs.reduce(0, +) / Double(logs.count)
     let sd = (logs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(1, logs.count - 1))).squareRoot()
     let half = 2 * sd / Double(logs.count).squareRoot()
-    print(String(format: "%@ %@ batch %d, %d threads, %d pass pairs: on/off time median %.4f, geometric mean %.4f (95%% CI %.4f-%.4f); off median %.1f ms, on median %.1f ms",
+    print(String(format: "%@ %@ batch %d, %d threads, %d pass pairs: on/off time median %.4f, geometric mean %.4f (95%% CI %.4f-%.4f); off median %.1f ms, on median %.1f ms; outputs %@",
                  model, name, batch, on.threads, passes, ratios[ratios.count / 2], Foundation.exp(mean),
-                 Foundation.exp(mean - half), Foundation.exp(mean + half), a.sorted()[a.count / 2] * 1e3, b.sorted()[b.count / 2] * 1e3))
+                 Foundation.exp(mean - half), Foundation.exp(mean + half), a.sorted()[a.count / 2] * 1e3, b.sorted()[b.count / 2] * 1e3,
+                 identical ? "identical" : "DIFFER"))
 }
 
 struct MicrobenchError: Error, CustomStringConvertible {
