@@ -149,9 +149,7 @@ public enum PackedGEMM {
         let groupMajor = options.groupMajorTasks && groups > 1 && w.n > m
             && w.n * w.k * MemoryLayout<Float>.stride >= options.tileMajorWeightBytes
         // Row block `mb`'s rows: whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
-        @inline(__always) func blockRows(_ mb: Int) -> Range<Int> {
-            mb * tiles / rowBlocks * mr..<min(m, (mb + 1) * tiles / rowBlocks * mr)
-        }
+        @inline(__always) func blockRows(_ mb: Int) -> Range<Int> { evenBlock(mb, of: rowBlocks, count: m, granule: mr) }
         if options.taperedPieces && threads > 1 && tasks > 1 && (rowBlocks == 1 || !groupMajor) {
             // Pieces shrinking toward where the caller's and the workers' shares meet (`TaperedPieces`):
             // tiles of all panels when only rows are split, else panels of one row block.

@@ -119,6 +119,15 @@ public enum TensorThreads {
     }
 }
 
+/// Block `b` of `blocks` over `0..<count`, in whole granules of `granule` items evened out over the
+/// blocks (196 items in 4 blocks of 6-item granules: 48, 48, 48, 52, not 54, 54, 54, 34); only the
+/// last block's last granule may be partial.
+@inline(__always)
+func evenBlock(_ b: Int, of blocks: Int, count: Int, granule: Int) -> Range<Int> {
+    let granules = (count + granule - 1) / granule
+    return min(count, b * granules / blocks * granule)..<min(count, (b + 1) * granules / blocks * granule)
+}
+
 /// Pieces of a job of `units` equal work units (a product's row tiles or weight panels) for a
 /// `WorkerPool`, in which the caller takes pieces from the front and the workers from the back: the
 /// pieces shrink toward the unit where the caller's share (`units / threads`) ends, so the thread

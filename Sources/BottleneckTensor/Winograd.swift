@@ -28,7 +28,7 @@ public enum ConvolutionAlgorithm: String, Sendable, CaseIterable {
 /// up to about 1e-5 relative to the output's magnitude instead of the direct path's ~1e-6
 /// (`KernelParityTests.winogradTolerance`).
 ///
-/// Tiles are processed in blocks of `blockTiles` (a multiple of the GEMM's 6-row micro-tile): the
+/// Tiles are processed in blocks of up to `blockTiles` (whole 6-row micro-tiles of the GEMM): the
 /// block's input is transformed into `V[36][tiles][Cin]`, the 36 GEMMs for a group of
 /// output-channel panels write `M[36][tiles][cols]`, and `M` is transformed back with bias, residual
 /// and activation fused, writing only the in-bounds pixels. Tasks are blocks x column groups, so
@@ -104,12 +104,16 @@ package final class WinogradConvolution: @unchecked Sendable {
 
     /// How `forward` splits the work: `blocks * groups` tasks.
     package struct Plan: Equatable {
-        /// Tiles per block (a multiple of 6, except that the last block may be shorter).
+        /// Most tiles in a block (a multiple of 6).
         package let blockTiles: Int
         /// Number of tile blocks.
         package let blocks: Int
         /// Output-channel panel groups per block.
         package let groups: Int
+
+        /// Tiles of block `b` of `tiles`: whole 6-tile micro-tiles evened out over the blocks, at
+        /// most `blockTiles`.
+        func block(_ b: Int, tiles: Int) -> Range<Int> { evenBlock(b, of: blocks, count: tiles, granule: 6) }
     }
 
     /// The split for `tiles` tiles on `threads` workers, with `options`' Winograd budgets. Small
@@ -167,9 +171,9 @@ package final class WinogradConvolution: @unchecked Sendable {
                                         activation: activation)
         if plan.groups == 1 {
             TensorThreads.run(pieces: plan.blocks, threads: threads) { b in
-                let tile0 = b * plan.blockTiles
-                guard tile0 < tiles else { return }
-                let count = min(plan.blockTiles, tiles - tile0)
+                let block = plan.block(b, tiles: tiles)
+                guard !block.isEmpty else { return }
+                let tile0 = block.lowerBound, count = block.count
                 let vSlice = count * cin
                 KernelScratch.with(count: 36 * vSlice) { v in
                     withUnsafeTemporaryAllocation(byteCount: 36 * 64, alignment: 64) { tmp in
@@ -200,12 +204,12 @@ package final class WinogradConvolution: @unchecked Sendable {
             // Pass 2: (block, column group) tasks.
             TensorThreads.run(pieces: plan.blocks * plan.groups, threads: threads) { index in
                 let b = index / plan.groups, g = index - b * plan.groups
-                let tile0 = b * plan.blockTiles
-                guard tile0 < tiles else { return }
+                let block = plan.block(b, tiles: tiles)
+                guard !block.isEmpty else { return }
                 let p0 = g * panels / plan.groups, p1 = (g + 1) * panels / plan.groups
                 guard p0 < p1 else { return }
-                self.multiply(geometry, v: UnsafePointer(v + tile0 * cin), slice: vSlice, tile0: tile0,
-                              count: min(plan.blockTiles, tiles - tile0), panels: p0..<p1, lastGroup: p1 == panels,
+                self.multiply(geometry, v: UnsafePointer(v + block.lowerBound * cin), slice: vSlice, tile0: block.lowerBound,
+                              count: block.count, panels: p0..<p1, lastGroup: p1 == panels,
                               options: options)
             }
         }
@@ -567,12 +571,11 @@ package final class WinogradLineConvolution: @unchecked Sendable {
         var blocks = (tiles + largest - 1) / largest
         if threads > 1 { blocks = max(blocks, min(2 * threads, (tiles + 11) / 12)) }
         blocks = TensorThreads.wholeRounds(blocks, times: 1, limit: max(1, (tiles + 5) / 6), threads: threads)
-        let blockTiles = ((tiles + blocks - 1) / blocks + 5) / 6 * 6
         let panels = transformed[0].panelCount
-        TensorThreads.run(pieces: (tiles + blockTiles - 1) / blockTiles, threads: threads) { b in
-            let tile0 = b * blockTiles
-            guard tile0 < tiles else { return }
-            let count = min(blockTiles, tiles - tile0)
+        TensorThreads.run(pieces: blocks, threads: threads) { b in
+            let block = evenBlock(b, of: blocks, count: tiles, granule: 6)
+            guard !block.isEmpty else { return }
+            let tile0 = block.lowerBound, count = block.count
             let vSlice = count * k, mSlice = count * self.outChannels
             KernelScratch.with(count: self.alpha * (vSlice + mSlice)) { v in
                 let m = v + self.alpha * vSlice
