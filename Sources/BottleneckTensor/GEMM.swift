@@ -150,47 +150,47 @@ public enum PackedGEMM {
             && w.n * w.k * MemoryLayout<Float>.stride >= options.tileMajorWeightBytes
         // Row block `mb`'s rows: whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
         @inline(__always) func blockRows(_ mb: Int) -> Range<Int> { evenBlock(mb, of: rowBlocks, count: m, granule: mr) }
-        if options.taperedPieces && threads > 1 && tasks > 1 && (rowBlocks == 1 || !groupMajor) {
-            // Pieces shrinking toward where the caller's and the workers' shares meet (`TaperedPieces`):
-            // tiles of all panels when only rows are split, else panels of one row block.
-            let rowSplit = groups == 1
-            let pieces = rowSplit
-                ? TaperedPieces(units: tiles, threads: threads, largest: (tiles + rowBlocks - 1) / rowBlocks, segment: tiles)
-                : TaperedPieces(units: rowBlocks * panels, threads: threads, largest: (panels + groups - 1) / groups, segment: panels)
-            TensorThreads.run(pieces: pieces.count, threads: threads) { piece in
-                let units = pieces.range(piece)
-                let rows: Range<Int>, panelRange: Range<Int>
-                if rowSplit {
-                    rows = units.lowerBound * mr..<min(m, units.upperBound * mr)
-                    panelRange = 0..<panels
-                } else {
-                    let mb = units.lowerBound / panels
-                    rows = blockRows(mb)
-                    panelRange = (units.lowerBound - mb * panels)..<(units.upperBound - mb * panels)
+        // Each task's rows and panels. Equal tasks: row block x column group, in row order or (groupMajor)
+        // group order. Tapered (`TaperedPieces`), pieces shrink toward where the caller's and the
+        // workers' shares meet: tiles of all panels when only rows are split; panels of one row block in
+        // row order; in group order, row blocks of tapered column groups.
+        let count: Int, taskRange: (Int) -> (rows: Range<Int>, panels: Range<Int>)
+        if options.taperedPieces && threads > 1 && tasks > 1 {
+            let largestGroup = (panels + groups - 1) / groups
+            if groups == 1 {
+                let pieces = TaperedPieces(units: tiles, threads: threads, largest: (tiles + rowBlocks - 1) / rowBlocks, segment: tiles)
+                count = pieces.count
+                taskRange = { i in let t = pieces.range(i); return (t.lowerBound * mr..<min(m, t.upperBound * mr), 0..<panels) }
+            } else if groupMajor {
+                let columnGroups = TaperedPieces(units: panels, threads: threads, largest: largestGroup, segment: panels)
+                count = columnGroups.count * rowBlocks
+                taskRange = { i in (blockRows(i % rowBlocks), columnGroups.range(i / rowBlocks)) }
+            } else {
+                let pieces = TaperedPieces(units: rowBlocks * panels, threads: threads, largest: largestGroup, segment: panels)
+                count = pieces.count
+                taskRange = { i in
+                    let u = pieces.range(i), mb = u.lowerBound / panels
+                    return (blockRows(mb), (u.lowerBound - mb * panels)..<(u.upperBound - mb * panels))
                 }
-                guard !rows.isEmpty else { return }
-                block(operand, row0: rows.lowerBound, rows: rows.count, w: w, panelRange: panelRange,
-                      c: c + rows.lowerBound * ldc, ldc: ldc, bias: bias,
-                      residual: residual.map { $0 + rows.lowerBound * residualStride }, residualStride: residualStride,
-                      activation: activation, includeTail: panelRange.upperBound == panels, options: options,
-                      prefetchTiles: prefetchTiles, tileMajor: options.tileMajor)
             }
-            return
+        } else {
+            count = tasks
+            taskRange = { task in
+                let mb = groupMajor ? task % rowBlocks : task / groups
+                let g = groupMajor ? task / rowBlocks : task - mb * groups
+                return (blockRows(mb), g * panels / groups..<(g + 1) * panels / groups)
+            }
         }
-        let task: (Int) -> Void = { task in
-            let mb = groupMajor ? task % rowBlocks : task / groups
-            let g = groupMajor ? task / rowBlocks : task - mb * groups
-            let rowRange = blockRows(mb)
-            guard !rowRange.isEmpty else { return }
-            let r0 = rowRange.lowerBound, rows = rowRange.count
-            let p0 = g * panels / groups, p1 = (g + 1) * panels / groups
-            block(operand, row0: r0, rows: rows, w: w, panelRange: p0..<p1,
-                  c: c + r0 * ldc, ldc: ldc, bias: bias,
-                  residual: residual.map { $0 + r0 * residualStride }, residualStride: residualStride,
-                  activation: activation, includeTail: g == groups - 1, options: options,
+        TensorThreads.run(pieces: count, threads: threads) { task in
+            let (rows, panelRange) = taskRange(task)
+            // (No check on `panelRange`: a product narrower than one panel has only its tail.)
+            guard !rows.isEmpty else { return }
+            block(operand, row0: rows.lowerBound, rows: rows.count, w: w, panelRange: panelRange,
+                  c: c + rows.lowerBound * ldc, ldc: ldc, bias: bias,
+                  residual: residual.map { $0 + rows.lowerBound * residualStride }, residualStride: residualStride,
+                  activation: activation, includeTail: panelRange.upperBound == panels, options: options,
                   prefetchTiles: prefetchTiles, tileMajor: options.tileMajor)
         }
-        TensorThreads.run(pieces: tasks, threads: threads, task)
     }
 
 

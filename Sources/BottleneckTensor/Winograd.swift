@@ -114,6 +114,31 @@ package final class WinogradConvolution: @unchecked Sendable {
         /// Tiles of block `b` of `tiles`: whole 6-tile micro-tiles evened out over the blocks, at
         /// most `blockTiles`.
         func block(_ b: Int, tiles: Int) -> Range<Int> { evenBlock(b, of: blocks, count: tiles, granule: 6) }
+
+        /// The tasks `forward` runs on `tiles` tiles and `panels` column panels: their number, and each
+        /// one's tiles and panels. Blocks x groups, or with `tapered` (`TaperedPieces`) pieces that
+        /// shrink toward where the caller's and the workers' shares meet: six-tile groups when only
+        /// tiles are split, else panels of one block.
+        func tasks(tiles: Int, panels: Int, threads: Int, tapered: Bool)
+            -> (count: Int, range: (Int) -> (tiles: Range<Int>, panels: Range<Int>)) {
+            let plan = self
+            guard tapered && threads > 1 && blocks * groups > 1 else {
+                return (blocks * groups, { i in
+                    let b = i / plan.groups, g = i - b * plan.groups
+                    return (plan.block(b, tiles: tiles), g * panels / plan.groups..<(g + 1) * panels / plan.groups)
+                })
+            }
+            if groups == 1 {
+                let sixes = (tiles + 5) / 6
+                let pieces = TaperedPieces(units: sixes, threads: threads, largest: (sixes + blocks - 1) / blocks, segment: sixes)
+                return (pieces.count, { i in let u = pieces.range(i); return (u.lowerBound * 6..<min(tiles, u.upperBound * 6), 0..<panels) })
+            }
+            let pieces = TaperedPieces(units: blocks * panels, threads: threads, largest: (panels + groups - 1) / groups, segment: panels)
+            return (pieces.count, { i in
+                let u = pieces.range(i), b = u.lowerBound / panels
+                return (plan.block(b, tiles: tiles), (u.lowerBound - b * panels)..<(u.upperBound - b * panels))
+            })
+        }
     }
 
     /// The split for `tiles` tiles on `threads` workers, with `options`' Winograd budgets. Small
@@ -169,9 +194,10 @@ package final class WinogradConvolution: @unchecked Sendable {
                                         padTop: padding.top, padLeft: padding.left, tilesX: tilesX,
                                         tilesPerImage: tilesY * tilesX, inChannels: inChannels, outChannels: outChannels,
                                         activation: activation)
+        let tasks = plan.tasks(tiles: tiles, panels: panels, threads: threads, tapered: options.taperedPieces)
         if plan.groups == 1 {
-            TensorThreads.run(pieces: plan.blocks, threads: threads) { b in
-                let block = plan.block(b, tiles: tiles)
+            TensorThreads.run(pieces: tasks.count, threads: threads) { task in
+                let block = tasks.range(task).tiles
                 guard !block.isEmpty else { return }
                 let tile0 = block.lowerBound, count = block.count
                 let vSlice = count * cin
@@ -202,14 +228,11 @@ package final class WinogradConvolution: @unchecked Sendable {
                 }
             }
             // Pass 2: (block, column group) tasks.
-            TensorThreads.run(pieces: plan.blocks * plan.groups, threads: threads) { index in
-                let b = index / plan.groups, g = index - b * plan.groups
-                let block = plan.block(b, tiles: tiles)
-                guard !block.isEmpty else { return }
-                let p0 = g * panels / plan.groups, p1 = (g + 1) * panels / plan.groups
-                guard p0 < p1 else { return }
+            TensorThreads.run(pieces: tasks.count, threads: threads) { task in
+                let (block, panelRange) = tasks.range(task)
+                guard !block.isEmpty, !panelRange.isEmpty else { return }
                 self.multiply(geometry, v: UnsafePointer(v + block.lowerBound * cin), slice: vSlice, tile0: block.lowerBound,
-                              count: block.count, panels: p0..<p1, lastGroup: p1 == panels,
+                              count: block.count, panels: panelRange, lastGroup: panelRange.upperBound == panels,
                               options: options)
             }
         }

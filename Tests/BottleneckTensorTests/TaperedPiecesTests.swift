@@ -39,7 +39,13 @@ final class TaperedPiecesTests: XCTestCase {
     func testTaperedSplitMatchesEqualPieces() {
         // 1x1 at 7x7 (49 rows: columns only), 14x14 (196 rows: row blocks and column groups), 28x28
         // (784 rows: rows only), and a gathered 3x3 product.
-        let cases: [(cin: Int, hw: Int, cout: Int, k: Int)] = [(192, 7, 1152, 1), (112, 14, 672, 1), (40, 28, 240, 1), (64, 14, 72, 3)]
+        // Winograd: 56x56 (tile blocks only) and 14x14 (column groups) 3x3 layers. Weights of at least
+        // half of L2 on more columns than rows take the group-order split: 1x1 1024->256 at 14x14.
+        let cases: [(cin: Int, hw: Int, cout: Int, k: Int, algorithm: ConvolutionAlgorithm)] = [
+            (192, 7, 1152, 1, .direct), (112, 14, 672, 1, .direct), (40, 28, 240, 1, .direct), (64, 14, 72, 3, .direct),
+            (64, 56, 64, 3, .winograd), (256, 14, 256, 3, .winograd), (1024, 14, 256, 1, .direct),
+            (3, 14, 5, 3, .direct),   // narrower than one panel: only the tail columns
+        ]
         var equal = EngineOptions(threads: 2), tapered = equal
         equal.taperedPieces = false
         tapered.taperedPieces = true
@@ -47,7 +53,7 @@ final class TaperedPiecesTests: XCTestCase {
             let name = "tapered.\(i)"
             let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,
                                              outChannels: c.cout, kernel: c.k, stride: 1,
-                                             padding: .symmetric(c.k / 2), activation: .relu6, algorithm: .direct)
+                                             padding: .symmetric(c.k / 2), activation: .relu6, algorithm: c.algorithm)
             for residual in [false, true] {
                 let a = layer.forward(addsResidual: residual, options: equal)
                 let b = layer.forward(addsResidual: residual, options: tapered)
