@@ -329,7 +329,7 @@ public enum PackedGEMM {
         let groupPanels = max(1, weightBytes / (longest * 16 * MemoryLayout<Float>.stride))
         let panels = UnsafePointer(w.panels.baseAddress!)
         let copyStride = source.copyStride(k: longest)
-        let tiling = RowTiling(rows: rows), sixRows = 6 * tiling.sixes
+        let tiling = RowTiling(rows: rows)
         func run(copy: UnsafeMutablePointer<Float>?) {
             for s in 0..<sliceCount {
                 let sliceColumns = columns(ofSlice: s), k0 = sliceColumns.lowerBound
@@ -346,19 +346,19 @@ public enum PackedGEMM {
                 var g0 = panelRange.lowerBound
                 while g0 < panelRange.upperBound {
                     let g1 = min(panelRange.upperBound, g0 + groupPanels)
-                    // Whole six-row tiles with the activation a constant (`Tile.full`), then the five-row
-                    // tiles and the last, partial one (`RowTiling`).
+                    // Six- and five-row tiles with the activation a constant (`Tile.full`), then the last,
+                    // partial one (`RowTiling`).
                     var r: Int
                     switch act {
-                    case .none: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: sixRows, w: w, slice: slice,
+                    case .none: r = tileMajorFullTiles(windows, source: source, ahead: ahead, tiling: tiling, w: w, slice: slice,
                                                        panels: g0..<g1, c: c, ldc: ldc, bias: bias,
                                                        residual: residual, residualStride: residualStride,
                                                        prefetchPanelsBelow: prefetchBelow, .none)
-                    case .relu: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: sixRows, w: w, slice: slice,
+                    case .relu: r = tileMajorFullTiles(windows, source: source, ahead: ahead, tiling: tiling, w: w, slice: slice,
                                                        panels: g0..<g1, c: c, ldc: ldc, bias: bias,
                                                        residual: residual, residualStride: residualStride,
                                                        prefetchPanelsBelow: prefetchBelow, .relu)
-                    case .relu6: r = tileMajorFullTiles(windows, source: source, ahead: ahead, rows: sixRows, w: w, slice: slice,
+                    case .relu6: r = tileMajorFullTiles(windows, source: source, ahead: ahead, tiling: tiling, w: w, slice: slice,
                                                         panels: g0..<g1, c: c, ldc: ldc, bias: bias,
                                                         residual: residual, residualStride: residualStride,
                                                        prefetchPanelsBelow: prefetchBelow, .relu6)
@@ -402,27 +402,31 @@ public enum PackedGEMM {
     /// those and its `A` rows (when they are one contiguous block).
     enum TileMajorPrefetch { case none, output, outputAndRows }
 
-    /// The whole six-row tiles of `tileMajorBlock` against panels `panels`; returns the rows covered.
-    /// Unlike a `Tile` per tile and panel (kept for the last, partial tile), the activation is a
-    /// constant (`act`, one copy of the loop per activation) and the row pointers are built once per
+    /// The six-row tiles of `tileMajorBlock` and the five-row tiles after them (`tiling`) against panels
+    /// `panels`; returns the rows covered (all but a last, partial tile). Unlike a `Tile` per tile and
+    /// panel (kept for that partial tile), the activation is a constant (`act`, one copy of the loop
+    /// per activation), the tile height a generic parameter, and the row pointers are built once per
     /// tile. The panel-major strips (`TileStrip`) keep one `Tile` per six rows (docs/ENGINE.md, "GEMM").
     @_transparent
     static func tileMajorFullTiles(_ windowsAt: (_ row: Int, _ rows: Int) -> TileWindows, source: TileMajorRows,
-                                   ahead: TileMajorPrefetch, rows: Int, w: PackedWeights, slice: KSlice,
+                                   ahead: TileMajorPrefetch, tiling: RowTiling, w: PackedWeights, slice: KSlice,
                                    panels: Range<Int>, c: UnsafeMutablePointer<Float>, ldc: Int, bias: UnsafePointer<Float>?,
                                    residual: UnsafePointer<Float>?, residualStride: Int, prefetchPanelsBelow: Int,
                                    _ act: Activation) -> Int {
         let k = w.k, packed = UnsafePointer(w.panels.baseAddress!)
         let residual = slice.first ? residual : nil
-        var r = 0
-        while r + mr <= rows {
+        let sixRows = 6 * tiling.sixes, rows = sixRows + 5 * tiling.fives
+        // Tile `H` at row `r` against every panel.
+        @inline(__always) func tile<H: TileHeight>(_ height: H.Type, at r: Int) {
+            let h = H.hasSixthRow ? 6 : 5
             // Row pointers built once per tile (`TileWindows`): written as `a + (r + i) * lda`, the
             // optimiser rebuilt them from one base inside the reduction loop (3-4 more integer ops per step).
-            let windows = windowsAt(r, mr)
+            let windows = windowsAt(r, h)
             let out = c + r * ldc, res = residual.map { $0 + r * residualStride }
-            let next = ahead != .none && r + 2 * mr <= rows
-            let nextA = next && ahead == .outputAndRows ? source.contiguousRow(r + mr, k: k) : nil
-            let aLines = 6 * k / 16, groupCount = panels.count
+            let nextHeight = r + h < rows ? tiling.height(at: r + h) : 0
+            let next = ahead != .none && nextHeight > 0
+            let nextA = next && ahead == .outputAndRows ? source.contiguousRow(r + h, k: k) : nil
+            let aLines = nextHeight * k / 16, groupCount = panels.count
             for p in panels {
                 let j0 = p * 16
                 // The first tile against each panel reads it from memory; it prefetches the next one.
@@ -430,9 +434,9 @@ public enum PackedGEMM {
                 if next {
                     // The next tile's lines for this panel (skip or output rows), and a share of its A block.
                     if let res {
-                        for i in mr..<(2 * mr) { bottleneck_prefetch_read(res + i * residualStride + j0) }
+                        for i in h..<(h + nextHeight) { bottleneck_prefetch_read(res + i * residualStride + j0) }
                     } else {
-                        for i in mr..<(2 * mr) { bottleneck_prefetch_write(out + i * ldc + j0) }
+                        for i in h..<(h + nextHeight) { bottleneck_prefetch_write(out + i * ldc + j0) }
                     }
                     if let nextA {
                         let q = p - panels.lowerBound
@@ -446,21 +450,23 @@ public enum PackedGEMM {
                               out: out + j0, ldc: ldc, accumulating: !slice.first,
                               bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
                               residual: res.map { $0 + j0 }, residualStride: residualStride,
-                              prefetch: NextPanelLines(start: w.panelSlice(p + 1, k0: slice.k0, kc: slice.kc).start), act)
+                              prefetch: NextPanelLines(start: w.panelSlice(p + 1, k0: slice.k0, kc: slice.kc).start), height: H.self, act)
                 } else if PackedWeights.panelWidth(at: j0, columns: w.panelColumns) == 16 {
                     Tile.full(SIMD16<Float>.self, rows: windows, b: packed + j0 * k + slice.k0 * 16, kc: slice.kc,
                               out: out + j0, ldc: ldc, accumulating: !slice.first,
                               bias: bias.map { Tile.load($0 + j0, SIMD16<Float>.self) } ?? SIMD16(),
-                              residual: res.map { $0 + j0 }, residualStride: residualStride, act)
+                              residual: res.map { $0 + j0 }, residualStride: residualStride, height: H.self, act)
                 } else {
                     Tile.full(SIMD8<Float>.self, rows: windows, b: packed + j0 * k + slice.k0 * 8, kc: slice.kc,
                               out: out + j0, ldc: ldc, accumulating: !slice.first,
                               bias: bias.map { Tile.load($0 + j0, SIMD8<Float>.self) } ?? SIMD8(),
-                              residual: res.map { $0 + j0 }, residualStride: residualStride, act)
+                              residual: res.map { $0 + j0 }, residualStride: residualStride, height: H.self, act)
                 }
             }
-            r += mr
         }
+        var r = 0
+        while r < sixRows { tile(SixRows.self, at: r); r += 6 }
+        while r < rows { tile(FiveRows.self, at: r); r += 5 }
         return r
     }
 
@@ -951,27 +957,31 @@ struct Tile {
         store(acc.0, acc.1, acc.2, acc.3, acc.4, acc.5)
     }
 
-    /// A whole six-row tile over `kc` steps: `out` row `i` = `act(bias + residual row i + Σ_kk rows[i][kk] * b[kk])`,
+    /// A whole six-row (or with `FiveRows`, five-row) tile over `kc` steps: `out` row `i` = `act(bias + residual row i + Σ_kk rows[i][kk] * b[kk])`,
     /// or with `accumulating`, `act(out row i + Σ ...)` (a later `k` slice; `bias` and `residual` unused).
     /// Without the per-row and per-activation branches of a `Tile` (the caller passes a constant
     /// `act`); the same sums in the same order.
     @_transparent
-    static func full<V: KernelVector, P: StepPrefetch>(_: V.Type, rows w: TileWindows, b: UnsafePointer<Float>, kc: Int,
+    static func full<V: KernelVector, P: StepPrefetch, H: TileHeight>(_: V.Type, rows w: TileWindows, b: UnsafePointer<Float>, kc: Int,
                                       out: UnsafeMutablePointer<Float>, ldc: Int, accumulating: Bool, bias: V,
                                       residual: UnsafePointer<Float>?, residualStride rs: Int, prefetch: P = NoStepPrefetch(),
-                                      _ act: Activation) {
+                                      height: H.Type = SixRows.self, _ act: Activation) {
         var acc = (bias, bias, bias, bias, bias, bias)
         if accumulating {
-            acc = (load(out, V.self), load(out + ldc, V.self), load(out + 2 * ldc, V.self),
-                   load(out + 3 * ldc, V.self), load(out + 4 * ldc, V.self), load(out + 5 * ldc, V.self))
+            acc.0 = load(out, V.self); acc.1 = load(out + ldc, V.self); acc.2 = load(out + 2 * ldc, V.self)
+            acc.3 = load(out + 3 * ldc, V.self); acc.4 = load(out + 4 * ldc, V.self)
+            if H.hasSixthRow { acc.5 = load(out + 5 * ldc, V.self) }
         } else if let residual {
             acc.0 += load(residual, V.self); acc.1 += load(residual + rs, V.self); acc.2 += load(residual + 2 * rs, V.self)
-            acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self); acc.5 += load(residual + 5 * rs, V.self)
+            acc.3 += load(residual + 3 * rs, V.self); acc.4 += load(residual + 4 * rs, V.self)
+            if H.hasSixthRow { acc.5 += load(residual + 5 * rs, V.self) }
         }
-        accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc, index: ContiguousSteps(), prefetch: prefetch)
+        accumulate(&acc, rows: (w.a0, w.a1, w.a2, w.a3, w.a4, w.a5), b: b, kc: kc, index: ContiguousSteps(), prefetch: prefetch,
+                   height: H.self)
         store(acc.0.activated(act), out); store(acc.1.activated(act), out + ldc)
         store(acc.2.activated(act), out + 2 * ldc); store(acc.3.activated(act), out + 3 * ldc)
-        store(acc.4.activated(act), out + 4 * ldc); store(acc.5.activated(act), out + 5 * ldc)
+        store(acc.4.activated(act), out + 4 * ldc)
+        if H.hasSixthRow { store(acc.5.activated(act), out + 5 * ldc) }
     }
 
     /// `acc.i += Σ_kk rows.i[index(kk)] * b[kk]` over `kc` steps of a panel `V.scalarCount` wide: the
