@@ -1,4 +1,5 @@
 import Foundation
+import XCTest
 @testable import BottleneckTensor
 
 /// A convolution with synthetic weights and bias, a synthetic NHWC input and a synthetic residual of
@@ -32,6 +33,19 @@ struct SyntheticConvolution {
                          residual: addsResidual ? rp.baseAddress! : nil, options: options)
         } } }
         return out
+    }
+
+    /// Asserts that `forward` under `reference` and under `variant` writes every element and gives the
+    /// same output bit for bit (tolerance 0), with and without the residual; `what` names the variant.
+    func assertSameOutputs(_ reference: EngineOptions, _ variant: EngineOptions, _ name: String, _ what: String,
+                           file: StaticString = #filePath, line: UInt = #line) {
+        for addsResidual in [false, true] {
+            let expected = forward(addsResidual: addsResidual, options: reference)
+            let got = forward(addsResidual: addsResidual, options: variant)
+            XCTAssertFalse(got.contains { $0.isNaN }, "\(name): output not fully written", file: file, line: line)
+            XCTAssertTrue(got == expected, "\(name): \(what) differs \(addsResidual ? "with" : "without") a residual",
+                          file: file, line: line)
+        }
     }
 
     /// The output with the residual added, written over a copy of the residual.

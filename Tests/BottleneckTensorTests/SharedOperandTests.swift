@@ -31,11 +31,7 @@ final class SharedOperandTests: XCTestCase {
             XCTAssertNotNil(PackedGEMM.sharedOperandStride(operand, k: layer.conv.weights.k, windowReads: shared.windowReads),
                             "\(name): no shared copy")
             XCTAssertLessThan(pixels, 4 * PackedGEMM.mBlock, "\(name): too many rows for a column split")
-            let separate = (layer.forward(addsResidual: false, options: perGroup), layer.forward(addsResidual: true, options: perGroup))
-            let once = (layer.forward(addsResidual: false, options: shared), layer.forward(addsResidual: true, options: shared))
-            XCTAssertFalse(once.0.contains { $0.isNaN } || once.1.contains { $0.isNaN }, "\(name): output not fully written")
-            XCTAssertTrue(once.0 == separate.0, "\(name): shared operand differs without a residual")
-            XCTAssertTrue(once.1 == separate.1, "\(name): shared operand differs with a residual")
+            layer.assertSameOutputs(perGroup, shared, name, "shared operand")
         }
     }
 }

@@ -54,12 +54,7 @@ final class TaperedPiecesTests: XCTestCase {
             let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,
                                              outChannels: c.cout, kernel: c.k, stride: 1,
                                              padding: .symmetric(c.k / 2), activation: .relu6, algorithm: c.algorithm)
-            for residual in [false, true] {
-                let a = layer.forward(addsResidual: residual, options: equal)
-                let b = layer.forward(addsResidual: residual, options: tapered)
-                XCTAssertFalse(b.contains { $0.isNaN }, "\(name): output not fully written")
-                XCTAssertTrue(a == b, "\(name) residual \(residual): tapered pieces differ")
-            }
+            layer.assertSameOutputs(equal, tapered, name, "tapered pieces")
         }
     }
 }
