@@ -58,3 +58,13 @@ struct SyntheticConvolution {
         return shared
     }
 }
+
+extension EngineOptions {
+    /// Options for `threads` threads with the switch `key` off and on, for comparing two engine paths.
+    static func offAndOn(_ key: WritableKeyPath<EngineOptions, Bool>, threads: Int) -> (off: EngineOptions, on: EngineOptions) {
+        var off = EngineOptions(threads: threads), on = off
+        off[keyPath: key] = false
+        on[keyPath: key] = true
+        return (off, on)
+    }
+}

@@ -14,9 +14,7 @@ final class SharedOperandTests: XCTestCase {
             (128, 14, 256, 1, 2),    // 1x1 stride-2 downsample (gathered)
             (1024, 7, 64, 1, 1),     // 1x1 with rows 4 KiB apart (copied)
         ]
-        var perGroup = EngineOptions(threads: 2), shared = perGroup
-        perGroup.sharedOperand = false
-        shared.sharedOperand = true
+        let (perGroup, shared) = EngineOptions.offAndOn(\.sharedOperand, threads: 2)
         for (i, c) in cases.enumerated() {
             let name = "shared.\(i)"
             let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,

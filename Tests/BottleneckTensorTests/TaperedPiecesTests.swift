@@ -46,9 +46,7 @@ final class TaperedPiecesTests: XCTestCase {
             (64, 56, 64, 3, .winograd), (256, 14, 256, 3, .winograd), (1024, 14, 256, 1, .direct),
             (3, 14, 5, 3, .direct),   // narrower than one panel: only the tail columns
         ]
-        var equal = EngineOptions(threads: 2), tapered = equal
-        equal.taperedPieces = false
-        tapered.taperedPieces = true
+        let (equal, tapered) = EngineOptions.offAndOn(\.taperedPieces, threads: 2)
         for (i, c) in cases.enumerated() {
             let name = "tapered.\(i)"
             let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,
