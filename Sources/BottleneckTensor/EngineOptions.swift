@@ -119,9 +119,9 @@ public struct EngineOptions: Sendable, Equatable {
     /// late layers) number their tasks group by group, so that the caller (taking tasks from the
     /// front) and the workers (from the back) each read their own share of the weights from memory.
     public var groupMajorTasks = true
-    /// GEMMs split over threads in pieces that shrink toward where the caller's share (taken from
-    /// the front) meets the workers' (taken from the back), instead of equal pieces
-    /// (`TaperedPieces`): the thread done first then waits for a small piece, not a quarter share.
+    /// GEMM and Winograd tasks split over threads in pieces that shrink toward where the caller's
+    /// share (taken from the front) meets the workers' (taken from the back), instead of equal
+    /// pieces (`TaperedPieces`): the thread done first then waits for a small piece, not a quarter share.
     public var taperedPieces = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.

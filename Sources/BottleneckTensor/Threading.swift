@@ -136,6 +136,7 @@ func evenBlock(_ b: Int, of blocks: Int, count: Int, granule: Int) -> Range<Int>
 /// (a row block's panels, when the units are row blocks times panels).
 ///
 /// For example 72 panels on 2 threads, `largest` 9: 9 9 9 5 2 1 1 | 1 1 2 5 9 9 9.
+/// - Complexity: O(pieces) to build, about `units / largest + 2 log2(largest)` pieces plus segment cuts.
 package struct TaperedPieces {
     /// `count + 1` increasing unit indices from 0 to `units`: piece `i` is `bounds[i]..<bounds[i + 1]`.
     let bounds: [Int]
@@ -143,8 +144,8 @@ package struct TaperedPieces {
     /// - Precondition: `units >= 1`, `threads >= 1`, `largest >= 1`, `segment >= 1`.
     init(units: Int, threads: Int, largest: Int, segment: Int) {
         let meet = max(1, min(units, (units + threads / 2) / threads))
-        // Piece lengths from `start` over `length` units, halving the remainder toward the far end,
-        // cut at segment boundaries (in the direction of travel).
+        // Lengths of the pieces covering `length` units: each half of what is left (at most `largest`,
+        // at least 1), so they shrink toward the far end.
         func lengths(_ length: Int) -> [Int] {
             var out: [Int] = [], left = length
             while left > 0 {
@@ -443,4 +444,3 @@ final class WorkerPool: @unchecked Sendable {
         wake.unlock()
     }
 }
-
