@@ -123,6 +123,11 @@ public struct EngineOptions: Sendable, Equatable {
     /// share (taken from the front) meets the workers' (taken from the back), instead of equal
     /// pieces (`TaperedPieces`): the thread done first then waits for a small piece, not a quarter share.
     public var taperedPieces = true
+    /// A fused MBConv block on one image and two threads runs as two walks over its output rows, one
+    /// down from the top and one up from the bottom, a step at a time until they meet, instead of
+    /// four bands: neither thread waits for more than a step of the other, and only the meeting point
+    /// recomputes expanded rows.
+    public var meetingSteps = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20

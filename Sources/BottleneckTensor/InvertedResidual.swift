@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// A MobileNetV2/EfficientNet inverted-residual block (MBConv) run as one fused kernel:
 /// 1x1 expand (+ BN + activation) → k x k depthwise (+ BN + activation) → 1x1 project (+ BN, plus the
@@ -104,9 +105,12 @@ public final class InvertedResidual: @unchecked Sendable {
     /// - Parameters:
     ///   - input: NHWC `[batch][height][width][inChannels]`.
     ///   - output: NHWC `[batch][oh][ow][project.outChannels]`; must not alias `input`.
-    ///   - bands: horizontal bands each image is split into (`bandsPerImage`), at least 1.
+    ///   - bands: horizontal bands each image is split into (`bandsPerImage`), at least 1. A single
+    ///     image with more than one band on two threads runs as two walks that meet instead
+    ///     (`EngineOptions.meetingSteps`): one from the top, one from the bottom, a step at a time.
     /// - Complexity: the three layers' multiply-adds, plus `(bands - 1) * (k - stride)` expanded
-    ///   rows per image recomputed at band edges. Scratch: about `scratchBudget` bytes per thread.
+    ///   rows per image recomputed at band edges (at most `k - stride` where two walks meet).
+    ///   Scratch: about `scratchBudget` bytes per thread.
     public func forward(input: UnsafePointer<Float>, batch: Int, height: Int, width: Int,
                         output: UnsafeMutablePointer<Float>, bands: Int = 1, options: EngineOptions = .default) {
         let dw = depthwise
@@ -120,44 +124,76 @@ public final class InvertedResidual: @unchecked Sendable {
         let tasks = batch * bands
         let scratchCount = scratchFloats(rows: step, width: width, outWidth: ow)
 
-        let runTask: (Int, UnsafeMutablePointer<Float>) -> Void = { task, buffer in
-            let img = task / bands, band = task - img * bands
-            let y0 = band * oh / bands, y1 = (band + 1) * oh / bands
+        // Output rows `oy..<oy + rows` of image `img`, with the expanded rows in `held` (a ring of
+        // `expandedRows` slots, row y in slot y % expandedRows) kept from the previous step: the step
+        // computes only the expanded rows it needs that are not held (above or below them), into the
+        // slots of rows no longer needed, so steps may move down or up the image.
+        func runStep(img: Int, oy: Int, rows: Int, buffer: UnsafeMutablePointer<Float>, held: inout Range<Int>) {
             let image = input + img * height * width * cin
             let expanded = buffer, dwOut = buffer + expandedRows * width * mid
-            var held = 0..<0                                   // expanded rows now in `expanded`
-            var oy = y0
-            while oy < y1 {
-                let rows = min(step, y1 - oy)
-                let need = max(0, oy * s - top)..<min(height, (oy + rows - 1) * s - top + k)
-                let rowsView: DepthwiseRow
-                if let expand = self.expand {
-                    // The expanded rows form a ring of `expandedRows` slots (row y in slot y % expandedRows):
-                    // rows shared with the previous step stay where they are, and the step computes only
-                    // the rows it adds, into the slots of rows no longer needed: no row is moved.
-                    var fresh = max(need.lowerBound, held.upperBound)
-                    while fresh < need.upperBound {
-                        let slot = fresh % expandedRows, count = min(need.upperBound - fresh, expandedRows - slot)
+            let need = max(0, oy * s - top)..<min(height, (oy + rows - 1) * s - top + k)
+            let rowsView: DepthwiseRow
+            if let expand = self.expand {
+                let below = need.lowerBound..<min(need.upperBound, max(need.lowerBound, held.lowerBound))
+                let above = max(need.lowerBound, min(need.upperBound, held.upperBound))..<need.upperBound
+                for missing in [below, above] {
+                    var fresh = missing.lowerBound
+                    while fresh < missing.upperBound {
+                        let slot = fresh % expandedRows, count = min(missing.upperBound - fresh, expandedRows - slot)
                         self.pointwise(expand, a: image + fresh * width * cin, lda: cin, rows: count * width,
                                        c: expanded + slot * width * mid, residual: nil, options: options)
                         fresh += count
                     }
-                    // Output row `oy` lands at `dwOut`.
-                    rowsView = dw.rowKernel(input: expanded, output: dwOut - oy * ow * mid, height: height, width: width,
-                                            ringRows: expandedRows)
-                } else {
-                    // The input rows are read in place; output row `oy` lands at `dwOut`.
-                    rowsView = dw.rowKernel(input: image, output: dwOut - oy * ow * mid, height: height, width: width)
                 }
-                held = need
-                for y in oy..<(oy + rows) { rowsView.run(row: y, channels: 0..<mid) }
-                let outOffset = (img * oh + oy) * ow
-                self.pointwise(self.project, a: dwOut, lda: mid, rows: rows * ow, c: output + outOffset * cout,
-                               residual: self.addsInput ? input + outOffset * cin : nil, options: options)
-                oy += rows
+                // Output row `oy` lands at `dwOut`.
+                rowsView = dw.rowKernel(input: expanded, output: dwOut - oy * ow * mid, height: height, width: width,
+                                        ringRows: expandedRows)
+            } else {
+                // The input rows are read in place; output row `oy` lands at `dwOut`.
+                rowsView = dw.rowKernel(input: image, output: dwOut - oy * ow * mid, height: height, width: width)
+            }
+            held = need
+            for y in oy..<(oy + rows) { rowsView.run(row: y, channels: 0..<mid) }
+            let outOffset = (img * oh + oy) * ow
+            self.pointwise(self.project, a: dwOut, lda: mid, rows: rows * ow, c: output + outOffset * cout,
+                           residual: self.addsInput ? input + outOffset * cin : nil, options: options)
+        }
+
+        if batch == 1 && bands > 1 && options.workers == 2 && options.meetingSteps {
+            // One image on two threads: the caller walks down from the top and the worker up from the
+            // bottom, a step at a time, until they meet (rows claimed in one word: top << 32 | bottom), so
+            // neither waits for more than a step of the other, and only the meeting step recomputes
+            // expanded rows. A worker that never joins leaves the caller the whole image.
+            let cursor = Atomic<Int>(oh)
+            TensorThreads.run(pieces: 2, threads: 2) { piece in
+                KernelScratch.with(count: scratchCount) { buffer in
+                    var held = 0..<0
+                    while true {
+                        let word = cursor.load(ordering: .relaxed)
+                        let low = word >> 32, high = word & 0xFFFF_FFFF
+                        guard low < high else { return }
+                        let rows = min(step, high - low)
+                        let claimed = piece == 0 ? (low + rows) << 32 | high : low << 32 | (high - rows)
+                        guard cursor.compareExchange(expected: word, desired: claimed, ordering: .relaxed).exchanged else { continue }
+                        runStep(img: 0, oy: piece == 0 ? low : high - rows, rows: rows, buffer: buffer, held: &held)
+                    }
+                }
+            }
+            return
+        }
+        TensorThreads.run(pieces: tasks, threads: options.workers) { task in
+            KernelScratch.with(count: scratchCount) { buffer in
+                let img = task / bands, band = task - img * bands
+                var held = 0..<0                                   // expanded rows now in the ring
+                var oy = band * oh / bands
+                let y1 = (band + 1) * oh / bands
+                while oy < y1 {
+                    let rows = min(step, y1 - oy)
+                    runStep(img: img, oy: oy, rows: rows, buffer: buffer, held: &held)
+                    oy += rows
+                }
             }
         }
-        TensorThreads.run(pieces: tasks, threads: options.workers) { t in KernelScratch.with(count: scratchCount) { runTask(t, $0) } }
     }
 
     /// One 1x1 convolution on `rows` NHWC pixels, single-threaded (the caller's task is the unit of

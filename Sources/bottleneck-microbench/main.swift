@@ -238,6 +238,7 @@ func networkAB(_ base: EngineOptions) throws {
     case "groupMajorTasks": off.groupMajorTasks = false
     case "taperedPieces": off.taperedPieces = false
     case "fiveRowTiles": break
+    case "meetingSteps": off.meetingSteps = false
     default: throw MicrobenchError("unknown switch \(name)")
     }
     // Process-wide switches flip before each pass of the network they belong to.

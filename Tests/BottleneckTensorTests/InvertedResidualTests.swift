@@ -28,7 +28,7 @@ final class InvertedResidualTests: XCTestCase {
     }
 
     /// `c.cin == c.mid` builds a block without expansion (depthwise reads the input directly).
-    func check(_ c: Case, bands: Int) {
+    func check(_ c: Case, bands: Int, options: EngineOptions) {
         let (expandLayer, dw, project) = layers(c)
         let expand: Conv2D? = c.cin == c.mid ? nil : expandLayer
         let skip = c.stride == 1 && c.cin == c.cout
@@ -50,13 +50,15 @@ final class InvertedResidualTests: XCTestCase {
                 project.forward(input: m2.baseAddress!, batch: c.batch, height: oh, width: ow, output: $0.baseAddress!,
                                 residual: skip ? xp.baseAddress! : nil) } }
             fused.withUnsafeMutableBufferPointer {
-                block.forward(input: xp.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!, bands: bands)
+                block.forward(input: xp.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!, bands: bands,
+                              options: options)
             }
         }
         var worst: Float = 0
         for i in 0..<reference.count { let d = abs(fused[i] - reference[i]); worst = d.isNaN ? .infinity : max(worst, d) }
-        XCTAssertFalse(fused.contains { $0.isNaN }, "\(c.name) bands \(bands): output not fully written")
-        XCTAssertEqual(worst, 0, "\(c.name) bands \(bands): fused differs from layer-by-layer by \(worst)")
+        let run = "\(c.name) bands \(bands) meeting steps \(options.meetingSteps)"
+        XCTAssertFalse(fused.contains { $0.isNaN }, "\(run): output not fully written")
+        XCTAssertEqual(worst, 0, "\(run): fused differs from layer-by-layer by \(worst)")
     }
 
     func testFusedBlockEqualsLayerByLayer() {
@@ -74,7 +76,9 @@ final class InvertedResidualTests: XCTestCase {
             Case(name: "ir.tall5s1", cin: 24, mid: 144, cout: 24, k: 5, stride: 1, h: 90, w: 28, batch: 2),
             Case(name: "ir.tall3s2", cin: 40, mid: 240, cout: 80, k: 3, stride: 2, h: 120, w: 28, batch: 1),
         ]
-        for c in cases { for bands in [1, 2, 5] { check(c, bands: bands) } }
+        // Two threads, with and without the meeting walks (batch-1 cases with more than one band).
+        let (bands, meeting) = EngineOptions.offAndOn(\.meetingSteps, threads: 2)
+        for c in cases { for n in [1, 2, 5] { for options in [bands, meeting] { check(c, bands: n, options: options) } } }
     }
 
     func testBandsPerImageFallsBackForThinBands() {
