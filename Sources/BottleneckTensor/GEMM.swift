@@ -124,7 +124,6 @@ public enum PackedGEMM {
         } else {
             rowBlocks = TensorThreads.wholeRounds(rowBlocks, times: 1, limit: tiles, threads: threads)
         }
-        let tasks = rowBlocks * groups
         if groups > 1 && options.sharedOperand, let stride = sharedOperandStride(operand, k: w.k, windowReads: options.windowReads) {
             // Every column group would gather (or copy) the same rows: do it once, in parallel, and
             // let the groups read the result in place.
@@ -148,41 +147,11 @@ public enum PackedGEMM {
         // Smaller weights stay in cache anyway, and row order keeps each thread on the rows it wrote.
         let groupMajor = options.groupMajorTasks && groups > 1 && w.n > m
             && w.n * w.k * MemoryLayout<Float>.stride >= options.tileMajorWeightBytes
-        // Row block `mb`'s rows: whole tiles per block, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
-        @inline(__always) func blockRows(_ mb: Int) -> Range<Int> { evenBlock(mb, of: rowBlocks, count: m, granule: mr) }
-        // Each task's rows and panels. Equal tasks: row block x column group, in row order or (groupMajor)
-        // group order. Tapered (`TaperedPieces`), pieces shrink toward where the caller's and the
-        // workers' shares meet: tiles of all panels when only rows are split; panels of one row block in
-        // row order; in group order, row blocks of tapered column groups.
-        let count: Int, taskRange: (Int) -> (rows: Range<Int>, panels: Range<Int>)
-        if options.taperedPieces && threads > 1 && tasks > 1 {
-            let largestGroup = (panels + groups - 1) / groups
-            if groups == 1 {
-                let pieces = TaperedPieces(units: tiles, threads: threads, largest: (tiles + rowBlocks - 1) / rowBlocks, segment: tiles)
-                count = pieces.count
-                taskRange = { i in let t = pieces.range(i); return (t.lowerBound * mr..<min(m, t.upperBound * mr), 0..<panels) }
-            } else if groupMajor {
-                let columnGroups = TaperedPieces(units: panels, threads: threads, largest: largestGroup, segment: panels)
-                count = columnGroups.count * rowBlocks
-                taskRange = { i in (blockRows(i % rowBlocks), columnGroups.range(i / rowBlocks)) }
-            } else {
-                let pieces = TaperedPieces(units: rowBlocks * panels, threads: threads, largest: largestGroup, segment: panels)
-                count = pieces.count
-                taskRange = { i in
-                    let u = pieces.range(i), mb = u.lowerBound / panels
-                    return (blockRows(mb), (u.lowerBound - mb * panels)..<(u.upperBound - mb * panels))
-                }
-            }
-        } else {
-            count = tasks
-            taskRange = { task in
-                let mb = groupMajor ? task % rowBlocks : task / groups
-                let g = groupMajor ? task / rowBlocks : task - mb * groups
-                return (blockRows(mb), g * panels / groups..<(g + 1) * panels / groups)
-            }
-        }
-        TensorThreads.run(pieces: count, threads: threads) { task in
-            let (rows, panelRange) = taskRange(task)
+        // Row blocks of whole tiles, as many in each as can be (131 tiles in 10 blocks: 13 or 14).
+        let tasks = ProductTasks(rows: m, granule: mr, blocks: rowBlocks, groups: groups, panels: panels, groupMajor: groupMajor,
+                                 threads: threads, tapered: options.taperedPieces)
+        TensorThreads.run(pieces: tasks.count, threads: threads) { task in
+            let (rows, panelRange) = tasks.range(task)
             // (No check on `panelRange`: a product narrower than one panel has only its tail.)
             guard !rows.isEmpty else { return }
             block(operand, row0: rows.lowerBound, rows: rows.count, w: w, panelRange: panelRange,
@@ -913,14 +882,10 @@ struct Tile {
         if width == 16 { run(SIMD16<Float>.self) } else { run(SIMD8<Float>.self) }
     }
 
-    /// `contiguousProduct` (`fiveRowProduct` for five rows) on a panel `width` (16 or 8) columns wide.
+    /// `contiguousProduct` on a panel `width` (16 or 8) columns wide.
     @inline(__always)
     func contiguousProduct(width: Int) {
-        if rows == 5 {
-            if width == 16 { fiveRowProduct(SIMD16<Float>.self) } else { fiveRowProduct(SIMD8<Float>.self) }
-        } else {
-            if width == 16 { contiguousProduct(SIMD16<Float>.self) } else { contiguousProduct(SIMD8<Float>.self) }
-        }
+        if width == 16 { contiguousProduct(SIMD16<Float>.self) } else { contiguousProduct(SIMD8<Float>.self) }
     }
 
     /// `contiguousProduct` for a tile of exactly five rows, with five accumulator rows: 10 multiply-adds
@@ -1077,4 +1042,3 @@ struct Tile {
         Tile.store(v.activated(activation), c + row * ldc)
     }
 }
-

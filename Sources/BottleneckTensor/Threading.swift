@@ -175,6 +175,52 @@ package struct TaperedPieces {
     func range(_ i: Int) -> Range<Int> { bounds[i]..<bounds[i + 1] }
 }
 
+/// The tasks of a product of `rows` rows (in granules of `granule`: GEMM micro-tiles, or Winograd's
+/// six-tile groups) by `panels` weight panels, split over `threads` threads: `blocks` row blocks
+/// (`evenBlock`) by `groups` column groups, numbered in row order, or group by group with
+/// `groupMajor`. With `tapered` (`TaperedPieces`), pieces shrink toward where the caller's share
+/// (taken from the front) meets the workers' (taken from the back): granules of all panels when only
+/// rows are split; panels of one row block in row order; row blocks of tapered column groups in group
+/// order. Every row and panel is in exactly one task; a task's panels may be empty only when `panels`
+/// is 0 (a product narrower than one panel).
+struct ProductTasks {
+    /// Number of tasks.
+    let count: Int
+    /// Rows and panels of task `i`.
+    let range: (Int) -> (rows: Range<Int>, panels: Range<Int>)
+
+    init(rows: Int, granule: Int, blocks: Int, groups: Int, panels: Int, groupMajor: Bool, threads: Int, tapered: Bool) {
+        @inline(__always) func blockRows(_ b: Int) -> Range<Int> { evenBlock(b, of: blocks, count: rows, granule: granule) }
+        guard tapered && threads > 1 && blocks * groups > 1 else {
+            count = blocks * groups
+            range = { task in
+                let b = groupMajor ? task % blocks : task / groups
+                let g = groupMajor ? task / blocks : task - b * groups
+                return (blockRows(b), g * panels / groups..<(g + 1) * panels / groups)
+            }
+            return
+        }
+        let largestGroup = (panels + groups - 1) / groups
+        if groups == 1 {
+            let granules = (rows + granule - 1) / granule
+            let pieces = TaperedPieces(units: granules, threads: threads, largest: (granules + blocks - 1) / blocks, segment: granules)
+            count = pieces.count
+            range = { i in let u = pieces.range(i); return (u.lowerBound * granule..<min(rows, u.upperBound * granule), 0..<panels) }
+        } else if groupMajor {
+            let columnGroups = TaperedPieces(units: panels, threads: threads, largest: largestGroup, segment: panels)
+            count = columnGroups.count * blocks
+            range = { i in (blockRows(i % blocks), columnGroups.range(i / blocks)) }
+        } else {
+            let pieces = TaperedPieces(units: blocks * panels, threads: threads, largest: largestGroup, segment: panels)
+            count = pieces.count
+            range = { i in
+                let u = pieces.range(i), b = u.lowerBound / panels
+                return (blockRows(b), (u.lowerBound - b * panels)..<(u.upperBound - b * panels))
+            }
+        }
+    }
+}
+
 /// Splits `0..<count` into at most `threads * 4` contiguous ranges of at least `grain` items and
 /// runs `body` on them in parallel; runs inline when one range suffices (no hand-off cost for small
 /// layers).

@@ -102,7 +102,7 @@ package final class WinogradConvolution: @unchecked Sendable {
         }
     }
 
-    /// How `forward` splits the work: `blocks * groups` tasks.
+    /// How `forward` splits the work: `blocks` tile blocks by `groups` column groups (`tasks`).
     package struct Plan: Equatable {
         /// Most tiles in a block (a multiple of 6).
         package let blockTiles: Int
@@ -111,33 +111,11 @@ package final class WinogradConvolution: @unchecked Sendable {
         /// Output-channel panel groups per block.
         package let groups: Int
 
-        /// Tiles of block `b` of `tiles`: whole 6-tile micro-tiles evened out over the blocks, at
-        /// most `blockTiles`.
-        func block(_ b: Int, tiles: Int) -> Range<Int> { evenBlock(b, of: blocks, count: tiles, granule: 6) }
-
-        /// The tasks `forward` runs on `tiles` tiles and `panels` column panels: their number, and each
-        /// one's tiles and panels. Blocks x groups, or with `tapered` (`TaperedPieces`) pieces that
-        /// shrink toward where the caller's and the workers' shares meet: six-tile groups when only
-        /// tiles are split, else panels of one block.
-        func tasks(tiles: Int, panels: Int, threads: Int, tapered: Bool)
-            -> (count: Int, range: (Int) -> (tiles: Range<Int>, panels: Range<Int>)) {
-            let plan = self
-            guard tapered && threads > 1 && blocks * groups > 1 else {
-                return (blocks * groups, { i in
-                    let b = i / plan.groups, g = i - b * plan.groups
-                    return (plan.block(b, tiles: tiles), g * panels / plan.groups..<(g + 1) * panels / plan.groups)
-                })
-            }
-            if groups == 1 {
-                let sixes = (tiles + 5) / 6
-                let pieces = TaperedPieces(units: sixes, threads: threads, largest: (sixes + blocks - 1) / blocks, segment: sixes)
-                return (pieces.count, { i in let u = pieces.range(i); return (u.lowerBound * 6..<min(tiles, u.upperBound * 6), 0..<panels) })
-            }
-            let pieces = TaperedPieces(units: blocks * panels, threads: threads, largest: (panels + groups - 1) / groups, segment: panels)
-            return (pieces.count, { i in
-                let u = pieces.range(i), b = u.lowerBound / panels
-                return (plan.block(b, tiles: tiles), (u.lowerBound - b * panels)..<(u.upperBound - b * panels))
-            })
+        /// The tasks `forward` runs on `tiles` tiles and `panels` column panels (`ProductTasks`: blocks
+        /// of whole six-tile groups evened out, by column groups; tapered with `tapered`).
+        func tasks(tiles: Int, panels: Int, threads: Int, tapered: Bool) -> ProductTasks {
+            ProductTasks(rows: tiles, granule: 6, blocks: blocks, groups: groups, panels: panels, groupMajor: false,
+                         threads: threads, tapered: tapered)
         }
     }
 
@@ -197,7 +175,7 @@ package final class WinogradConvolution: @unchecked Sendable {
         let tasks = plan.tasks(tiles: tiles, panels: panels, threads: threads, tapered: options.taperedPieces)
         if plan.groups == 1 {
             TensorThreads.run(pieces: tasks.count, threads: threads) { task in
-                let block = tasks.range(task).tiles
+                let block = tasks.range(task).rows
                 guard !block.isEmpty else { return }
                 let tile0 = block.lowerBound, count = block.count
                 let vSlice = count * cin

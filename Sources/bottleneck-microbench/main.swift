@@ -210,9 +210,9 @@ func winograd(_ base: EngineOptions) {
 
 /// A/B of a whole network inside one process: passes alternate between two networks built with a
 /// switch off (A) and on (B); each B pass is compared with the A passes either side of it (the host's
-/// speed drifts between processes, far less between neighbouring passes). Switch in
-/// `BOTTLENECK_NETWORK_AB` (`tileMajor`, `fusedBlocks`, `concurrentImages`, `winograd`, `hugePages`,
-/// `residualInPlace`, `sharedOperand`, `prefetch`); `..._MODEL` (efficientnet-lite0, synthetic weights,
+/// speed drifts between processes, far less between neighbouring passes), and the two networks' first
+/// outputs are compared bit for bit. Switch in `BOTTLENECK_NETWORK_AB` (the names in the `switch`
+/// below, listed in Benchmarks/README.md); `..._MODEL` (efficientnet-lite0, synthetic weights,
 /// pooled features), `..._BATCH` (32), `..._THREADS` (2), `..._PASSES` (40 per side).
 func networkAB(_ base: EngineOptions) throws {
     let env = ProcessInfo.processInfo.environment
