@@ -128,6 +128,9 @@ public struct EngineOptions: Sendable, Equatable {
     /// four bands: neither thread waits for more than a step of the other, and only the meeting point
     /// recomputes expanded rows.
     public var meetingSteps = true
+    /// With `meetingSteps`, a block on one image fuses when each walk gets at least two windows' height
+    /// of output rows, instead of when four bands would.
+    public var walkFusion = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20

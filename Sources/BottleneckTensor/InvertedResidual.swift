@@ -97,6 +97,10 @@ public final class InvertedResidual: @unchecked Sendable {
         let threads = options.workers
         if threads == 1 || batch >= 2 * threads { return 1 }
         let bands = (2 * threads + batch - 1) / batch
+        if batch == 1 && threads == 2 && options.meetingSteps && options.walkFusion {
+            // Two walks that meet (see `forward`) recompute k - stride expanded rows once.
+            return oh / 2 >= 2 * depthwise.kernelH ? bands : 0
+        }
         // Each band recomputes k - stride expanded rows it shares with the one above.
         return oh / bands >= 2 * depthwise.kernelH ? bands : 0
     }

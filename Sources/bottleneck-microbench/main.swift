@@ -239,6 +239,7 @@ func networkAB(_ base: EngineOptions) throws {
     case "taperedPieces": off.taperedPieces = false
     case "fiveRowTiles": break
     case "meetingSteps": off.meetingSteps = false
+    case "walkFusion": off.walkFusion = false
     default: throw MicrobenchError("unknown switch \(name)")
     }
     // Process-wide switches flip before each pass of the network they belong to.

@@ -88,6 +88,11 @@ final class InvertedResidualTests: XCTestCase {
         XCTAssertEqual(block.bandsPerImage(batch: 8, height: 7, width: 7, options: two), 1)
         XCTAssertEqual(block.bandsPerImage(batch: 1, height: 7, width: 7, options: two), 0, "7 rows in 4 bands under a 5x5 window")
         XCTAssertEqual(block.bandsPerImage(batch: 1, height: 112, width: 112, options: two), 4)
+        // 28 rows: too few for four bands under a 5x5 window, enough for two walks that meet.
+        let (fourBands, walks) = EngineOptions.offAndOn(\.walkFusion, threads: 2)
+        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 28, width: 28, options: fourBands), 0)
+        XCTAssertGreaterThan(block.bandsPerImage(batch: 1, height: 28, width: 28, options: walks), 1)
+        XCTAssertEqual(block.bandsPerImage(batch: 1, height: 14, width: 14, options: walks), 0, "7 rows per walk under a 5x5 window")
         let (e, d, p) = layers(Case(name: "ir.late", cin: 192, mid: 1152, cout: 192, k: 5, stride: 1, h: 7, w: 7, batch: 1))
         let late = InvertedResidual(expand: e, depthwise: d, project: p, addsInput: true)
         XCTAssertEqual(late.bandsPerImage(batch: 32, height: 7, width: 7, options: two), 0, "a 7x1152 step is 14 GEMM rows: run unfused")
