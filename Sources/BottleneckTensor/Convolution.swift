@@ -99,6 +99,8 @@ public final class Conv2D: SlidingWindowLayer, @unchecked Sendable {
     }
     /// Whether the layer holds the direct path's weights (always, except for Winograd-only layers).
     public var usesDirect: Bool { direct != nil }
+    /// Whether every forward pass takes the direct path (no Winograd weights of either kind).
+    public var runsDirectOnly: Bool { direct != nil && winograd == nil && line == nil }
 
     /// Whether `forward` on `batch` maps of `height x width` runs the Winograd weights (else the
     /// direct ones): always when it holds only those, else from `winogradMinimumTiles` tiles per call.

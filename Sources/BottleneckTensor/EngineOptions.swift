@@ -131,6 +131,9 @@ public struct EngineOptions: Sendable, Equatable {
     /// With `meetingSteps`, a block on one image fuses when each walk gets at least two windows' height
     /// of output rows, instead of when four bands would.
     public var walkFusion = true
+    /// A stem convolution runs fused into the MBConv block after it when that block has no expansion
+    /// (`InvertedResidual` with the stem as its expansion): the stem's output never goes to memory.
+    public var stemFusion = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20

@@ -13,10 +13,17 @@ import Synchronization
 /// plus the depthwise output of those rows, in a scratch buffer sized to stay in L2. Each value is
 /// computed by the same kernels in the same order as the unfused layers, so results are identical.
 /// Blocks without expansion (the first MBConv of EfficientNet) fuse depthwise → project the same
-/// way, reading the input rows in place.
+/// way, reading the input rows in place. The network's stem convolution may take the expansion's
+/// place before such a block (`expand` a direct k x k convolution): the stem's output rows then live
+/// only in the ring, as expanded rows do.
 public final class InvertedResidual: @unchecked Sendable {
-    /// The 1x1 expansion (stride 1, no padding); nil for a block with expansion ratio 1.
+    /// The 1x1 expansion (stride 1, no padding); nil for a block with expansion ratio 1. Or a
+    /// direct convolution of any window and stride producing the depthwise input (a stem fused
+    /// into a block without expansion; `expandsInPlace` false).
     public let expand: Conv2D?
+    /// Whether `expand` is absent or a 1x1 stride-1 convolution: the depthwise input then has the
+    /// block input's height and width.
+    public let expandsInPlace: Bool
     /// The depthwise convolution over the expanded channels.
     public let depthwise: DepthwiseConv2D
     /// The 1x1 projection (stride 1, no padding).
@@ -29,17 +36,28 @@ public final class InvertedResidual: @unchecked Sendable {
     static let scratchBudget = 256 << 10
 
     /// Builds the fused block from its three layers.
-    /// - Precondition: `expand` and `project` are 1x1 stride-1 unpadded convolutions whose channels
-    ///   chain through `depthwise`; `addsInput` requires a stride-1 depthwise and
+    /// - Precondition: `project` is a 1x1 stride-1 unpadded convolution; `expand` is one too, or a
+    ///   convolution on the direct path only (no Winograd weights); channels chain through
+    ///   `depthwise`; `addsInput` requires a 1x1 (or no) expansion, a stride-1 depthwise and
     ///   `project.outChannels == inChannels`.
     public init(expand: Conv2D?, depthwise: DepthwiseConv2D, project: Conv2D, addsInput: Bool) {
-        precondition(expand.map(InvertedResidual.isPointwise) != false && InvertedResidual.isPointwise(project),
-                     "InvertedResidual: expand and project must be 1x1 stride-1 convolutions")
+        let expandsInPlace = expand.map(InvertedResidual.isPointwise) ?? true
+        precondition(InvertedResidual.isPointwise(project), "InvertedResidual: project must be a 1x1 stride-1 convolution")
+        precondition(expand.map { InvertedResidual.isPointwise($0) || $0.runsDirectOnly } ?? true,
+                     "InvertedResidual: expand must be a 1x1 stride-1 convolution or run on the direct path only")
+        precondition(!addsInput || expandsInPlace, "InvertedResidual: a skip connection needs a 1x1 expansion or none")
         precondition((expand?.outChannels ?? depthwise.channels) == depthwise.channels && project.inChannels == depthwise.channels,
                      "InvertedResidual: channel counts do not chain")
         precondition(!addsInput || (depthwise.stride == 1 && project.outChannels == (expand?.inChannels ?? depthwise.channels)),
                      "InvertedResidual: a skip connection needs stride 1 and equal channels")
         self.expand = expand; self.depthwise = depthwise; self.project = project; self.addsInput = addsInput
+        self.expandsInPlace = expandsInPlace
+    }
+
+    /// The depthwise input's size for a block input of `height x width`.
+    func expandedSize(height: Int, width: Int) -> (height: Int, width: Int) {
+        guard let expand, !expandsInPlace else { return (height, width) }
+        return expand.outputSize(height: height, width: width)
     }
 
     /// True for a 1x1, stride-1 convolution without padding (one that reads NHWC rows in place).
@@ -50,13 +68,14 @@ public final class InvertedResidual: @unchecked Sendable {
 
     /// Output spatial size for an input of `height x width`.
     public func outputSize(height: Int, width: Int) -> (height: Int, width: Int) {
-        depthwise.outputSize(height: height, width: width)
+        let (eh, ew) = expandedSize(height: height, width: width)
+        return depthwise.outputSize(height: eh, width: ew)
     }
 
     /// Multiply-accumulates per image for a `height x width` input: its three layers' sum.
     public func macs(height: Int, width: Int) -> Int {
-        let (oh, ow) = outputSize(height: height, width: width)
-        return (expand?.macs(height: height, width: width) ?? 0) + depthwise.macs(height: height, width: width)
+        let (eh, ew) = expandedSize(height: height, width: width), (oh, ow) = outputSize(height: height, width: width)
+        return (expand?.macs(height: height, width: width) ?? 0) + depthwise.macs(height: eh, width: ew)
             + project.macs(height: oh, width: ow)
     }
 
@@ -69,13 +88,13 @@ public final class InvertedResidual: @unchecked Sendable {
     /// Output rows each task step produces for a `height x width` input: as many as keep the
     /// expanded rows they need plus their depthwise output within `scratchBudget` (at least one).
     func rowsPerStep(height: Int, width: Int) -> Int {
-        let (oh, ow) = outputSize(height: height, width: width)
+        let (oh, ow) = outputSize(height: height, width: width), ew = expandedSize(height: height, width: width).width
         var step = 1
-        while step < oh && scratchFloats(rows: step + 1, width: width, outWidth: ow) * 4 <= InvertedResidual.scratchBudget { step += 1 }
+        while step < oh && scratchFloats(rows: step + 1, width: ew, outWidth: ow) * 4 <= InvertedResidual.scratchBudget { step += 1 }
         return step
     }
 
-    /// Floats of scratch for a step of `rows` output rows.
+    /// Floats of scratch for a step of `rows` output rows (`width`: the depthwise input's).
     func scratchFloats(rows: Int, width: Int, outWidth: Int) -> Int {
         let expanded = expand == nil ? 0 : ((rows - 1) * depthwise.stride + depthwise.kernelH) * width
         return (expanded + rows * outWidth) * depthwise.channels
@@ -119,14 +138,15 @@ public final class InvertedResidual: @unchecked Sendable {
                         output: UnsafeMutablePointer<Float>, bands: Int = 1, options: EngineOptions = .default) {
         let dw = depthwise
         let cin = inChannels, mid = dw.channels, cout = project.outChannels
-        let top = dw.padding.resolve(height: height, width: width, kernelH: dw.kernelH, kernelW: dw.kernelW, stride: dw.stride).top
+        let (eh, ew) = expandedSize(height: height, width: width)
+        let top = dw.padding.resolve(height: eh, width: ew, kernelH: dw.kernelH, kernelW: dw.kernelW, stride: dw.stride).top
         let (oh, ow) = outputSize(height: height, width: width)
         let s = dw.stride, k = dw.kernelH
         let step = rowsPerStep(height: height, width: width)
         let expandedRows = expand == nil ? 0 : (step - 1) * s + k
         let bands = max(1, min(bands, oh))
         let tasks = batch * bands
-        let scratchCount = scratchFloats(rows: step, width: width, outWidth: ow)
+        let scratchCount = scratchFloats(rows: step, width: ew, outWidth: ow)
 
         // Output rows `oy..<oy + rows` of image `img`, with the expanded rows in `held` (a ring of
         // `expandedRows` slots, row y in slot y % expandedRows) kept from the previous step: the step
@@ -134,8 +154,8 @@ public final class InvertedResidual: @unchecked Sendable {
         // slots of rows no longer needed, so steps may move down or up the image.
         func runStep(img: Int, oy: Int, rows: Int, buffer: UnsafeMutablePointer<Float>, held: inout Range<Int>) {
             let image = input + img * height * width * cin
-            let expanded = buffer, dwOut = buffer + expandedRows * width * mid
-            let need = max(0, oy * s - top)..<min(height, (oy + rows - 1) * s - top + k)
+            let expanded = buffer, dwOut = buffer + expandedRows * ew * mid
+            let need = max(0, oy * s - top)..<min(eh, (oy + rows - 1) * s - top + k)
             let rowsView: DepthwiseRow
             if let expand = self.expand {
                 let below = need.lowerBound..<min(need.upperBound, max(need.lowerBound, held.lowerBound))
@@ -144,13 +164,20 @@ public final class InvertedResidual: @unchecked Sendable {
                     var fresh = missing.lowerBound
                     while fresh < missing.upperBound {
                         let slot = fresh % expandedRows, count = min(missing.upperBound - fresh, expandedRows - slot)
-                        self.pointwise(expand, a: image + fresh * width * cin, lda: cin, rows: count * width,
-                                       c: expanded + slot * width * mid, residual: nil, options: options)
+                        if self.expandsInPlace {
+                            self.pointwise(expand, a: image + fresh * width * cin, lda: cin, rows: count * width,
+                                           c: expanded + slot * width * mid, residual: nil, options: options)
+                        } else {
+                            // Rows of the stem's output: its receptive fields over the block input.
+                            self.product(expand, expand.directOperand(input: image, height: height, width: width).0,
+                                         row0: fresh * ew, rows: count * ew, c: expanded + slot * ew * mid, residual: nil,
+                                         options: options)
+                        }
                         fresh += count
                     }
                 }
                 // Output row `oy` lands at `dwOut`.
-                rowsView = dw.rowKernel(input: expanded, output: dwOut - oy * ow * mid, height: height, width: width,
+                rowsView = dw.rowKernel(input: expanded, output: dwOut - oy * ow * mid, height: eh, width: ew,
                                         ringRows: expandedRows)
             } else {
                 // The input rows are read in place; output row `oy` lands at `dwOut`.
@@ -206,7 +233,15 @@ public final class InvertedResidual: @unchecked Sendable {
     @inline(__always)
     private func pointwise(_ conv: Conv2D, a: UnsafePointer<Float>, lda: Int, rows: Int,
                            c: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?, options: EngineOptions) {
-        PackedGEMM.block(.matrix(a, rowStride: lda), row0: 0, rows: rows, w: conv.weights,
+        product(conv, .matrix(a, rowStride: lda), row0: 0, rows: rows, c: c, residual: residual, options: options)
+    }
+
+    /// Rows `row0..<row0 + rows` of `conv`'s direct product on `operand` into `c` (row `row0` first),
+    /// single-threaded, as `pointwise` describes.
+    @inline(__always)
+    private func product(_ conv: Conv2D, _ operand: GEMMOperand, row0: Int, rows: Int,
+                         c: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>?, options: EngineOptions) {
+        PackedGEMM.block(operand, row0: row0, rows: rows, w: conv.weights,
                          panelRange: 0..<conv.weights.panelCount, c: c, ldc: conv.outChannels,
                          bias: conv.bias.map { UnsafePointer($0.baseAddress!) }, residual: residual,
                          residualStride: conv.outChannels, activation: conv.activation, includeTail: true,

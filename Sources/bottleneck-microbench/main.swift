@@ -240,6 +240,7 @@ func networkAB(_ base: EngineOptions) throws {
     case "fiveRowTiles": break
     case "meetingSteps": off.meetingSteps = false
     case "walkFusion": off.walkFusion = false
+    case "stemFusion": off.stemFusion = false
     default: throw MicrobenchError("unknown switch \(name)")
     }
     // Process-wide switches flip before each pass of the network they belong to.

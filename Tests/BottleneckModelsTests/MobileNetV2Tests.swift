@@ -57,7 +57,8 @@ final class MobileNetV2Tests: XCTestCase {
         net.recordStageTimes = true
         let fused = net.forward(input, batch: 2, height: 112, width: 112)
         let rows = Set(net.layerTimes.map(\.layer))
-        for row in ["mbconv 32->32->16 3x3/1 @56x56", "mbconv 16->96->24 3x3/2 @56x56", "mbconv 24->144->24 3x3/1 @28x28"] {
+        // The stem runs fused into features.1 (no expansion), named after both.
+        for row in ["conv 3x3/2 3->32 + mbconv 32->32->16 3x3/1 @112x112", "mbconv 16->96->24 3x3/2 @56x56", "mbconv 24->144->24 3x3/1 @28x28"] {
             XCTAssertTrue(rows.contains(row), "\(row) not among \(rows.sorted())")
         }
         XCTAssertEqual(net.layerTimes.reduce(0) { $0 + $1.flops }, 2 * net.flops(height: 112, width: 112))  // batch 2

@@ -4,18 +4,24 @@ import BottleneckTensor
 /// The fused MBConv kernel against the same three layers run one by one. Both paths run the same
 /// kernels over the same k slices in the same order, so the outputs must be identical (tolerance 0).
 final class InvertedResidualTests: XCTestCase {
-    struct Case { let name: String; let cin: Int; let mid: Int; let cout: Int; let k: Int; let stride: Int; let h: Int; let w: Int; let batch: Int }
+    /// `stem` > 0: the expansion is a `stem x stem` stride-2 convolution (a network's stem fused into
+    /// a block without expansion), not a 1x1 one.
+    struct Case {
+        let name: String; let cin: Int; let mid: Int; let cout: Int; let k: Int; let stride: Int; let h: Int; let w: Int; let batch: Int
+        var stem = 0
+    }
 
     func layers(_ c: Case) -> (Conv2D, DepthwiseConv2D, Conv2D) {
-        let e = SyntheticFill.values(name: c.name + ".e", kind: .weight, shape: [c.mid, c.cin, 1, 1])
+        let ek = max(1, c.stem)
+        let e = SyntheticFill.values(name: c.name + ".e", kind: .weight, shape: [c.mid, c.cin, ek, ek])
         let d = SyntheticFill.values(name: c.name + ".d", kind: .weight, shape: [c.mid, 1, c.k, c.k])
         let p = SyntheticFill.values(name: c.name + ".p", kind: .weight, shape: [c.cout, c.mid, 1, 1])
         let b1 = SyntheticFill.values(name: c.name + ".b1", kind: .bias, shape: [c.mid])
         let b2 = SyntheticFill.values(name: c.name + ".b2", kind: .bias, shape: [c.mid])
         let b3 = SyntheticFill.values(name: c.name + ".b3", kind: .bias, shape: [c.cout])
         let expand = e.withUnsafeBufferPointer {
-            Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.mid, inChannels: c.cin, kernelH: 1, kernelW: 1, padding: .same,
-                   bias: b1, activation: .relu6)
+            Conv2D(weightOIHW: $0.baseAddress!, outChannels: c.mid, inChannels: c.cin, kernelH: ek, kernelW: ek,
+                   stride: c.stem > 0 ? 2 : 1, padding: .same, bias: b1, activation: .relu6)
         }
         let dw = d.withUnsafeBufferPointer {
             DepthwiseConv2D(weightC1HW: $0.baseAddress!, channels: c.mid, kernelH: c.k, kernelW: c.k, stride: c.stride,
@@ -30,12 +36,13 @@ final class InvertedResidualTests: XCTestCase {
     /// `c.cin == c.mid` builds a block without expansion (depthwise reads the input directly).
     func check(_ c: Case, bands: Int, options: EngineOptions) {
         let (expandLayer, dw, project) = layers(c)
-        let expand: Conv2D? = c.cin == c.mid ? nil : expandLayer
-        let skip = c.stride == 1 && c.cin == c.cout
+        let expand: Conv2D? = c.cin == c.mid && c.stem == 0 ? nil : expandLayer
+        let skip = c.stride == 1 && c.cin == c.cout && c.stem == 0
         let block = InvertedResidual(expand: expand, depthwise: dw, project: project, addsInput: skip)
         let x = SyntheticFill.input(name: c.name + ".x", shape: [c.batch, c.h, c.w, c.cin])
         let (oh, ow) = block.outputSize(height: c.h, width: c.w)
-        var mid1 = [Float](repeating: 0, count: c.batch * c.h * c.w * c.mid)
+        let (eh, ew) = c.stem > 0 ? expandLayer.outputSize(height: c.h, width: c.w) : (c.h, c.w)
+        var mid1 = [Float](repeating: 0, count: c.batch * eh * ew * c.mid)
         var mid2 = [Float](repeating: 0, count: c.batch * oh * ow * c.mid)
         var reference = [Float](repeating: 0, count: c.batch * oh * ow * c.cout)
         var fused = [Float](repeating: .nan, count: reference.count)
@@ -45,7 +52,7 @@ final class InvertedResidualTests: XCTestCase {
                 else { $0.baseAddress!.update(from: xp.baseAddress!, count: xp.count) }
             }
             mid1.withUnsafeBufferPointer { m1 in mid2.withUnsafeMutableBufferPointer {
-                dw.forward(input: m1.baseAddress!, batch: c.batch, height: c.h, width: c.w, output: $0.baseAddress!) } }
+                dw.forward(input: m1.baseAddress!, batch: c.batch, height: eh, width: ew, output: $0.baseAddress!) } }
             mid2.withUnsafeBufferPointer { m2 in reference.withUnsafeMutableBufferPointer {
                 project.forward(input: m2.baseAddress!, batch: c.batch, height: oh, width: ow, output: $0.baseAddress!,
                                 residual: skip ? xp.baseAddress! : nil) } }
@@ -75,6 +82,9 @@ final class InvertedResidualTests: XCTestCase {
             Case(name: "ir.tall5", cin: 16, mid: 96, cout: 24, k: 5, stride: 2, h: 300, w: 20, batch: 1),
             Case(name: "ir.tall5s1", cin: 24, mid: 144, cout: 24, k: 5, stride: 1, h: 90, w: 28, batch: 2),
             Case(name: "ir.tall3s2", cin: 40, mid: 240, cout: 80, k: 3, stride: 2, h: 120, w: 28, batch: 1),
+            // A stem convolution as the expansion (its output rows only in the ring).
+            Case(name: "ir.stem", cin: 3, mid: 32, cout: 16, k: 3, stride: 1, h: 41, w: 38, batch: 2, stem: 3),
+            Case(name: "ir.stem.tall", cin: 3, mid: 16, cout: 8, k: 3, stride: 1, h: 160, w: 30, batch: 1, stem: 3),
         ]
         // Two threads, with and without the meeting walks (batch-1 cases with more than one band).
         let (bands, meeting) = EngineOptions.offAndOn(\.meetingSteps, threads: 2)

@@ -17,6 +17,10 @@ final class NetworkExecutor: @unchecked Sendable {
     let pooling: Pooling
     /// Engine settings every layer runs with.
     let options: EngineOptions
+    /// Fused blocks spanning two stages, by the first stage's index: that stage's last layer (a
+    /// stem convolution) as the expansion of the next stage's first layer (a block without one), so
+    /// that the stem's output lives only in the block's ring of rows (`stemFusions`).
+    let crossStageBlocks: [Int: InvertedResidual]
     /// Whether passes add their wall times to `profile`.
     var isProfiling = false
     /// Accumulated times of profiled passes.
@@ -35,6 +39,21 @@ final class NetworkExecutor: @unchecked Sendable {
         self.architecture = architecture
         self.pooling = pooling
         self.options = options
+        crossStageBlocks = options.fusedBlocks && options.stemFusion ? NetworkExecutor.stemFusions(stages) : [:]
+    }
+
+    /// For each stage ending in a direct k x k convolution followed by a stage that starts with an
+    /// MBConv block without expansion or skip (EfficientNet-Lite's and MobileNetV2's stem and first
+    /// block), the two fused: `InvertedResidual` with the convolution as its expansion.
+    static func stemFusions(_ stages: [[CompiledLayer]]) -> [Int: InvertedResidual] {
+        var fused: [Int: InvertedResidual] = [:]
+        for i in stages.indices.dropLast() {
+            guard case let .conv(stem) = stages[i].last, stem.runsDirectOnly, !InvertedResidual.isPointwise(stem),
+                  case let .invertedResidual(block, _) = stages[i + 1].first, block.expand == nil, !block.addsInput,
+                  stem.outChannels == block.depthwise.channels else { continue }
+            fused[i] = InvertedResidual(expand: stem, depthwise: block.depthwise, project: block.project, addsInput: false)
+        }
+        return fused
     }
 
     /// Output shape per image of the last stage for a `height x width` input, after pooling.
@@ -123,9 +142,21 @@ final class NetworkExecutor: @unchecked Sendable {
             pointer(act, batch: batch, arena).update(from: input, count: batch * act.h * act.w * act.c)
         }
         if isProfiling && profile.stageSeconds.count != stages.count { profile.stageSeconds = [Double](repeating: 0, count: stages.count) }
+        // A stage whose first layer ran fused with the stage before (`crossStageBlocks`) skips it.
+        var firstLayerDone = false
         for i in range {
             let t0 = isProfiling ? DispatchTime.now().uptimeNanoseconds : 0
-            for layer in stages[i] { act = execute(layer, act, batch: batch, protected: [], arena) }
+            let layers = firstLayerDone ? stages[i].dropFirst() : stages[i][...]
+            firstLayerDone = false
+            // The next stage's input is needed only inside the fused block unless stages are collected
+            // (profiles count the fused block in this stage's time).
+            if collect == nil, i + 1 < range.upperBound, let fused = crossStageBlocks[i], let stem = layers.last {
+                for layer in layers.dropLast() { act = execute(layer, act, batch: batch, protected: [], arena) }
+                act = execute(.invertedResidual(fused, unfused: [stem, stages[i + 1][0]]), act, batch: batch, protected: [], arena)
+                firstLayerDone = true
+            } else {
+                for layer in layers { act = execute(layer, act, batch: batch, protected: [], arena) }
+            }
             if isProfiling { profile.stageSeconds[i] += Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9 }
             if let collect {
                 var values = [Float](repeating: 0, count: batch * act.h * act.w * act.c)
@@ -221,7 +252,10 @@ final class NetworkExecutor: @unchecked Sendable {
             let (oh, ow) = block.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: block.outChannels, isVector: false)
             let dw = block.depthwise
-            timed("mbconv \(block.inChannels)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)",
+            // A fused stem names its convolution first (`crossStageBlocks`).
+            let stem = block.expandsInPlace ? "" : block.expand.map { "conv \($0.kernelH)x\($0.kernelW)/\($0.stride) \($0.inChannels)->\($0.outChannels) + " } ?? ""
+            let mbconvIn = block.expandsInPlace ? block.inChannels : dw.channels
+            timed(stem + "mbconv \(mbconvIn)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)",
                   flops: 2 * batch * block.macs(height: act.h, width: act.w)) {
                 block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
                               bands: bands, options: options)
