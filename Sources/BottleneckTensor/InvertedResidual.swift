@@ -56,8 +56,13 @@ public final class InvertedResidual: @unchecked Sendable {
 
     /// The depthwise input's size for a block input of `height x width`.
     func expandedSize(height: Int, width: Int) -> (height: Int, width: Int) {
-        guard let expand, !expandsInPlace else { return (height, width) }
-        return expand.outputSize(height: height, width: width)
+        expand?.outputSize(height: height, width: width) ?? (height, width)
+    }
+
+    /// Whether a block on `batch` images with more than one band runs as two walks that meet
+    /// (`EngineOptions.meetingSteps`): one image on two threads.
+    static func runsAsWalks(batch: Int, options: EngineOptions) -> Bool {
+        batch == 1 && options.workers == 2 && options.meetingSteps
     }
 
     /// True for a 1x1, stride-1 convolution without padding (one that reads NHWC rows in place).
@@ -116,7 +121,7 @@ public final class InvertedResidual: @unchecked Sendable {
         let threads = options.workers
         if threads == 1 || batch >= 2 * threads { return 1 }
         let bands = (2 * threads + batch - 1) / batch
-        if batch == 1 && threads == 2 && options.meetingSteps && options.walkFusion {
+        if InvertedResidual.runsAsWalks(batch: batch, options: options) && options.walkFusion {
             // Two walks that meet (see `forward`) recompute k - stride expanded rows once.
             return oh / 2 >= 2 * depthwise.kernelH ? bands : 0
         }
@@ -158,21 +163,17 @@ public final class InvertedResidual: @unchecked Sendable {
             let need = max(0, oy * s - top)..<min(eh, (oy + rows - 1) * s - top + k)
             let rowsView: DepthwiseRow
             if let expand = self.expand {
+                // Expanded row y is rows y * ew..< of the expansion's product: the block input's own rows
+                // (a 1x1 expansion), or a stem's receptive fields over it.
+                let source = expand.directOperand(input: image, height: height, width: width).0
                 let below = need.lowerBound..<min(need.upperBound, max(need.lowerBound, held.lowerBound))
                 let above = max(need.lowerBound, min(need.upperBound, held.upperBound))..<need.upperBound
                 for missing in [below, above] {
                     var fresh = missing.lowerBound
                     while fresh < missing.upperBound {
                         let slot = fresh % expandedRows, count = min(missing.upperBound - fresh, expandedRows - slot)
-                        if self.expandsInPlace {
-                            self.pointwise(expand, a: image + fresh * width * cin, lda: cin, rows: count * width,
-                                           c: expanded + slot * width * mid, residual: nil, options: options)
-                        } else {
-                            // Rows of the stem's output: its receptive fields over the block input.
-                            self.product(expand, expand.directOperand(input: image, height: height, width: width).0,
-                                         row0: fresh * ew, rows: count * ew, c: expanded + slot * ew * mid, residual: nil,
-                                         options: options)
-                        }
+                        self.product(expand, source, row0: fresh * ew, rows: count * ew, c: expanded + slot * ew * mid,
+                                     residual: nil, options: options)
                         fresh += count
                     }
                 }
@@ -190,7 +191,7 @@ public final class InvertedResidual: @unchecked Sendable {
                            residual: self.addsInput ? input + outOffset * cin : nil, options: options)
         }
 
-        if batch == 1 && bands > 1 && options.workers == 2 && options.meetingSteps {
+        if bands > 1 && InvertedResidual.runsAsWalks(batch: batch, options: options) {
             // One image on two threads: the caller walks down from the top and the worker up from the
             // bottom, a step at a time, until they meet (rows claimed in one word: top << 32 | bottom), so
             // neither waits for more than a step of the other, and only the meeting step recomputes

@@ -251,12 +251,7 @@ final class NetworkExecutor: @unchecked Sendable {
             }
             let (oh, ow) = block.outputSize(height: act.h, width: act.w)
             let out = Act(slot: acquire(excluding: protected + [act.slot], arena), h: oh, w: ow, c: block.outChannels, isVector: false)
-            let dw = block.depthwise
-            // A fused stem names its convolution first (`crossStageBlocks`).
-            let stem = block.expandsInPlace ? "" : block.expand.map { "conv \($0.kernelH)x\($0.kernelW)/\($0.stride) \($0.inChannels)->\($0.outChannels) + " } ?? ""
-            let mbconvIn = block.expandsInPlace ? block.inChannels : dw.channels
-            timed(stem + "mbconv \(mbconvIn)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)",
-                  flops: 2 * batch * block.macs(height: act.h, width: act.w)) {
+            timed(blockRow(block, act), flops: 2 * batch * block.macs(height: act.h, width: act.w)) {
                 block.forward(input: src, batch: batch, height: act.h, width: act.w, output: pointer(out, batch: batch, arena),
                               bands: bands, options: options)
             }
@@ -370,6 +365,15 @@ final class NetworkExecutor: @unchecked Sendable {
     }
 
     /// The profile row of a convolution on `act`.
+    /// A fused MBConv block's profile row; a fused stem (`crossStageBlocks`) names its convolution first.
+    private func blockRow(_ block: InvertedResidual, _ act: Act) -> String {
+        let dw = block.depthwise
+        let stem = block.expandsInPlace ? ""
+            : block.expand.map { "conv \($0.kernelH)x\($0.kernelW)/\($0.stride) \($0.inChannels)->\($0.outChannels) + " } ?? ""
+        let mbconvIn = block.expandsInPlace ? block.inChannels : dw.channels
+        return stem + "mbconv \(mbconvIn)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)"
+    }
+
     private func convolutionRow(_ conv: Conv2D, _ act: Act, batch: Int) -> String {
         "conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
             + (conv.runsWinograd(batch: batch, height: act.h, width: act.w) ? " winograd" : "")
