@@ -30,7 +30,10 @@ func clock(cpuTime: Bool) -> Double {
 /// `BOTTLENECK_GEMM_SHAPES=m:k:n,...`, `BOTTLENECK_GEMM_THREADS` (1: one `block` call, thread CPU time),
 /// `BOTTLENECK_GEMM_REPS` (calls per timing; default about 20 M multiply-adds' worth),
 /// `BOTTLENECK_GEMM_COPIES` (weight copies used in turn, default 1: enough copies to overflow the
-/// caches time the weights read from memory, as in a batch-1 network pass).
+/// caches time the weights read from memory, as in a batch-1 network pass). With copies and
+/// `BOTTLENECK_GEMM_PAIRED=1`, calls alternate between a cached copy and the others (`_REPS` pairs,
+/// default 400, wall time): the median pair ratio is the cost of reading the weights from memory,
+/// free of the host's drift between runs.
 func gemm(_ base: EngineOptions) {
     var list: [[Int]] = [[336, 16, 96], [336, 24, 144], [336, 40, 240], [196, 80, 480], [196, 112, 672], [49, 192, 1152],
                          [336, 96, 24], [336, 144, 24], [336, 144, 40], [336, 240, 40], [196, 240, 80], [196, 480, 80],
@@ -48,6 +51,27 @@ func gemm(_ base: EngineOptions) {
         let bias = SyntheticFill.values(name: "gemm.b", kind: .bias, shape: [n])
         let copies = (0..<max(1, setting("BOTTLENECK_GEMM_COPIES") ?? 1)).map { _ in
             wv.withUnsafeBufferPointer { PackedWeights(rowsNK: $0.baseAddress!, n: n, k: k) }
+        }
+        func product(_ w: PackedWeights) {
+            bias.withUnsafeBufferPointer { bp in
+                PackedGEMM.run(.matrix(a.baseAddress!, rowStride: k), m: m, weights: w, c: c.baseAddress!, ldc: n,
+                               bias: bp.baseAddress!, residual: nil, residualStride: 0, activation: .relu6, options: options)
+            }
+        }
+        if copies.count > 1, setting("BOTTLENECK_GEMM_PAIRED") == 1 {
+            // Calls alternate between copy 0 (in cache after its first call) and the next of the
+            // others in turn (from memory once they overflow the caches); each pair's ratio, median.
+            var resident: [Double] = [], streamed: [Double] = []
+            for call in 0..<(setting("BOTTLENECK_GEMM_REPS") ?? 400) {
+                var t0 = clock(cpuTime: false); product(copies[0]); resident.append(clock(cpuTime: false) - t0)
+                t0 = clock(cpuTime: false); product(copies[1 + call % (copies.count - 1)]); streamed.append(clock(cpuTime: false) - t0)
+            }
+            let ratios = zip(streamed, resident).map { $0 / $1 }.sorted()
+            let r = resident.sorted()[resident.count / 2], s = streamed.sorted()[streamed.count / 2]
+            print(String(format: "gemm m %5d k %5d n %5d  resident %8.1f us %6.1f GFLOP/s  streamed %8.1f us %6.1f GFLOP/s  ratio %.3f",
+                         m, k, n, r * 1e6, Double(2 * m * n * k) / r / 1e9, s * 1e6, Double(2 * m * n * k) / s / 1e9,
+                         ratios[ratios.count / 2]))
+            continue
         }
         var call = 0
         let reps = setting("BOTTLENECK_GEMM_REPS") ?? max(1, 20_000_000 / (m * n * k))
