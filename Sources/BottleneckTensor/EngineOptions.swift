@@ -134,6 +134,9 @@ public struct EngineOptions: Sendable, Equatable {
     /// A stem convolution runs fused into the MBConv block after it when that block has no expansion
     /// (`InvertedResidual` with the stem as its expansion): the stem's output never goes to memory.
     public var stemFusion = true
+    /// With `meetingSteps`, the walks take half of the rows left, not a full step, once fewer than
+    /// two steps are left: the walk done first then waits for a short step, not a whole one.
+    public var taperedMeeting = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20

@@ -204,7 +204,10 @@ public final class InvertedResidual: @unchecked Sendable {
                         let word = cursor.load(ordering: .relaxed)
                         let low = word >> 32, high = word & 0xFFFF_FFFF
                         guard low < high else { return }
-                        let rows = min(step, high - low)
+                        // Full steps until the walks are two steps apart, then half of what is left
+                        // (`taperedMeeting`): the walk that finishes first waits for a short step only.
+                        let left = high - low
+                        let rows = options.taperedMeeting && left < 2 * step ? max(1, (left + 1) / 2) : min(step, left)
                         let claimed = piece == 0 ? (low + rows) << 32 | high : low << 32 | (high - rows)
                         guard cursor.compareExchange(expected: word, desired: claimed, ordering: .relaxed).exchanged else { continue }
                         runStep(img: 0, oy: piece == 0 ? low : high - rows, rows: rows, buffer: buffer, held: &held)

@@ -265,6 +265,7 @@ func networkAB(_ base: EngineOptions) throws {
     case "meetingSteps": off.meetingSteps = false
     case "walkFusion": off.walkFusion = false
     case "stemFusion": off.stemFusion = false
+    case "taperedMeeting": off.taperedMeeting = false
     default: throw MicrobenchError("unknown switch \(name)")
     }
     // Process-wide switches flip before each pass of the network they belong to.

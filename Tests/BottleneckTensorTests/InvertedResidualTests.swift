@@ -63,7 +63,7 @@ final class InvertedResidualTests: XCTestCase {
         }
         var worst: Float = 0
         for i in 0..<reference.count { let d = abs(fused[i] - reference[i]); worst = d.isNaN ? .infinity : max(worst, d) }
-        let run = "\(c.name) bands \(bands) meeting steps \(options.meetingSteps)"
+        let run = "\(c.name) bands \(bands) meeting steps \(options.meetingSteps) tapered \(options.taperedMeeting)"
         XCTAssertFalse(fused.contains { $0.isNaN }, "\(run): output not fully written")
         XCTAssertEqual(worst, 0, "\(run): fused differs from layer-by-layer by \(worst)")
     }
@@ -86,9 +86,12 @@ final class InvertedResidualTests: XCTestCase {
             Case(name: "ir.stem", cin: 3, mid: 32, cout: 16, k: 3, stride: 1, h: 41, w: 38, batch: 2, stem: 3),
             Case(name: "ir.stem.tall", cin: 3, mid: 16, cout: 8, k: 3, stride: 1, h: 160, w: 30, batch: 1, stem: 3),
         ]
-        // Two threads, with and without the meeting walks (batch-1 cases with more than one band).
+        // Two threads, with and without the meeting walks (batch-1 cases with more than one band), whose
+        // last steps are tapered (`taperedMeeting`) or whole.
         let (bands, meeting) = EngineOptions.offAndOn(\.meetingSteps, threads: 2)
-        for c in cases { for n in [1, 2, 5] { for options in [bands, meeting] { check(c, bands: n, options: options) } } }
+        var wholeSteps = meeting
+        wholeSteps.taperedMeeting = false
+        for c in cases { for n in [1, 2, 5] { for options in [bands, meeting, wholeSteps] { check(c, bands: n, options: options) } } }
     }
 
     func testBandsPerImageFallsBackForThinBands() {
