@@ -62,6 +62,8 @@ func gemm(_ base: EngineOptions) {
             // Calls alternate between copy 0 (in cache after its first call) and the next of the
             // others in turn (from memory once they overflow the caches); each pair's ratio, median.
             var resident: [Double] = [], streamed: [Double] = []
+            // Untimed calls first: the first shape of a run otherwise also times the threads' start.
+            for _ in 0..<20 { product(copies[0]) }
             for call in 0..<(setting("BOTTLENECK_GEMM_REPS") ?? 400) {
                 var t0 = clock(cpuTime: false); product(copies[0]); resident.append(clock(cpuTime: false) - t0)
                 t0 = clock(cpuTime: false); product(copies[1 + call % (copies.count - 1)]); streamed.append(clock(cpuTime: false) - t0)
