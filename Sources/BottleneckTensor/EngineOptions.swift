@@ -137,6 +137,10 @@ public struct EngineOptions: Sendable, Equatable {
     /// With `meetingSteps`, the walks take half of the rows left, not a full step, once fewer than
     /// two steps are left: the walk done first then waits for a short step, not a whole one.
     public var taperedMeeting = true
+    /// Products of at most 8 weight panels (128 output columns) on more than one thread, whose rows
+    /// split into several blocks, use blocks of half the usual rows: their pieces, a panel of a row
+    /// block at the smallest, are then half as tall where the threads' shares meet.
+    public var narrowRowBlocks = true
     /// Smallest GEMM output (bytes) whose lines are prefetched: about what outlives the caches
     /// between layers.
     public var prefetchMinimumBytes = 8 << 20

@@ -97,6 +97,8 @@ public enum PackedGEMM {
     static let kBlock = 256
     static let mBlock = 96
     static let mr = 6
+    /// Most panels (128 output columns) of a product whose rows split finer (`EngineOptions.narrowRowBlocks`).
+    static let narrowPanels = 8
     /// Row stride of the gathered patch block: one slice plus 16 floats, so rows do not fall on
     /// 4 KiB multiples of each other (set conflicts in L1).
     static let gatherStride = kBlock + 16
@@ -116,6 +118,11 @@ public enum PackedGEMM {
         // column groups as well when there are too few row blocks to give every worker several tasks.
         let tiles = (m + mr - 1) / mr
         var rowBlocks = (m + mBlock - 1) / mBlock
+        // Narrow products (`EngineOptions.narrowRowBlocks`): row blocks of half `mBlock`, so the pieces
+        // where the threads' shares meet are half as tall.
+        if options.narrowRowBlocks && threads > 1 && panels <= narrowPanels && rowBlocks > 1 {
+            rowBlocks = min(tiles, 2 * rowBlocks)
+        }
         var groups = threads == 1 ? 1 : min(max(1, panels), max(1, (4 * threads + rowBlocks - 1) / rowBlocks))
         // A whole number of tasks per thread (`TensorThreads.wholeRounds`; the 14x14 and 28x28 layers
         // of a batch-1 pass had 3 row blocks x 3 column groups, and 9 row blocks).

@@ -268,6 +268,7 @@ func networkAB(_ base: EngineOptions) throws {
     case "walkFusion": off.walkFusion = false
     case "stemFusion": off.stemFusion = false
     case "taperedMeeting": off.taperedMeeting = false
+    case "narrowRowBlocks": off.narrowRowBlocks = false
     default: throw MicrobenchError("unknown switch \(name)")
     }
     // Process-wide switches flip before each pass of the network they belong to.

@@ -54,5 +54,16 @@ final class TaperedPiecesTests: XCTestCase {
                                              padding: .symmetric(c.k / 2), activation: .relu6, algorithm: c.algorithm)
             layer.assertSameOutputs(equal, tapered, name, "tapered pieces")
         }
+        // Narrow products in half-height row blocks (`narrowRowBlocks`): 1x1 to 112 and 64 columns at
+        // 14x14 and 56x56, and a gathered 3x3 product to 128.
+        let (wide, narrow) = EngineOptions.offAndOn(\.narrowRowBlocks, threads: 2)
+        let narrowCases: [(cin: Int, hw: Int, cout: Int, k: Int)] = [(672, 14, 112, 1), (256, 56, 64, 1), (64, 28, 128, 3)]
+        for (i, c) in narrowCases.enumerated() {
+            let name = "narrow.\(i)"
+            let layer = SyntheticConvolution(name: name, batch: 1, height: c.hw, width: c.hw, inChannels: c.cin,
+                                             outChannels: c.cout, kernel: c.k, stride: 1,
+                                             padding: .symmetric(c.k / 2), activation: .relu6, algorithm: .direct)
+            layer.assertSameOutputs(wide, narrow, name, "narrow row blocks")
+        }
     }
 }
