@@ -31,9 +31,8 @@ func clock(cpuTime: Bool) -> Double {
 /// `BOTTLENECK_GEMM_REPS` (calls per timing; default about 20 M multiply-adds' worth),
 /// `BOTTLENECK_GEMM_COPIES` (weight copies used in turn, default 1: enough copies to overflow the
 /// caches time the weights read from memory, as in a batch-1 network pass). With copies and
-/// `BOTTLENECK_GEMM_PAIRED=1`, calls alternate between a cached copy and the others (`_REPS` pairs,
-/// default 400, wall time): the median pair ratio is the cost of reading the weights from memory,
-/// free of the host's drift between runs.
+/// `BOTTLENECK_GEMM_PAIRED=1`, calls alternate between copy 0 and the others (`_REPS` pairs, default
+/// 400, wall time); prints each side's median and the median of the per-pair time ratios.
 func gemm(_ base: EngineOptions) {
     var list: [[Int]] = [[336, 16, 96], [336, 24, 144], [336, 40, 240], [196, 80, 480], [196, 112, 672], [49, 192, 1152],
                          [336, 96, 24], [336, 144, 24], [336, 144, 40], [336, 240, 40], [196, 240, 80], [196, 480, 80],
@@ -52,15 +51,23 @@ func gemm(_ base: EngineOptions) {
         let copies = (0..<max(1, setting("BOTTLENECK_GEMM_COPIES") ?? 1)).map { _ in
             wv.withUnsafeBufferPointer { PackedWeights(rowsNK: $0.baseAddress!, n: n, k: k) }
         }
+        // One product with weights `w`: a single `block` call on one thread, else `run`.
         func product(_ w: PackedWeights) {
             bias.withUnsafeBufferPointer { bp in
-                PackedGEMM.run(.matrix(a.baseAddress!, rowStride: k), m: m, weights: w, c: c.baseAddress!, ldc: n,
-                               bias: bp.baseAddress!, residual: nil, residualStride: 0, activation: .relu6, options: options)
+                if options.threads == 1 {
+                    PackedGEMM.block(.matrix(a.baseAddress!, rowStride: k), row0: 0, rows: m, w: w,
+                                     panelRange: 0..<w.panelCount, c: c.baseAddress!, ldc: n, bias: bp.baseAddress!,
+                                     residual: nil, residualStride: 0, activation: .relu6, includeTail: true,
+                                     options: options, tileMajor: options.tileMajor)
+                } else {
+                    PackedGEMM.run(.matrix(a.baseAddress!, rowStride: k), m: m, weights: w, c: c.baseAddress!, ldc: n,
+                                   bias: bp.baseAddress!, residual: nil, residualStride: 0, activation: .relu6, options: options)
+                }
             }
         }
         if copies.count > 1, setting("BOTTLENECK_GEMM_PAIRED") == 1 {
-            // Calls alternate between copy 0 (in cache after its first call) and the next of the
-            // others in turn (from memory once they overflow the caches); each pair's ratio, median.
+            // Copy 0 stays cached; the others are used in turn (read from memory once they outgrow
+            // the caches).
             var resident: [Double] = [], streamed: [Double] = []
             // Untimed calls first: the first shape of a run otherwise also times the threads' start.
             for _ in 0..<20 { product(copies[0]) }
@@ -81,19 +88,8 @@ func gemm(_ base: EngineOptions) {
         for _ in 0..<7 {
             let t0 = clock(cpuTime: options.threads == 1)
             for _ in 0..<reps {
-                let w = copies[call % copies.count]
+                product(copies[call % copies.count])
                 call += 1
-                bias.withUnsafeBufferPointer { bp in
-                    if options.threads == 1 {
-                        PackedGEMM.block(.matrix(a.baseAddress!, rowStride: k), row0: 0, rows: m, w: w,
-                                         panelRange: 0..<w.panelCount, c: c.baseAddress!, ldc: n, bias: bp.baseAddress!,
-                                         residual: nil, residualStride: 0, activation: .relu6, includeTail: true,
-                                         options: options, tileMajor: options.tileMajor)
-                    } else {
-                        PackedGEMM.run(.matrix(a.baseAddress!, rowStride: k), m: m, weights: w, c: c.baseAddress!, ldc: n,
-                                       bias: bp.baseAddress!, residual: nil, residualStride: 0, activation: .relu6, options: options)
-                    }
-                }
             }
             best = min(best, (clock(cpuTime: options.threads == 1) - t0) / Double(reps))
         }

@@ -364,7 +364,6 @@ final class NetworkExecutor: @unchecked Sendable {
         "\(kind) pool \(kernel)x\(kernel)/\(stride) \(act.c) @\(act.h)x\(act.w)"
     }
 
-    /// The profile row of a convolution on `act`.
     /// A fused MBConv block's profile row; a fused stem (`crossStageBlocks`) names its convolution first.
     private func blockRow(_ block: InvertedResidual, _ act: Act) -> String {
         let dw = block.depthwise
@@ -374,6 +373,7 @@ final class NetworkExecutor: @unchecked Sendable {
         return stem + "mbconv \(mbconvIn)->\(dw.channels)->\(block.outChannels) \(dw.kernelH)x\(dw.kernelW)/\(dw.stride) @\(act.h)x\(act.w)"
     }
 
+    /// The profile row of a convolution on `act`.
     private func convolutionRow(_ conv: Conv2D, _ act: Act, batch: Int) -> String {
         "conv \(conv.kernelH)x\(conv.kernelW)/\(conv.stride) \(conv.inChannels)->\(conv.outChannels) @\(act.h)x\(act.w)"
             + (conv.runsWinograd(batch: batch, height: act.h, width: act.w) ? " winograd" : "")
